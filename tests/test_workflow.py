@@ -1,0 +1,123 @@
+"""The whole Snakefile on tiny random BERT and GPT-2 models: values, not just files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from tests.conftest import run_snakemake
+from workflow import io
+from workflow.similarity_stats import linear_cka
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def study(tiny_bert, tiny_gpt2, tmp_path_factory):
+    """Run the tiny study once; tests below read its results."""
+    work = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    words = {0: ["dull", "slow", "boring"], 1: ["bright", "fast", "fun"]}
+    labels = rng.integers(0, 2, 400)
+    texts = [" ".join(rng.choice(words[y], 3)) + " day" for y in labels]
+    pl.DataFrame({"review": texts, "stars": labels}).write_csv(work / "reviews.csv")
+    cfg = {
+        "models": {"bert": {"source": str(tiny_bert)}, "gpt2": {"source": str(tiny_gpt2)}},
+        "datasets": {
+            "news": {"source": "builtin", "task": "news_topic", "n_train": 300, "n_test": 60, "seed": 1},
+            "reviews": {"source": "file", "path": "reviews.csv", "text_column": "review", "label_column": "stars"},
+        },
+        "layers": [1, 2],
+        "sites": ["resid_post", "mlp_out"],
+        "tokenize": {"max_length": 48},
+        "finetune": {"epochs": 3, "lr": 2e-3, "batch_size": 16, "bf16": False, "log_every": 5},
+        "extract": {"batch_size": 16, "shard_rows": 500},
+        "similarity": {"max_tokens": 100000},
+    }
+    (work / "study.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work, cfg
+
+
+def test_finetuning_learned_the_tasks(study):
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        metrics = io.read_json(work / f"results/models/{model}/reviews/metrics.json")
+        assert metrics["finetuned"]["accuracy"] >= 0.9, (model, metrics["finetuned"])  # one word decides
+        assert metrics["finetuned"]["accuracy"] > metrics["pretrained"]["accuracy"]
+        news = io.read_json(work / f"results/models/{model}/news/metrics.json")
+        assert news["finetuned"]["accuracy"] > 0.2  # chance: 5 topics
+        assert news["train"]["steps"] == 3 * 19  # ceil(300 / 16) steps a epoch
+
+
+def test_activation_sets_cover_every_token_of_both_variants(study):
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        tokens = pl.read_parquet(work / f"results/tokens/{model}/news/test.parquet")
+        sets = {}
+        for variant in ("pretrained", "finetuned"):
+            root = work / f"results/activations/{model}/{variant}/news/test"
+            summary = io.read_json(root / "extract.json")
+            assert summary["sets"] == ["resid_post/L1", "mlp_out/L1", "resid_post/L2", "mlp_out/L2"]
+            for site in ("resid_post", "mlp_out"):
+                for layer in (1, 2):
+                    s = io.ActivationSet(root / site / f"L{layer}")
+                    assert s.n_rows == len(tokens) and s.manifest["variant"] == variant
+                    sets[(variant, site, layer)] = s
+        pre, ft = sets[("pretrained", "resid_post", 2)].read_all(), sets[("finetuned", "resid_post", 2)].read_all()
+        assert not np.allclose(pre, ft)  # fine-tuning changed the model
+
+
+def test_similarity_matches_the_stored_activations(study):
+    """The streaming similarity stage agrees with CKA computed from the extract stage's sets."""
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        table = pl.read_parquet(work / f"results/analysis/{model}/news/similarity.parquet").sort("layer")
+        assert table["layer"].to_list() == [0, 1, 2]
+        assert table["hook_name"].to_list() == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+        row = table.row(2, named=True)
+        base = work / f"results/activations/{model}/{{}}/news/test/resid_post/L2"
+        x = io.ActivationSet(str(base).format("pretrained")).read_all().astype(np.float64)
+        y = io.ActivationSet(str(base).format("finetuned")).read_all().astype(np.float64)
+        assert row["n_tokens"] == len(x)
+        assert row["cka_biased"] == pytest.approx(linear_cka(x, y, debiased=False), abs=2e-3)
+        assert row["cka_debiased"] == pytest.approx(linear_cka(x, y, debiased=True), abs=2e-3)
+        assert row["mean_cosine"] == pytest.approx(
+            x.mean(0) @ y.mean(0) / np.linalg.norm(x.mean(0)) / np.linalg.norm(y.mean(0)), abs=1e-3)
+        assert ((table["cka_debiased"] <= 1 + 1e-9) & (table["token_cosine"] <= 1 + 1e-9)).all()
+
+
+def test_reports_show_the_numbers(study):
+    work, _ = study
+    metrics = io.read_json(work / "results/models/gpt2/reviews/metrics.json")
+    page = (work / "results/reports/gpt2/reviews/index.html").read_text()
+    assert f"{metrics['finetuned']['accuracy']:.4f}" in page and "data:image/png;base64," in page
+    index = (work / "results/reports/index.html").read_text()
+    assert len(re.findall(r'href="(bert|gpt2)/(news|reviews)/index.html"', index)) == 4
+
+
+def test_second_run_does_nothing(study):
+    work, _ = study
+    result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml", "--dry-run")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_editing_one_dataset_reruns_only_its_jobs(study):
+    work, cfg = study
+    cfg = json.loads(json.dumps(cfg))
+    cfg["datasets"]["news"]["n_test"] = 61
+    (work / "edited.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, "--cores", "1", "--configfile", "edited.yaml", "--dry-run", "--quiet", "rules")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 x 2 x 2 extract, 2 similarity, 2 reports, index
+    assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "extract": "8", "similarity": "2",
+                    "report": "2", "report_index": "1", "all": "1", "total": "22"}

@@ -1,0 +1,18 @@
+"""`python -m workflow <stage> [options]`: run one stage from the command line."""
+
+import importlib
+import logging
+import sys
+
+STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "report")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in STAGES:
+        sys.exit(f"usage: python -m workflow {{{','.join(STAGES)}}} [options]")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    importlib.import_module(f"workflow.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

