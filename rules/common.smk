@@ -1,8 +1,8 @@
 # Targets, paths and per-job config slices: the only logic the rules use.
 
-import json
 
 from workflow.config import as_json, code_version
+from workflow.models import SITES
 
 MODELS = list(STUDY["models"])
 DATASETS = list(STUDY["datasets"])
@@ -37,9 +37,17 @@ def variant_inputs(w):
     return [f"{finetuned_dir(w.model, w.dataset)}/model.safetensors"]
 
 
+def local_files(w):
+    """The files a `source: file` dataset reads: editing them re-runs the dataset."""
+    spec = STUDY["datasets"][w.dataset]
+    return [spec[key] for key in ("path", "test_path") if spec.get(key)]
+
+
 def extract_targets(model):
-    """site:layer pairs extracted for a model, e.g. ['resid_post:2', ...]."""
-    return [f"{site}:{layer}" for layer in model_spec(model)["layers"] for site in STUDY["sites"]]
+    """site:layer pairs extracted for a model, e.g. ['resid_post:2', ...], in a
+    canonical order so that reordering the config's lists re-runs nothing."""
+    sites = sorted(STUDY["sites"], key=SITES.index)
+    return [f"{site}:{layer}" for layer in sorted(model_spec(model)["layers"]) for site in sites]
 
 
 def all_extractions():

@@ -1,4 +1,6 @@
 rule dataset:
+    input:
+        local_files,
     output:
         train="results/data/{dataset}/train.parquet",
         test="results/data/{dataset}/test.parquet",

@@ -15,7 +15,7 @@ rule extract:
         meta=lambda w: as_json({"model": w.model, "variant": w.variant, "dataset": w.dataset, "split": w.split}),
         cfg=as_json({k: v for k, v in STUDY["extract"].items() if k != "splits"}),
         code=code_version("extract"),
-    threads: workflow.cores
+    threads: STUDY["threads"]
     resources:
         gpu=1,
     conda:

@@ -10,7 +10,7 @@ rule finetune:
         source=lambda w: model_spec(w.model)["source"],
         cfg=lambda w: as_json(model_spec(w.model)["finetune"]),
         code=code_version("finetune"),
-    threads: workflow.cores
+    threads: STUDY["threads"]
     resources:
         gpu=1,
     conda:

@@ -4,6 +4,11 @@ rule report:
         metrics="results/models/{model}/{dataset}/metrics.json",
         similarity="results/analysis/{model}/{dataset}/similarity.parquet",
         plot="results/analysis/{model}/{dataset}/similarity.png",
+        extracts=lambda w: expand(
+            "results/activations/{{model}}/{variant}/{{dataset}}/{split}/extract.json",
+            variant=VARIANTS,
+            split=STUDY["extract"]["splits"],
+        ),
     output:
         "results/reports/{model}/{dataset}/index.html",
     params:
@@ -17,7 +22,7 @@ rule report:
     shell:
         "python -m workflow report page --model {wildcards.model} --dataset {wildcards.dataset}"
         " --meta {input.meta} --metrics {input.metrics} --similarity {input.similarity}"
-        " --plot {input.plot} --out {output} > {log} 2>&1"
+        " --plot {input.plot} --extracts {input.extracts} --out {output} > {log} 2>&1"
 
 
 rule report_index:

@@ -9,7 +9,7 @@ rule similarity:
         source=lambda w: model_spec(w.model)["source"],
         cfg=as_json(STUDY["similarity"]),
         code=code_version("similarity"),
-    threads: workflow.cores
+    threads: STUDY["threads"]
     resources:
         gpu=1,
     conda:

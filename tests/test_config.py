@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -57,7 +58,14 @@ def _problems(cfg) -> str:
 CASES = {
     "unknown_key": (lambda c, t: c.setdefault("finetune", {}).update(learning_rate=1e-3), "finetune: unknown key 'learning_rate'"),
     "wrong_type": (lambda c, t: c.setdefault("finetune", {}).update(epochs="two"), "finetune.epochs: 'two' is invalid"),
-    "layer_beyond_depth": (lambda c, t: c.update(layers=[1, 9]), "layers: layer(s) [9] beyond the 2 blocks"),
+    "layer_beyond_depth": (lambda c, t: c.update(layers=[1, 9]), "\n  - layers: layer(s) [9] beyond the 2 blocks"),
+    "model_layer_beyond_depth": (lambda c, t: c["models"]["tiny"].update(layers=[3]), "models.tiny.layers: layer(s) [3]"),
+    "max_length_beyond_positions": (lambda c, t: c.update(tokenize={"max_length": 1000}),
+                                    "tokenize.max_length: 1000 tokens exceed the 256 positions"),
+    "model_without_tokenizer": (lambda c, t: c["models"]["tiny"].update(source=str(_config_only(c, t))),
+                                "no tokenizer in that folder"),
+    "one_class": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "one.csv", ["1", "1", "1"]))),
+                  "only one class"),
     "unknown_site": (lambda c, t: c.update(sites=["resid_mid"]), "sites.0: 'resid_mid' is invalid"),
     "missing_file": (lambda c, t: c["datasets"]["reviews"].update(path=str(t / "nope.csv")), "nope.csv' does not exist"),
     "missing_label_column": (lambda c, t: c["datasets"]["reviews"].update(label_column="stars"),
@@ -80,6 +88,14 @@ CASES = {
 }
 
 
+def _config_only(cfg, folder):
+    """A model folder with config.json but no tokenizer files."""
+    target = folder / "config-only"
+    target.mkdir()
+    (target / "config.json").write_text((Path(cfg["models"]["tiny"]["source"]) / "config.json").read_text())
+    return target
+
+
 def _write(folder, name, labels):
     path = folder / name
     pl.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": labels},
@@ -88,18 +104,11 @@ def _write(folder, name, labels):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_named(case, tiny_bert, csv_file, tmp_path):
+def test_bad_input_stops_snakemake_before_any_job(case, tiny_bert, csv_file, tmp_path):
     cfg = tiny_config(tiny_bert, csv_file)
     study.load(copy.deepcopy(cfg))  # the unbroken config is fine
-    break_it, expected = CASES[case]
-    break_it(cfg, tmp_path)
-    assert expected in _problems(cfg)
-
-
-@pytest.mark.parametrize("case", ["unknown_key", "layer_beyond_depth", "missing_label_column", "hub_model_offline"])
-def test_snakemake_stops_before_any_job(case, tiny_bert, csv_file, tmp_path):
-    cfg = tiny_config(tiny_bert, csv_file)
     CASES[case][0](cfg, tmp_path)
+    assert CASES[case][1] in _problems(cfg)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     work.mkdir()

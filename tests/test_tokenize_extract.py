@@ -101,8 +101,8 @@ def test_killed_extract_leaves_no_finished_set_and_rerun_completes(data_dir, tin
     cfg = json.dumps({"batch_size": 1, "dtype": "float16", "shard_rows": 16, "compute_dtype": "float32"})
     cmd = [sys.executable, "-m", "workflow", "extract", "--model", str(tiny_bert), "--tokens", str(tokens_path),
            "--targets", "resid_post:2", "--out-root", str(out_root), "--meta", "{}", "--config", cfg]
-    # slow every batch down so the kill surely lands mid-run
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "WORKFLOW_TEST_SLEEP": "0.05"}
+    # slow every stored window down so the kill surely lands mid-run
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "WORKFLOW_TEST_SLEEP": "0.3"}
     (tmp_path / "sitecustomize.py").write_text(
         "import os, time, workflow.io as io\n"
         "orig = io.ActivationWriter.append\n"
@@ -125,3 +125,18 @@ def test_killed_extract_leaves_no_finished_set_and_rerun_completes(data_dir, tin
     done = io.ActivationSet(final)
     assert done.n_rows == len(pl.read_parquet(tokens_path))
     assert not any(out_root.glob("resid_post/.L2.partial-*"))  # leftovers of the killed run are gone
+
+
+def test_document_sample_is_seeded_capped_and_in_table_order(data_dir, tiny_bert, tmp_path):
+    docs = tokenize.read_documents(_tokens(data_dir, tiny_bert, tmp_path, split="train"))
+    assert docs.n_tokens == sum(len(t) for t in docs.token_ids) and len(docs.special) == len(docs.token_ids)
+    sub = docs.sample(max_tokens=300, seed=1)
+    assert 0 < sub.n_tokens <= 300 and sub.n_tokens + max(len(t) for t in docs.token_ids) > 300
+    again = docs.sample(max_tokens=300, seed=1)
+    assert [t.tolist() for t in sub.token_ids] == [t.tolist() for t in again.token_ids]
+    other = docs.sample(max_tokens=300, seed=2)
+    assert [t.tolist() for t in sub.token_ids] != [t.tolist() for t in other.token_ids]
+    positions = [next(i for i, t in enumerate(docs.token_ids) if np.array_equal(t, s)) for s in sub.token_ids]
+    assert positions == sorted(positions)  # table order kept
+    assert len(docs.sample(max_docs=5).token_ids) == 5 and docs.sample().n_tokens == docs.n_tokens
+    assert all(s[0] and s[-1] and not s[1:-1].any() for s in sub.special)  # [CLS] ... [SEP]

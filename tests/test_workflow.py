@@ -98,6 +98,7 @@ def test_reports_show_the_numbers(study):
     metrics = io.read_json(work / "results/models/gpt2/reviews/metrics.json")
     page = (work / "results/reports/gpt2/reviews/index.html").read_text()
     assert f"{metrics['finetuned']['accuracy']:.4f}" in page and "data:image/png;base64," in page
+    assert 'href="../../../activations/gpt2/finetuned/reviews/test/mlp_out/L2"' in page
     index = (work / "results/reports/index.html").read_text()
     assert len(re.findall(r'href="(bert|gpt2)/(news|reviews)/index.html"', index)) == 4
 
@@ -121,3 +122,52 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
     # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 x 2 x 2 extract, 2 similarity, 2 reports, index
     assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "extract": "8", "similarity": "2",
                     "report": "2", "report_index": "1", "all": "1", "total": "21"}
+
+
+def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
+    """SIGKILL the whole workflow while extract writes shards; the re-run completes every set."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    cfg = {
+        "models": {"bert": {"source": str(tiny_bert)}},
+        "datasets": {"apps": {"source": "builtin", "task": "app_rating", "n_train": 300, "n_test": 20}},
+        "layers": [1, 2],
+        "finetune": {"epochs": 1, "bf16": False},
+        "extract": {"splits": ["train"], "batch_size": 1, "shard_rows": 64},
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow/sitecustomize.py").write_text(  # every stored window takes 0.3 s longer
+        "import time, workflow.io as io\n"
+        "orig = io.ActivationWriter.append\n"
+        "io.ActivationWriter.append = lambda self, a: (time.sleep(0.3), orig(self, a))[1]\n"
+    )
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(tmp_path / "slow")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1",
+           "--configfile", "study.yaml", "results/activations/bert/pretrained/apps/train/extract.json"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = tmp_path / "results/activations/bert/pretrained/apps/train/resid_post"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(root.glob(".L*.partial-*/shard-00001.npy")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its job, like a lost node
+    proc.wait()
+    assert any(root.glob(".L*.partial-*")), "the kill should land while shards are being written"
+    assert not (root / "L1" / "manifest.json").exists() and not (root.parent / "extract.json").exists()
+    env["PYTHONPATH"] = ""
+    # a killed Snakemake leaves its lock behind: --unlock, then run again (rerun-incomplete is in the profile)
+    subprocess.run([*cmd, "--unlock"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    n_tokens = len(pl.read_parquet(tmp_path / "results/tokens/bert/apps/train.parquet"))
+    for layer in (1, 2):
+        assert io.ActivationSet(root / f"L{layer}").n_rows == n_tokens
+    assert not any(root.glob(".L*.partial-*"))

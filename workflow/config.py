@@ -100,8 +100,11 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
     for name, spec in cfg["models"].items():
         where = f"models.{name}"
         merged = {**cfg["finetune"], **spec.get("finetune", {})}
-        problems += [f"{where}.finetune.{p}" for p in _schema_errors(merged, finetune_schema)]
+        problems += [f"{where}.finetune{'' if p.startswith('(top level)') else '.'}{p.removeprefix('(top level)')}"
+                     for p in _schema_errors(merged, finetune_schema)]
         spec["finetune"] = merged
+        layers_key = f"{where}.layers" if "layers" in spec else "layers"
+        length_key = f"{where}.max_length" if "max_length" in spec else "tokenize.max_length"
         spec.setdefault("layers", cfg["layers"])
         spec.setdefault("max_length", cfg["tokenize"]["max_length"])
         try:
@@ -109,15 +112,17 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
             model_cfg = models.read_model_config(resolved)
             models.model_family(model_cfg)
             depth = models.n_layers(model_cfg)
+            positions = models.n_positions(model_cfg)
         except Exception as exc:  # SourceError, or a hub error for an uncached id
             problems.append(f"{where}.source: {exc}")
             continue
-        key = f"{where}.layers" if "layers" in cfg["models"][name] else "layers"
         too_deep = [layer for layer in spec["layers"] if layer > depth]
         if too_deep:
-            problems.append(f"{key}: layer(s) {too_deep} beyond the {depth} blocks of model {name!r} ({spec['source']})")
+            problems.append(f"{layers_key}: layer(s) {too_deep} beyond the {depth} blocks of model {name!r} ({spec['source']})")
         if 0 in spec["layers"] and set(cfg["sites"]) - {"resid_post"}:
-            problems.append(f"{key}: layer 0 is the embedding output; sites {sorted(set(cfg['sites']) - {'resid_post'})} have no layer 0")
+            problems.append(f"{layers_key}: layer 0 is the embedding output; sites {sorted(set(cfg['sites']) - {'resid_post'})} have no layer 0")
+        if positions is not None and spec["max_length"] > positions:
+            problems.append(f"{length_key}: {spec['max_length']} tokens exceed the {positions} positions of model {name!r}")
 
 
 def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> None:

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def set_folder(out_root: str | Path, site: str, layer: int) -> Path:
     return Path(out_root) / site / f"L{layer}"
 
 
+def _remove_unconfigured_sets(out_root: Path, targets: list[tuple[str, int]]) -> None:
+    """Sets of sites or layers no longer in the config would outlive the tokens they index."""
+    wanted = {set_folder(out_root, site, layer) for site, layer in targets}
+    for folder in out_root.glob("*/L*"):
+        if folder.is_dir() and folder not in wanted:
+            log.info("removing %s: no longer configured", folder)
+            shutil.rmtree(folder)
+
+
 def run(
     model_dir: str,
     tokens_path: str,
@@ -63,6 +73,7 @@ def run(
     """Write one activation set per (site, layer) under `out_root`/{site}/L{layer}."""
     import torch
 
+    _remove_unconfigured_sets(Path(out_root), targets)
     device = models.pick_device()
     source = models.resolve_source(model_dir)
     model = models.load_base_model(source, device)

@@ -134,7 +134,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     label_names = io.read_json(dataset_meta)["label_names"]
     tokenizer = models.load_tokenizer(source)
     model = models.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
-    train_docs = read_documents(train_tokens).take(cfg.get("max_train_docs"))
+    train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
     test_docs = read_documents(test_tokens)
     log.info("train: %d docs, %d tokens; test: %d docs; %d labels", len(train_docs.token_ids),
              train_docs.n_tokens, len(test_docs.token_ids), len(label_names))

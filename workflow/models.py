@@ -37,6 +37,7 @@ from pathlib import Path
 SITES = ("resid_post", "attn_out", "mlp_out")
 FAMILIES = {"bert": "bert", "roberta": "bert", "gpt2": "gpt2"}  # model_type -> family
 PACKAGE_PREFIX = "package:"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def resolve_source(source: str) -> str:
             raise SourceError(f"model source {source!r}: folder does not exist")
         if not (folder / "config.json").exists():
             raise SourceError(f"model source {source!r}: no config.json in that folder")
+        if not any((folder / f).exists() for f in TOKENIZER_FILES):
+            raise SourceError(f"model source {source!r}: no tokenizer in that folder (one of {', '.join(TOKENIZER_FILES)})")
         return str(folder.resolve())
     from huggingface_hub import try_to_load_from_cache
 
@@ -141,6 +144,16 @@ def n_layers(model_config: dict) -> int:
     raise SourceError("config.json names no layer count (num_hidden_layers / n_layer)")
 
 
+def n_positions(model_config: dict) -> int | None:
+    """Longest input the position table allows (None if the config does not say)."""
+    for key in ("max_position_embeddings", "n_positions"):
+        if key in model_config:
+            # RoBERTa reserves padding_idx + 1 positions: 514 in the config, 512 usable
+            reserved = model_config.get("pad_token_id", 0) + 1 if model_config.get("model_type") == "roberta" else 0
+            return int(model_config[key]) - reserved
+    return None
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -172,6 +185,7 @@ def load_base_model(source: str, device=None):
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(source)
+    model.config.use_cache = False  # GPT-2 would build a key/value cache nobody reads
     return model.to(device or "cpu").eval()
 
 
@@ -181,6 +195,7 @@ def load_classifier(source: str, num_labels: int, pad_token_id: int | None = Non
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
     if model.config.pad_token_id is None:  # GPT-2 finds the last real token by pad id
         model.config.pad_token_id = pad_token_id
+    model.config.use_cache = False
     return model.to(device or "cpu")
 
 

@@ -56,8 +56,18 @@ def accuracy_rows(metrics: dict, meta: dict) -> list[list]:
     ]
 
 
+def _activation_links(extracts: list[str], out: str) -> str:
+    items = []
+    for path in extracts:
+        summary, root = io.read_json(path), Path(path).parent
+        variant, split = root.parent.parent.name, root.name
+        links = ", ".join(f'<a href="{_rel(str(root / s), out)}">{html.escape(s)}</a>' for s in summary["sets"])
+        items.append(f"<li>{html.escape(variant)} / {html.escape(split)}: {summary['n_tokens']} tokens: {links}</li>")
+    return "".join(items)
+
+
 def page(model: str, dataset: str, meta_path: str, metrics_path: str, similarity_path: str, plot_path: str,
-         out: str) -> None:
+         extracts: list[str], out: str) -> None:
     meta, metrics = io.read_json(meta_path), io.read_json(metrics_path)
     sim = pl.read_parquet(similarity_path)
     plot = base64.b64encode(Path(plot_path).read_bytes()).decode()
@@ -77,7 +87,7 @@ reference study; the bag-of-words logistic regression shows how much of the task
 <h2>How much each layer changed</h2>
 <img alt="similarity by layer" src="data:image/png;base64,{plot}">
 {_table(["layer", "hook", "tokens", "cos(mean)", "token cosine", "CKA (debiased)", "CKA (biased)", "norm ratio ft/pre"], sim_rows, "similarity")}
-<p class=note>Residual stream after each block (layer 0 = embeddings), pretrained vs fine-tuned on the same test tokens.
+<p class=note>Residual stream after each block (layer 0 = embeddings), pretrained vs fine-tuned on the same tokens.
 cos(mean): cosine of the mean activation vectors (the reference study's measure). Token cosine: mean over tokens
 of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019) with the debiased HSIC estimator
 (Song et al. 2012) and with the biased one, which is inflated at small token counts. 1 = unchanged.</p>
@@ -88,6 +98,8 @@ of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019
 <li><a href="{_rel(similarity_path, out)}">similarity.parquet</a></li>
 <li><a href="{_rel(meta_path, out)}">dataset metadata</a></li>
 </ul>
+<h3>Activation sets</h3>
+<ul>{_activation_links(extracts, out)}</ul>
 """
     with io.atomic_path(out) as tmp:
         tmp.write_text(_page(f"{model} / {dataset}", body))
@@ -120,12 +132,13 @@ def main(argv=None) -> None:
     p = sub.add_parser("page", help="one (model, dataset) page")
     for name in ("model", "dataset", "meta", "metrics", "similarity", "plot", "out"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--extracts", nargs="+", required=True, help="extract.json of each variant and split")
     i = sub.add_parser("index", help="the study index")
     for name in ("pages", "metrics", "similarity"):
         i.add_argument(f"--{name}", nargs="+", required=True)
     i.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.what == "page":
-        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.out)
+        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.extracts, args.out)
     else:
         index(args.pages, args.metrics, args.similarity, args.out)

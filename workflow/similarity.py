@@ -27,12 +27,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ["mean_cosine", "token_cosine", "cka_debiased", "cka_biased", "norm_ratio"]
 
 
-def _keep_masks(tokens_path: str, docs, include_special: bool) -> list[np.ndarray]:
-    """Per document, which of its tokens enter the statistics."""
-    special = pl.read_parquet(tokens_path, columns=["is_special"])["is_special"].to_numpy()
-    return [np.ones(b - a, bool) if include_special else ~special[a:b] for a, b in zip(docs.offsets[:-1], docs.offsets[1:])]
-
-
 def compare(pretrained_source: str, finetuned_dir: str, tokens_path: str, max_tokens: int, batch_size: int,
             include_special: bool = True) -> pl.DataFrame:
     import torch
@@ -42,8 +36,7 @@ def compare(pretrained_source: str, finetuned_dir: str, tokens_path: str, max_to
     bodies = [models.load_base_model(source, device), models.load_base_model(finetuned_dir, device)]
     depth = len(models.locate(bodies[0]).blocks)
     layers = list(range(depth + 1))
-    docs = read_documents(tokens_path).take(max_tokens=max_tokens)
-    keep_masks = _keep_masks(tokens_path, docs, include_special)
+    docs = read_documents(tokens_path).sample(max_tokens=max_tokens)
     pad_id = models.load_tokenizer(source).pad_token_id
     d = bodies[0].config.hidden_size
     accs = {layer: SimilarityAccumulator(d, d, device=device) for layer in layers}
@@ -57,9 +50,10 @@ def compare(pretrained_source: str, finetuned_dir: str, tokens_path: str, max_to
         order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
         for idx, inputs in batches(docs, batch_size, pad_id, order):
             inputs = {k: v.to(device) for k, v in inputs.items()}
-            keep = torch.zeros_like(inputs["attention_mask"], dtype=torch.bool)
-            for j, i in enumerate(idx):
-                keep[j, : len(keep_masks[i])] = torch.from_numpy(keep_masks[i])
+            keep = inputs["attention_mask"].bool()  # (B, T)
+            if not include_special:
+                for j, i in enumerate(idx):
+                    keep[j, : len(docs.special[i])] &= torch.from_numpy(~docs.special[i]).to(device)
             pre, ft = cap_pre.run(**inputs), cap_ft.run(**inputs)
             for layer in layers:
                 key = ("resid_post", layer)

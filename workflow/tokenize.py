@@ -97,28 +97,38 @@ class Documents:
     token_ids: list[np.ndarray]
     labels: np.ndarray
     offsets: np.ndarray  # (n_docs + 1,)
+    special: list[np.ndarray]  # per document, which tokens are special ([CLS], [SEP], ...)
 
     @property
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
 
-    def take(self, max_docs: int | None = None, max_tokens: int | None = None) -> "Documents":
-        """The first documents, up to `max_docs` documents and `max_tokens` tokens."""
-        n = len(self.token_ids) if max_docs is None else min(max_docs, len(self.token_ids))
+    def sample(self, max_docs: int | None = None, max_tokens: int | None = None, seed: int = 0) -> "Documents":
+        """A seeded random subset of at most `max_docs` documents and `max_tokens`
+        tokens (at least one document), kept in table order."""
+        order = np.random.default_rng(seed).permutation(len(self.token_ids))
+        if max_docs is not None:
+            order = order[:max_docs]
         if max_tokens is not None:
-            n = min(n, max(1, int(np.searchsorted(self.offsets, max_tokens, side="right")) - 1))
-        return Documents(self.token_ids[:n], self.labels[:n], self.offsets[: n + 1])
+            lengths = np.cumsum([len(self.token_ids[i]) for i in order])
+            order = order[: max(1, int(np.searchsorted(lengths, max_tokens, side="right")))]
+        keep = np.sort(order)
+        token_ids = [self.token_ids[i] for i in keep]
+        offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
+        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep])
 
 
 def read_documents(tokens_path: str | Path) -> Documents:
-    table = pl.read_parquet(tokens_path, columns=["doc_id", "token_id", "label", "row"])
+    table = pl.read_parquet(tokens_path, columns=["doc_id", "token_id", "label", "row", "is_special"])
     if not table["row"].equals(pl.Series("row", range(len(table)), dtype=pl.Int64)):
         raise ValueError(f"{tokens_path}: rows are not 0..n-1 in order")
     lengths = table.group_by("doc_id", maintain_order=True).len()["len"].to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = table["token_id"].to_numpy()
     labels = table["label"].to_numpy()[offsets[:-1]]
-    return Documents([ids[a:b] for a, b in zip(offsets[:-1], offsets[1:])], labels, offsets)
+    special = table["is_special"].to_numpy()
+    spans = list(zip(offsets[:-1], offsets[1:]))
+    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans])
 
 
 def batches(docs: Documents, batch_size: int, pad_id: int, order=None) -> Iterator[tuple[np.ndarray, dict]]:

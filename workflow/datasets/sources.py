@@ -119,7 +119,8 @@ def _labels_to_ids(column: pl.Series, label_names: list | None, where: str) -> t
     return ids, [str(i) for i in range(k)]
 
 
-def _select(table: pl.DataFrame, spec: dict, path: str) -> tuple[pl.DataFrame, list[str]]:
+def _select(table: pl.DataFrame, spec: dict, path: str, min_classes: int = 2) -> tuple[pl.DataFrame, list[str]]:
+    """The text and integer label columns; `min_classes`: 2 for training data, 1 for a test file."""
     text_col, label_col = spec["text_column"], spec["label_column"]
     for key, col in (("text_column", text_col), ("label_column", label_col)):
         if col not in table.columns:
@@ -127,6 +128,8 @@ def _select(table: pl.DataFrame, spec: dict, path: str) -> tuple[pl.DataFrame, l
     if len(table) == 0:
         raise ValueError(f"{path}: the dataset is empty")
     labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), f"{path} column {label_col!r}")
+    if labels.n_unique() < min_classes:
+        raise ValueError(f"{path} column {label_col!r}: only one class ({labels[0]}); a classifier needs two or more")
     out = pl.DataFrame({"text": table[text_col].cast(pl.Utf8), "label": labels})
     if out["text"].null_count():
         raise ValueError(f"{path}: column {text_col!r} has missing texts")
@@ -142,7 +145,7 @@ def _random_split(table: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.D
 def load_file(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     train, names = _select(read_file(spec["path"]), spec, spec["path"])
     if spec.get("test_path"):
-        test, test_names = _select(read_file(spec["test_path"]), spec, spec["test_path"])
+        test, test_names = _select(read_file(spec["test_path"]), spec, spec["test_path"], min_classes=1)
         names = names if len(names) >= len(test_names) else test_names
         return train, test, names
     train, test = _random_split(train, spec["test_fraction"], spec["seed"])
@@ -159,7 +162,7 @@ def check_file(spec: dict, where: str) -> list[str]:
             errors.append(f"{where}.{key}: file {path!r} does not exist")
             continue
         try:
-            _select(read_file(path), spec, path)
+            _select(read_file(path), spec, path, min_classes=2 if key == "path" else 1)
         except Exception as exc:  # the message names the file and column
             errors.append(f"{where}.{key}: {exc}")
     return errors
@@ -177,8 +180,8 @@ def load_huggingface(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]
     for split in (spec["train_split"], spec["test_split"]):
         ds = datasets.load_dataset(spec["id"], spec.get("config"), split=split)
         feature = ds.features.get(spec["label_column"])
-        table, found = _select(pl.from_arrow(ds.data.table), spec, f"{spec['id']}[{split}]")
-        names = getattr(feature, "names", None) or names or found
+        table, found = _select(pl.from_arrow(ds.data.table), spec, f"{spec['id']}[{split}]", min_classes=1)
+        names = spec.get("label_names") or getattr(feature, "names", None) or names or found
         tables.append(table)
     return tables[0], tables[1], names
 
