@@ -150,8 +150,9 @@ def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
     )
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(tmp_path / "slow")}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1",
-           "--configfile", "study.yaml", "results/activations/bert/pretrained/apps/train/extract.json"]
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1"]
+    # --configfile takes several values: it goes last, after the target
+    cmd = [*base, "results/activations/bert/pretrained/apps/train/extract.json", "--configfile", "study.yaml"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "results/activations/bert/pretrained/apps/train/resid_post"
@@ -164,7 +165,8 @@ def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
     assert not (root / "L1" / "manifest.json").exists() and not (root.parent / "extract.json").exists()
     env["PYTHONPATH"] = ""
     # a killed Snakemake leaves its lock behind: --unlock, then run again (rerun-incomplete is in the profile)
-    subprocess.run([*cmd, "--unlock"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run([*base, "--unlock", "--configfile", "study.yaml"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     n_tokens = len(pl.read_parquet(tmp_path / "results/tokens/bert/apps/train.parquet"))

@@ -1,0 +1,64 @@
+"""The dataset stage: every source gives the contract's tables and metadata."""
+
+from __future__ import annotations
+
+import bz2
+import io as stdio
+
+import polars as pl
+import pytest
+
+from workflow import dataset, io
+from workflow.datasets import sources
+
+BASE = {"seed": 0, "max_train": None, "max_test": None}
+
+
+def _rows(n):
+    return pl.DataFrame({"body": [f"{'good' if i % 2 else 'bad'} thing {i}" for i in range(n)],
+                         "y": ["pos" if i % 2 else "neg" for i in range(n)]})
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_local_files_with_named_columns_and_string_labels(suffix, tmp_path):
+    path = tmp_path / f"d.{suffix}"
+    table = _rows(50)
+    {"csv": table.write_csv, "jsonl": table.write_ndjson, "parquet": table.write_parquet}[suffix](path)
+    spec = {**BASE, "source": "file", "path": str(path), "test_path": None, "text_column": "body",
+            "label_column": "y", "label_names": ["neg", "pos"], "test_fraction": 0.2}
+    meta = dataset.run("d", spec, str(tmp_path / "out"))
+    train, test = (pl.read_parquet(tmp_path / f"out/{s}.parquet") for s in ("train", "test"))
+    assert (meta["n_train"], meta["n_test"]) == (40, 10) and meta["label_names"] == ["neg", "pos"]
+    assert train.columns == ["id", "text", "label"] and train["label"].dtype == pl.Int64
+    assert set(train["id"]).isdisjoint(test["id"]) and len(set(train["text"]) | set(test["text"])) == 50
+    good = train.filter(pl.col("text").str.starts_with("good"))
+    assert (good["label"] == 1).all()  # "pos" -> 1 through label_names
+    assert meta["bow_baseline"]["accuracy"] == 1.0  # one word decides: the baseline sees it
+
+
+def test_builtin_dataset_has_spans_and_a_baseline_below_one(tmp_path):
+    spec = {**BASE, "source": "builtin", "task": "app_rating", "n_train": 400, "n_test": 100, "label_noise": 0.1}
+    meta = dataset.run("apps", spec, str(tmp_path))
+    train = pl.read_parquet(tmp_path / "train.parquet")
+    assert meta["label_names"][0] == "1 star" and meta["n_test"] == 100
+    assert 0.2 < meta["bow_baseline"]["accuracy"] < 1.0
+    assert "negation" in meta["concepts"] and sum(meta["class_counts"]["train"].values()) == 400
+    row = train.row(0, named=True)
+    assert all(row["text"][s["start"]:s["end"]].strip() == row["text"][s["start"]:s["end"]] for s in row["spans"])
+    assert io.read_json(tmp_path / "meta.json") == meta
+
+
+def test_rotten_tomatoes_split_by_movie(tmp_path):
+    spec = {**BASE, "source": "rotten_tomatoes", "test_fraction": 0.2}
+    train, test, names = sources.load_rotten_tomatoes(spec)
+    assert names == ["rotten", "fresh"] and len(train) + len(test) == 7403 + 5405
+    assert 0.15 < len(test) / (len(train) + len(test)) < 0.25
+    raw = pl.read_csv(stdio.BytesIO(bz2.open(sources._rotten_tomatoes_path()).read()))
+    # a few snippets are quoted for several films: judge only texts that name one film
+    movies = raw.group_by("text").agg(pl.col("movie_name").unique())
+    movie_of = {t: m[0] for t, m in movies.iter_rows() if len(m) == 1}
+    train_movies = {movie_of[t] for t in train["text"] if t in movie_of}
+    test_movies = {movie_of[t] for t in test["text"] if t in movie_of}
+    assert len(train_movies) > 100 and len(test_movies) > 20 and train_movies.isdisjoint(test_movies)
+    capped = dataset.run("rt", {**spec, "max_train": 300, "max_test": 100}, str(tmp_path))
+    assert (capped["n_train"], capped["n_test"]) == (300, 100)
