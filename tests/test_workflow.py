@@ -103,6 +103,16 @@ def test_reports_show_the_numbers(study):
     assert len(re.findall(r'href="(bert|gpt2)/(news|reviews)/index.html"', index)) == 4
 
 
+def test_summary_prints_the_readme_tables(study):
+    from workflow.report import summary
+
+    work, _ = study
+    text = summary(str(work / "results"))
+    metrics = io.read_json(work / "results/models/bert/news/metrics.json")
+    assert f"| bert / news | 300 / 60 | {metrics['pretrained']['accuracy']:.3f} |" in text
+    assert text.count("\n| 2 | ") == 1 and "gpt2 / reviews" in text
+
+
 def test_second_run_does_nothing(study):
     work, _ = study
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml", "--dry-run")

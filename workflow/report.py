@@ -126,6 +126,35 @@ def index(pages: list[str], metrics_paths: list[str], similarity_paths: list[str
         tmp.write_text(_page("study index", body))
 
 
+def summary(results: str = "results") -> str:
+    """The README's tables (markdown) from a finished study's results folder."""
+    root = Path(results)
+    acc = ["| model / dataset | train / test docs | pretrained, fresh head | fine-tuned | fine-tuned macro-F1 "
+           "| bag-of-words LR | fine-tuning time |", "|---|---|---|---|---|---|---|"]
+    sims = {}
+    for metrics_path in sorted(root.glob("models/*/*/metrics.json")):
+        model, dataset = metrics_path.parent.parent.name, metrics_path.parent.name
+        m, meta = io.read_json(metrics_path), io.read_json(root / f"data/{dataset}/meta.json")
+        acc.append(f"| {model} / {dataset} | {meta['n_train']} / {meta['n_test']} | {m['pretrained']['accuracy']:.3f} "
+                   f"| {m['finetuned']['accuracy']:.3f} | {m['finetuned']['macro_f1']:.3f} "
+                   f"| {meta['bow_baseline']['accuracy']:.3f} | {m['train']['seconds']:.0f} s |")
+        sim_path = root / f"analysis/{model}/{dataset}/similarity.parquet"
+        if sim_path.exists():
+            sims[f"{model} / {dataset}"] = pl.read_parquet(sim_path).sort("layer")
+    lines = acc + ["", "Per layer: cos(mean) / token cosine / CKA debiased / CKA biased", "",
+                   "| layer | " + " | ".join(sims) + " |", "|---|" + "---|" * len(sims)]
+    for layer in range(max((len(t) for t in sims.values()), default=0)):
+        cells = []
+        for table in sims.values():
+            r = table.row(layer, named=True) if layer < len(table) else None
+            cells.append("" if r is None else f"{r['mean_cosine']:.3f} / {r['token_cosine']:.3f} / "
+                         f"{r['cka_debiased']:.3f} / {r['cka_biased']:.3f}")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("tokens compared: " + ", ".join(f"{k}: {t['n_tokens'][0]}" for k, t in sims.items()))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workflow report", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -137,8 +166,12 @@ def main(argv=None) -> None:
     for name in ("pages", "metrics", "similarity"):
         i.add_argument(f"--{name}", nargs="+", required=True)
     i.add_argument("--out", required=True)
+    m = sub.add_parser("summary", help="print the README's markdown tables for a finished study")
+    m.add_argument("--results", default="results")
     args = parser.parse_args(argv)
-    if args.what == "page":
+    if args.what == "summary":
+        print(summary(args.results))
+    elif args.what == "page":
         page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.extracts, args.out)
     else:
         index(args.pages, args.metrics, args.similarity, args.out)
