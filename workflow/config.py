@@ -13,6 +13,7 @@ invocation, and a no-op run must stay fast.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -70,16 +71,18 @@ def _with_defaults(validator_class):
 Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+@functools.cache
 def schema() -> dict:
+    """The parsed schema (read once per process; never mutated)."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _path(error) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+def _path(error, prefix: str) -> str:
+    return ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path)) or "(top level)"
 
 
-def _message(error) -> str:
-    where = _path(error)
+def _message(error, prefix: str) -> str:
+    where = _path(error, prefix)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -90,9 +93,10 @@ def _message(error) -> str:
     return f"{where}: {error.instance!r} is invalid: {error.message}"
 
 
-def _schema_errors(instance, schema_: dict) -> list[str]:
+def _schema_errors(instance, schema_: dict, prefix: str = "") -> list[str]:
+    """Messages for every schema violation; `prefix` is the key path of `instance` in the config."""
     errors = sorted(Validator(schema_).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
-    return [_message(e) for e in errors]
+    return [_message(e, prefix) for e in errors]
 
 
 def _check_models(cfg: dict, problems: list[str]) -> None:
@@ -100,8 +104,7 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
     for name, spec in cfg["models"].items():
         where = f"models.{name}"
         merged = {**cfg["finetune"], **spec.get("finetune", {})}
-        problems += [f"{where}.finetune{'' if p.startswith('(top level)') else '.'}{p.removeprefix('(top level)')}"
-                     for p in _schema_errors(merged, finetune_schema)]
+        problems += _schema_errors(merged, finetune_schema, prefix=f"{where}.finetune")
         spec["finetune"] = merged
         layers_key = f"{where}.layers" if "layers" in spec else "layers"
         length_key = f"{where}.max_length" if "max_length" in spec else "tokenize.max_length"
