@@ -23,6 +23,7 @@ include: "rules/tokenize.smk"
 include: "rules/finetune.smk"
 include: "rules/extract.smk"
 include: "rules/similarity.smk"
+include: "rules/sae.smk"
 include: "rules/report.smk"
 
 
@@ -30,4 +31,5 @@ rule all:
     input:
         "results/reports/index.html",
         all_extractions(),
+        all_sae_evals(),
     default_target: True

@@ -1,7 +1,7 @@
 # Targets, paths and per-job config slices: the only logic the rules use.
 
 
-from workflow.config import as_json, code_version
+from workflow.config import as_json, code_version, sae_job_recipe
 from workflow.models import SITES
 
 MODELS = list(STUDY["models"])
@@ -14,6 +14,9 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     variant="pretrained|finetuned",
     split="train|test",
+    site="|".join(SITES),
+    layer=r"\d+",
+    sae="|".join(STUDY["saes"]) or "(?!)",
 
 
 def model_spec(model):
@@ -62,3 +65,51 @@ def all_extractions():
 
 def all_reports():
     return expand("results/reports/{model}/{dataset}/index.html", model=MODELS, dataset=DATASETS)
+
+
+SAES = list(STUDY["saes"])
+
+
+def sae_folder_pattern():
+    return "results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"
+
+
+def sae_recipe(w):
+    """The job's own recipe (scope keys removed): editing another recipe changes nothing here."""
+    return sae_job_recipe(STUDY["saes"][w.sae])
+
+
+def variant_classifier(w):
+    """The task classifier an SAE of this variant is spliced into."""
+    if w.variant == "pretrained":
+        return f"results/heads/{w.model}/{w.dataset}/model.safetensors"
+    return f"{finetuned_dir(w.model, w.dataset)}/model.safetensors"
+
+
+def variant_lm(w):
+    """Causal-LM source of the variant (GPT-2 family), or '' where there is no LM head."""
+    if model_spec(w.model).get("family") != "gpt2":
+        return ""
+    return variant_source(w)
+
+
+def sae_evals(model, dataset):
+    """eval.json of every SAE of (model, dataset), as the recipes' scopes allow."""
+    paths = []
+    for sae, recipe in STUDY["saes"].items():
+        if recipe.get("datasets") and dataset not in recipe["datasets"]:
+            continue
+        paths += expand(
+            sae_folder_pattern() + "/eval.json",
+            model=[model],
+            variant=VARIANTS,
+            dataset=[dataset],
+            site=[s for s in sorted(STUDY["sites"], key=SITES.index) if s in (recipe.get("sites") or STUDY["sites"])],
+            layer=[l for l in sorted(model_spec(model)["layers"]) if l in (recipe.get("layers") or model_spec(model)["layers"])],
+            sae=[sae],
+        )
+    return paths
+
+
+def all_sae_evals():
+    return [path for model in MODELS for dataset in DATASETS for path in sae_evals(model, dataset)]

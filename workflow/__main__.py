@@ -4,7 +4,7 @@ import importlib
 import logging
 import sys
 
-STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "report")
+STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "linear_head", "train_sae", "evaluate_sae", "report")
 
 
 def main(argv: list[str]) -> None:

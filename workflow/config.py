@@ -34,7 +34,17 @@ STAGE_MODULES = {
     "finetune": ["finetune.py", "tokenize.py", "models.py", "io.py"],
     "extract": ["extract.py", "tokenize.py", "models.py", "io.py"],
     "similarity": ["similarity.py", "similarity_stats.py", "tokenize.py", "models.py", "io.py"],
+    "linear_head": ["linear_head.py", "finetune.py", "tokenize.py", "models.py", "io.py"],
+    "train_sae": ["train_sae.py", "sae/__init__.py", "sae/base.py", "sae/losses.py", "sae/stream.py", "io.py"],
+    "evaluate_sae": ["evaluate_sae.py", "splice.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "models.py", "io.py"],
     "report": ["report.py", "io.py"],
+}
+# Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
+ARCHITECTURE_MODULES = {
+    "relu": ["sae/relu.py"],
+    "topk": ["sae/topk.py", "sae/kernels.py"],
+    "batchtopk": ["sae/batchtopk.py", "sae/topk.py", "sae/kernels.py"],
+    "jumprelu": ["sae/jumprelu.py"],
 }
 # Dataset keys that only make sense for some sources.
 SOURCE_KEYS = {
@@ -44,6 +54,18 @@ SOURCE_KEYS = {
     "huggingface": {"id", "config", "train_split", "test_split", "text_column", "label_column", "label_names"},
 }
 REQUIRED_KEYS = {"builtin": ["task"], "file": ["path"], "huggingface": ["id"]}
+# SAE recipe keys that only make sense for some architectures.
+ARCHITECTURE_KEYS = {
+    "relu": {"l1_coefficient", "target_l0", "sparsity_warmup_fraction"},
+    "topk": {"k", "aux_k", "aux_coefficient", "sparse_kernels"},
+    "batchtopk": {"k", "aux_k", "aux_coefficient", "sparse_kernels", "threshold_momentum"},
+    "jumprelu": {"l0_coefficient", "target_l0", "sparsity_warmup_fraction", "bandwidth", "threshold_init"},
+}
+SAE_SCOPE_KEYS = ("datasets", "layers", "sites")  # where a recipe runs; not part of the job's recipe
+SHARED_SAE_KEYS = {*SAE_SCOPE_KEYS, "architecture", "expansion_factor", "d_sae", "lr", "adam_betas", "warmup_fraction", "decay_fraction",
+                   "train_tokens", "batch_size", "seed", "dtype", "normalize", "b_dec_init", "dead_tokens",
+                   "shuffle_buffer", "checkpoint_every", "log_every"}
+DEFAULT_COEFFICIENTS = {"relu": ("l1_coefficient", 5.0), "jumprelu": ("l0_coefficient", 1.0)}
 
 
 class ConfigError(ValueError):
@@ -114,8 +136,10 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
             resolved = models.resolve_source(spec["source"])
             model_cfg = models.read_model_config(resolved)
             models.model_family(model_cfg)
+            spec["family"] = models.model_family(model_cfg)
             depth = models.n_layers(model_cfg)
             positions = models.n_positions(model_cfg)
+            spec["d_model"] = int(model_cfg.get("hidden_size") or model_cfg.get("n_embd"))
         except Exception as exc:  # SourceError, or a hub error for an uncached id
             problems.append(f"{where}.source: {exc}")
             continue
@@ -143,6 +167,51 @@ def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> No
         problems += sources.CHECKS[kind](spec, where)
 
 
+def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
+    """Architecture-specific keys, width and k against every model's d_model, needed splits."""
+    for name, recipe in cfg["saes"].items():
+        where = f"saes.{name}"
+        arch = recipe["architecture"]
+        for key in sorted(given[name] - SHARED_SAE_KEYS - ARCHITECTURE_KEYS[arch]):
+            problems.append(f"{where}.{key}: not used by architecture {arch!r}")
+        if "expansion_factor" in recipe and "d_sae" in recipe:
+            problems.append(f"{where}: give expansion_factor or d_sae, not both")
+        if "d_sae" not in recipe:
+            recipe.setdefault("expansion_factor", 8)
+        if arch in ("topk", "batchtopk") and "k" not in recipe:
+            problems.append(f"{where}: architecture {arch!r} needs key 'k' (latents per token)")
+        if arch in DEFAULT_COEFFICIENTS:
+            key, default = DEFAULT_COEFFICIENTS[arch]
+            recipe.setdefault(key, default)
+        else:
+            recipe.pop("target_l0", None)  # a default of the schema; it does not apply
+        if arch not in ("relu", "jumprelu"):
+            recipe.pop("sparsity_warmup_fraction", None)
+        for key in set(recipe) - SHARED_SAE_KEYS - ARCHITECTURE_KEYS[arch]:
+            recipe.pop(key)  # schema defaults of other architectures
+        for model, spec in cfg["models"].items():
+            if "d_model" not in spec:
+                continue
+            d_sae = recipe.get("d_sae") or recipe["expansion_factor"] * spec["d_model"]
+            if recipe.get("k") and recipe["k"] > d_sae:
+                problems.append(f"{where}.k: {recipe['k']} is more than the {d_sae} latents it has on model {model!r}")
+            if (recipe.get("aux_k") or 0) > d_sae:
+                problems.append(f"{where}.aux_k: {recipe['aux_k']} is more than the {d_sae} latents it has on model {model!r}")
+        for key, known in (("datasets", cfg["datasets"]), ("sites", cfg["sites"])):
+            unknown = [v for v in recipe.get(key) or [] if v not in known]
+            if unknown:
+                problems.append(f"{where}.{key}: {unknown} not in the study's {key} ({', '.join(map(str, known))})")
+        if recipe.get("layers"):
+            all_layers = {layer for spec in cfg["models"].values() for layer in spec["layers"]}
+            unknown = sorted(set(recipe["layers"]) - all_layers)
+            if unknown:
+                problems.append(f"{where}.layers: {unknown} not extracted for any model (layers: {sorted(all_layers)})")
+    if cfg["saes"]:
+        missing = [s for s in ("train", "test") if s not in cfg["extract"]["splits"]]
+        if missing:
+            problems.append(f"extract.splits: SAEs train on train and are evaluated on test; add {missing}")
+
+
 def load(raw: dict) -> dict:
     """Validate a study config and return it with defaults filled in; raise ConfigError."""
     cfg = copy.deepcopy(raw)
@@ -151,6 +220,7 @@ def load(raw: dict) -> dict:
         raise ConfigError(problems)
     _check_models(cfg, problems)
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
+    _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -163,12 +233,18 @@ def load_file(path: str | Path) -> dict:
 # ------------------------------------------------------------ per-job slices
 
 
-def code_version(stage: str) -> str:
-    """Hash of the sources a stage runs: a params entry, so editing a stage re-runs it."""
+def code_version(stage: str, architecture: str | None = None) -> str:
+    """Hash of the sources a stage runs: a params entry, so editing a stage re-runs it.
+    SAE stages add the modules of their recipe's `architecture`."""
     digest = hashlib.sha256()
-    for module in STAGE_MODULES[stage]:
+    for module in STAGE_MODULES[stage] + ARCHITECTURE_MODULES.get(architecture, []):
         digest.update((ROOT / "workflow" / module).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def sae_job_recipe(recipe: dict) -> dict:
+    """What one SAE job receives: the recipe without the keys that say where it runs."""
+    return {k: v for k, v in recipe.items() if k not in SAE_SCOPE_KEYS}
 
 
 def as_json(obj) -> str:

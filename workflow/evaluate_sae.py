@@ -1,0 +1,220 @@
+"""Stage `evaluate_sae`: quality of one SAE on held-out tokens.
+
+Reconstruction, on the test split's activation set (raw activations; the saved
+SAE has its input scale folded in):
+
+- ``mse`` (mean over tokens and dimensions), ``explained_variance`` = 1 - FVU
+  with FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the tokens;
+- ``cosine`` and ``l2_ratio`` (||x_hat|| / ||x||), means over tokens;
+- ``l0`` and ``l1`` (mean active latents / summed activation per token);
+- ``dead_fraction`` (latents that never fire on these tokens) and
+  ``dense_fraction`` (latents firing on more than `dense_threshold` of them);
+  per-latent log10 firing frequency goes to sparsity.safetensors (SAELens key
+  ``sparsity``; never-firing latents get -10).
+
+Downstream, on the test documents: the task classifier of the SAE's variant
+(fine-tuned: the fine-tuned model; pretrained: the pretrained body with a
+fitted linear head, stage `linear_head`) is run clean, with the SAE
+reconstruction spliced in at the SAE's (site, layer), and with that activation
+zero-ablated. ``loss_recovered`` = (L_zero - L_spliced) / (L_zero - L_clean);
+``kl`` is the mean KL(clean || spliced) of the output distributions. Models
+with a language-model head (GPT-2) get the same for next-token loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from workflow import io, models, sae as saes
+from workflow.splice import Splice, through_sae, zeros
+from workflow.tokenize import batches, read_documents
+
+log = logging.getLogger(__name__)
+
+SPARSITY = "sparsity.safetensors"
+
+
+def reconstruction(sae, aset: io.ActivationSet, max_tokens: int | None, batch_rows: int, dense_threshold: float, device) -> tuple[dict, np.ndarray]:
+    import torch
+
+    n, sq_err, sum_x, sum_sq = 0, 0.0, np.zeros(aset.d_model), 0.0
+    cos_sum, ratio_sum, l0_sum, l1_sum = 0.0, 0.0, 0.0, 0.0
+    fires = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
+    limit = aset.n_rows if max_tokens is None else min(max_tokens, aset.n_rows)
+    with torch.inference_mode():
+        for batch in aset.iter_batches(batch_rows):
+            batch = batch[: limit - n]
+            if not len(batch):
+                break
+            x = torch.from_numpy(batch.astype(np.float32)).to(device)
+            acts = sae.encode(x)
+            x_hat = sae.decode(acts)
+            sq_err += float((x_hat - x).double().pow(2).sum())
+            sum_x += x.double().sum(0).cpu().numpy()
+            sum_sq += float(x.double().pow(2).sum())
+            cos_sum += float(torch.nn.functional.cosine_similarity(x_hat, x, dim=1).double().sum())
+            ratio_sum += float((x_hat.norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).double().sum())
+            active = acts > 0
+            l0_sum += float(active.sum())
+            l1_sum += float(acts.double().sum())
+            fires += active.sum(0)
+            n += len(x)
+    total_var = sum_sq - float(sum_x @ sum_x) / n
+    freq = (fires.double() / n).cpu().numpy()
+    metrics = {
+        "n_tokens": n,
+        "mse": sq_err / (n * aset.d_model),
+        "fvu": sq_err / total_var,
+        "explained_variance": 1 - sq_err / total_var,
+        "cosine": cos_sum / n,
+        "l2_ratio": ratio_sum / n,
+        "l0": l0_sum / n,
+        "l1": l1_sum / n,
+        "dead_fraction": float((freq == 0).mean()),
+        "dense_fraction": float((freq > dense_threshold).mean()),
+        "dense_threshold": dense_threshold,
+    }
+    return metrics, freq
+
+
+def _spliced_runs(model, base, site: str, layer: int, sae, inputs: dict):
+    """Logits clean, with the SAE spliced in, and zero-ablated."""
+    clean = model(**inputs).logits.float()
+    with Splice(base, site, layer, through_sae(sae)):
+        spliced = model(**inputs).logits.float()
+    with Splice(base, site, layer, zeros):
+        zero = model(**inputs).logits.float()
+    return clean, spliced, zero
+
+
+def _summary(sums: dict, n: int) -> dict:
+    out = {k: v / n for k, v in sums.items()}
+    gap = out["loss_zero"] - out["loss_clean"]
+    out["loss_recovered"] = (out["loss_zero"] - out["loss_spliced"]) / gap if abs(gap) > 1e-12 else float("nan")
+    return out
+
+
+def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    tokenizer = models.load_tokenizer(classifier_dir)
+    model = models.load_classifier(classifier_dir, _num_labels(classifier_dir), tokenizer.pad_token_id, device).eval()
+    base = model.base_model
+    sums = {k: 0.0 for k in ("loss_clean", "loss_spliced", "loss_zero", "accuracy_clean", "accuracy_spliced",
+                             "accuracy_zero", "kl")}
+    with torch.inference_mode():
+        order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
+        for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
+            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs)))
+            for name, logits in runs.items():
+                sums[f"loss_{name}"] += float(F.cross_entropy(logits, labels, reduction="sum"))
+                sums[f"accuracy_{name}"] += float((logits.argmax(-1) == labels).sum())
+            sums["kl"] += float(F.kl_div(runs["spliced"].log_softmax(-1), runs["clean"].log_softmax(-1),
+                                         log_target=True, reduction="sum"))
+    return {"model": classifier_dir, **_summary(sums, len(docs.labels)), "n_docs": int(len(docs.labels))}
+
+
+def _num_labels(folder: str) -> int:
+    return len(json.loads((Path(folder) / "config.json").read_text())["id2label"])
+
+
+def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+    """Next-token loss of a causal LM (GPT-2 family) clean / spliced / zero-ablated."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = models.load_tokenizer(source)
+    model = AutoModelForCausalLM.from_pretrained(source).to(device).eval()
+    model.config.use_cache = False
+    base = model.base_model
+    sums = {k: 0.0 for k in ("loss_clean", "loss_spliced", "loss_zero", "kl")}
+    n = 0
+    with torch.inference_mode():
+        order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
+        for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            mask = inputs["attention_mask"][:, 1:].bool()
+            targets = inputs["input_ids"][:, 1:][mask]
+            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs)))
+            logp = {k: v[:, :-1][mask].log_softmax(-1) for k, v in runs.items()}
+            for name, lp in logp.items():
+                sums[f"loss_{name}"] += float(F.nll_loss(lp, targets, reduction="sum"))
+            sums["kl"] += float(F.kl_div(logp["spliced"], logp["clean"], log_target=True, reduction="sum"))
+            n += int(mask.sum())
+    return {"model": source, **_summary(sums, max(n, 1)), "n_tokens": n}
+
+
+def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm_source: str | None, cfg: dict) -> dict:
+    import torch
+    from safetensors.torch import save_file
+
+    started = time.perf_counter()
+    device = models.pick_device()
+    sae = saes.load(sae_dir, device)
+    meta = sae.cfg["metadata"]["study"]
+    site, layer = meta["site"], meta["layer"]
+    aset = io.ActivationSet(acts_dir)
+    if aset.d_model != sae.d_in:
+        raise ValueError(f"{acts_dir}: d_model {aset.d_model} does not match the SAE's d_in {sae.d_in} ({sae_dir})")
+    metrics, freq = reconstruction(sae, aset, cfg["max_tokens"], cfg["batch_rows"], cfg["dense_threshold"], device)
+    log.info("%s on %s (%d tokens): FVU %.4f, L0 %.1f, dead %.3f, dense %.3f, cosine %.4f", sae_dir, acts_dir,
+             metrics["n_tokens"], metrics["fvu"], metrics["l0"], metrics["dead_fraction"], metrics["dense_fraction"],
+             metrics["cosine"])
+    docs = read_documents(tokens_path).sample(max_docs=cfg["max_docs"], seed=0)
+    downstream = {"task": task_effect(classifier_dir, docs, site, layer, sae, cfg["batch_size"], device)}
+    log.info("task: loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f; accuracy %.3f / %.3f / %.3f",
+             *(downstream["task"][k] for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered",
+                                              "accuracy_clean", "accuracy_spliced", "accuracy_zero")))
+    if lm_source:
+        downstream["lm"] = lm_effect(lm_source, docs, site, layer, sae, cfg["batch_size"], device)
+        log.info("lm: loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f, KL %.4f",
+                 *(downstream["lm"][k] for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "kl")))
+    result = {
+        "sae": sae_dir,
+        "architecture": sae.name,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "hook_name": sae.cfg["metadata"]["hook_name"],
+        **meta,
+        "activations": acts_dir,
+        **metrics,
+        "downstream": downstream,
+        "device": models.describe_device(device),
+        "seconds": time.perf_counter() - started,
+    }
+    with io.atomic_path(f"{sae_dir}/{SPARSITY}") as tmp:
+        save_file({"sparsity": torch.from_numpy(np.log10(np.maximum(freq, 1e-10))).float()}, str(tmp))
+    io.write_json(_finite(result), f"{sae_dir}/eval.json")
+    return result
+
+
+def _finite(obj):
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workflow evaluate_sae", description=__doc__.splitlines()[0])
+    parser.add_argument("--sae", required=True, help="SAE folder (cfg.json, sae_weights.safetensors)")
+    parser.add_argument("--acts", required=True, help="held-out activation set of the same (site, layer)")
+    parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
+    parser.add_argument("--classifier", required=True, help="task classifier folder of the SAE's variant")
+    parser.add_argument("--lm", help="causal LM source of the SAE's variant (GPT-2 family)")
+    parser.add_argument("--config", required=True, help="the evaluation config as JSON")
+    args = parser.parse_args(argv)
+    run(args.sae, args.acts, args.tokens, args.classifier, args.lm, json.loads(args.config))

@@ -1,0 +1,39 @@
+"""ReLU SAE with an L1 penalty weighted by decoder row norms (Anthropic, April 2024).
+
+loss = mean_tokens ||x - x_hat||^2 + l1 * mean_tokens sum_i f_i ||W_dec[i]||,
+on inputs normalised to mean squared norm d_in. The decoder is unconstrained
+(the norm inside the penalty stops the trivial shrink-the-code solution), rows
+start at norm 0.1, and the L1 coefficient ramps up linearly over the first
+`sparsity_warmup_fraction` of steps. With `target_l0` the coefficient is
+adapted each step towards that L0 instead of kept fixed. SAELens loads it as
+its `standard` architecture.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workflow.sae.base import SparseAutoencoder
+from workflow.sae.losses import reconstruction_terms
+
+
+class ReluSAE(SparseAutoencoder):
+    name = "relu"
+    saelens_architecture = "standard"
+    unit_norm_decoder = False
+    initial_decoder_norm = 0.1
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre.relu()
+
+    def training_loss(self, x, step):
+        acts = ((x - self.b_dec) @ self.W_enc + self.b_enc).relu()
+        recon = acts @ self.W_dec + self.b_dec
+        err, total, fvu = reconstruction_terms(x, recon)
+        mse = err / len(x)
+        l1 = (acts * self.W_dec.norm(dim=1)).sum() / len(x)
+        loss = mse + step["coefficient"] * l1
+        fired_mask = acts.detach() > 0
+        terms = {"fvu": fvu.detach(), "mse": mse.detach(), "l1": l1.detach(),
+                 "l0": fired_mask.sum() / len(x), "coefficient": torch.tensor(step["coefficient"])}
+        return loss, terms, fired_mask.nonzero()[:, 1]
