@@ -4,6 +4,8 @@ rule report:
         metrics="results/models/{model}/{dataset}/metrics.json",
         similarity="results/analysis/{model}/{dataset}/similarity.parquet",
         plot="results/analysis/{model}/{dataset}/similarity.png",
+        head="results/heads/{model}/{dataset}/metrics.json",
+        evals=lambda w: sae_evals(w.model, w.dataset),
         extracts=lambda w: expand(
             "results/activations/{{model}}/{variant}/{{dataset}}/{split}/extract.json",
             variant=VARIANTS,
@@ -22,7 +24,8 @@ rule report:
     shell:
         "python -m workflow report page --model {wildcards.model} --dataset {wildcards.dataset}"
         " --meta {input.meta} --metrics {input.metrics} --similarity {input.similarity}"
-        " --plot {input.plot} --extracts {input.extracts} --out {output} > {log} 2>&1"
+        " --plot {input.plot} --extracts {input.extracts} --head {input.head} --evals {input.evals}"
+        " --out {output} > {log} 2>&1"
 
 
 rule report_index:

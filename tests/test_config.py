@@ -46,6 +46,27 @@ def test_every_schema_property_is_commented_in_the_default_config():
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
     for key in schema["$defs"]["finetune"]["properties"]:
         assert f"  {key}:" in text, f"config.yaml does not show finetune.{key}"
+    for key in schema["properties"]["sae_eval"]["properties"]:
+        assert f"  {key}:" in text, f"config.yaml does not show sae_eval.{key}"
+    full = (ROOT / "config" / "full.yaml").read_text()
+    for key in schema["$defs"]["sae"]["properties"]:
+        assert f" {key}:" in text + full, f"neither config.yaml nor config/full.yaml shows an SAE recipe's {key}"
+
+
+def test_sae_recipes_get_defaults_and_lose_keys_of_other_architectures():
+    cfg = study.load(DEFAULT)
+    topk = cfg["saes"]["topk"]
+    assert topk["k"] == 32 and topk["aux_coefficient"] == 1 / 32 and "l1_coefficient" not in topk
+    assert "bandwidth" not in topk and "target_l0" not in topk
+    relu = cfg["saes"]["relu"]
+    assert relu["l1_coefficient"] == 5.0 and "k" not in relu and "aux_k" not in relu
+    assert "datasets" not in study.sae_job_recipe(relu) and relu["datasets"] == ["movie_sentiment"]
+
+
+def test_sae_code_version_follows_the_architecture_modules():
+    assert study.code_version("train_sae", "topk") != study.code_version("train_sae", "relu")
+    assert "sae/topk.py" in study.ARCHITECTURE_MODULES["batchtopk"]  # batchtopk subclasses topk
+    assert "sae/topk.py" not in study.ARCHITECTURE_MODULES["relu"]
 
 
 def _problems(cfg) -> str:
@@ -84,6 +105,17 @@ CASES = {
                             "datasets.reviews.task: not used by source 'file'"),
     "bad_model_name": (lambda c, t: c["models"].update({"my model": {"source": "x"}}), "name 'my model' may hold only"),
     "sublayer_at_layer_0": (lambda c, t: c.update(layers=[0, 1], sites=["mlp_out"]), "sites ['mlp_out'] have no layer 0"),
+    "sae_k_beyond_width": (lambda c, t: c.update(saes={"s": {"architecture": "topk", "d_sae": 16, "k": 32}}),
+                           "saes.s.k: 32 is more than the 16 latents it has on model 'tiny'"),
+    "sae_unknown_architecture": (lambda c, t: c.update(saes={"s": {"architecture": "gated"}}),
+                                 "saes.s.architecture: 'gated' is invalid"),
+    "sae_negative_lr": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "lr": -1}}), "saes.s.lr: -1 is invalid"),
+    "sae_key_of_other_architecture": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "k": 8}}),
+                                      "saes.s.k: not used by architecture 'relu'"),
+    "sae_topk_without_k": (lambda c, t: c.update(saes={"s": {"architecture": "batchtopk"}}),
+                           "saes.s: architecture 'batchtopk' needs key 'k'"),
+    "sae_scope_unknown_dataset": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "datasets": ["nope"]}}),
+                                  "saes.s.datasets: ['nope'] not in the study's datasets"),
     "negative_lr_override": (lambda c, t: c["models"]["tiny"].update(finetune={"lr": -1}), "models.tiny.finetune.lr"),
 }
 

@@ -38,6 +38,13 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         "finetune": {"epochs": 3, "lr": 2e-3, "batch_size": 16, "bf16": False, "log_every": 5},
         "extract": {"batch_size": 16, "shard_rows": 500},
         "similarity": {"max_tokens": 100000},
+        "saes": {
+            "topk": {"architecture": "topk", "datasets": ["reviews"], "layers": [2], "sites": ["resid_post"],
+                     "d_sae": 64, "k": 4, "lr": 3e-3, "train_tokens": 6000, "batch_size": 256, "log_every": 5},
+            "relu": {"architecture": "relu", "datasets": ["reviews"], "layers": [2], "sites": ["resid_post"],
+                     "expansion_factor": 2, "l1_coefficient": 1.0, "lr": 3e-3, "train_tokens": 6000, "batch_size": 256},
+        },
+        "sae_eval": {"max_docs": 40},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
@@ -129,9 +136,59 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
     out = result.stdout + result.stderr
     assert result.returncode == 0
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 x 2 x 2 extract, 2 similarity, 2 reports, index
-    assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "extract": "8", "similarity": "2",
-                    "report": "2", "report_index": "1", "all": "1", "total": "21"}
+    # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 linear heads, 2 x 2 x 2 extract,
+    # 2 similarity, 2 reports, index (no SAE recipe covers news)
+    assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "linear_head": "2", "extract": "8",
+                    "similarity": "2", "report": "2", "report_index": "1", "all": "1", "total": "23"}
+
+
+def _dry_run_jobs(work, cfg, name):
+    (work / name).write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, "--cores", "1", "--configfile", name, "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
+
+
+def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
+    work, cfg = study
+    cfg = json.loads(json.dumps(cfg))
+    cfg["saes"]["relu"]["l1_coefficient"] = 2.0
+    # relu on reviews at L2 resid_post: 2 models x 2 variants, trained and evaluated; the 2 pages and the index
+    assert _dry_run_jobs(work, cfg, "recipe.yaml") == {"train_sae": "4", "evaluate_sae": "4", "report": "2",
+                                                       "report_index": "1", "all": "1", "total": "12"}
+    cfg["saes"]["relu"]["l1_coefficient"] = 1.0
+    cfg["saes"]["relu"]["datasets"] = ["reviews", "news"]  # widening the scope adds jobs, re-runs none
+    jobs = _dry_run_jobs(work, cfg, "scope.yaml")
+    assert jobs["train_sae"] == "4" and jobs["evaluate_sae"] == "4" and jobs["report"] == "2"
+
+
+def test_saes_are_trained_evaluated_and_reported(study):
+    work, _ = study
+    from workflow.sae import load
+
+    for model in ("bert", "gpt2"):
+        for variant in ("pretrained", "finetuned"):
+            for recipe in ("topk", "relu"):
+                folder = work / f"results/saes/{model}/{variant}/reviews/resid_post/L2/{recipe}"
+                e = io.read_json(folder / "eval.json")
+                assert e["variant"] == variant and e["layer"] == 2 and e["architecture"] == recipe
+                assert 0 < e["explained_variance"] <= 1 and e["fvu"] < 0.9, e
+                assert e["l0"] > 0 and 0 <= e["dead_fraction"] < 1
+                task = e["downstream"]["task"]
+                assert task["n_docs"] == 40 and task["loss_zero"] > task["loss_clean"], task  # the layer matters
+                assert task["loss_recovered"] is not None
+                if recipe == "topk":
+                    assert e["l0"] <= 4 + 1e-9
+                assert ("lm" in e["downstream"]) == (model == "gpt2")
+                sae = load(folder)
+                assert sae.cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+                log = pl.read_parquet(folder / "training_log.parquet")
+                assert log["step"][-1] == 24  # ceil(6000 / 256)
+        head = io.read_json(work / f"results/heads/{model}/reviews/metrics.json")
+        assert head["n_docs"] == 80
+    page = (work / "results/reports/bert/reviews/index.html").read_text()
+    assert 'class="saes"' in page and "fitted linear head" in page
+    assert page.count("<tr>") >= 8
 
 
 def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):

@@ -186,7 +186,8 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm_s
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "hook_name": sae.cfg["metadata"]["hook_name"],
-        **meta,
+        **{k: v for k, v in meta.items() if k != "split"},  # the SAE trained on train; this is the test split
+        "eval_split": "test",
         "activations": acts_dir,
         **metrics,
         "downstream": downstream,

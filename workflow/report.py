@@ -48,9 +48,11 @@ def _rel(target: str, start_file: str) -> str:
     return html.escape(os.path.relpath(target, Path(start_file).parent))
 
 
-def accuracy_rows(metrics: dict, meta: dict) -> list[list]:
+def accuracy_rows(metrics: dict, meta: dict, head: dict | None = None) -> list[list]:
+    fitted = [["pretrained + fitted linear head", head["accuracy"], head["macro_f1"]]] if head else []
     return [
         ["pretrained (fresh head)", metrics["pretrained"]["accuracy"], metrics["pretrained"]["macro_f1"]],
+        *fitted,
         ["fine-tuned", metrics["finetuned"]["accuracy"], metrics["finetuned"]["macro_f1"]],
         ["bag-of-words baseline", meta["bow_baseline"]["accuracy"], meta["bow_baseline"]["macro_f1"]],
     ]
@@ -66,9 +68,45 @@ def _activation_links(extracts: list[str], out: str) -> str:
     return "".join(items)
 
 
+SAE_COLUMNS = ["recipe", "architecture", "site", "layer", "variant", "d_sae", "FVU", "L0", "dead", "dense", "cosine",
+               "task loss recovered", "accuracy clean / spliced", "KL", "LM loss recovered"]
+
+
+def sae_rows(evals: list[str], with_folder: bool = False) -> list[list]:
+    """One row per SAE eval.json, ordered by recipe, site, layer, variant (the folder appended if asked)."""
+    rows = []
+    for path in evals:
+        e = io.read_json(path)
+        task, lm = e["downstream"]["task"], e["downstream"].get("lm")
+        rows.append([e["sae"], e["architecture"], e["site"], e["layer"], e["variant"], e["d_sae"], e["fvu"], e["l0"],
+                     e["dead_fraction"], e["dense_fraction"], e["cosine"], task["loss_recovered"],
+                     f"{task['accuracy_clean']:.3f} / {task['accuracy_spliced']:.3f}", task["kl"],
+                     lm["loss_recovered"] if lm else None] + ([str(Path(path).parent)] if with_folder else []))
+    order = {"pretrained": 0, "finetuned": 1}
+    return sorted(rows, key=lambda r: (r[0], r[2], r[3], order.get(r[4], 2)))
+
+
+def _sae_section(evals: list[str], out: str) -> str:
+    if not evals:
+        return "<h2>Sparse autoencoders</h2><p class=note>No SAE recipe covers this dataset.</p>"
+    cells = []
+    for *row, folder in sae_rows(evals, with_folder=True):
+        name = f'<a href="{_rel(folder, out)}">{html.escape(row[0])}</a>'
+        cells.append("<tr>" + "".join(f"<td>{name if i == 0 else _fmt(v)}</td>" for i, v in enumerate(row)) + "</tr>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in SAE_COLUMNS)
+    return f"""<h2>Sparse autoencoders</h2>
+<table class="saes"><thead><tr>{head}</tr></thead><tbody>{"".join(cells)}</tbody></table>
+<p class=note>Held-out test tokens. FVU: fraction of variance unexplained (1 - explained variance); L0: latents active
+per token; dead: latents that never fire on these tokens; dense: latents firing on more than 10% of them. Task loss
+recovered: (L_zero - L_spliced) / (L_zero - L_clean) for the variant's classifier with the SAE reconstruction spliced
+in at that layer (pretrained: the pretrained body with a fitted linear head); KL: mean KL(clean || spliced) of the
+class distributions. Each SAE folder loads in SAELens (<code>SAE.load_from_disk</code>).</p>"""
+
+
 def page(model: str, dataset: str, meta_path: str, metrics_path: str, similarity_path: str, plot_path: str,
-         extracts: list[str], out: str) -> None:
+         extracts: list[str], out: str, head_path: str | None = None, evals: list[str] | None = None) -> None:
     meta, metrics = io.read_json(meta_path), io.read_json(metrics_path)
+    head = io.read_json(head_path) if head_path else None
     sim = pl.read_parquet(similarity_path)
     plot = base64.b64encode(Path(plot_path).read_bytes()).decode()
     train = metrics["train"]
@@ -81,9 +119,10 @@ def page(model: str, dataset: str, meta_path: str, metrics_path: str, similarity
 Fine-tuned for {train['epochs']} epoch(s), {train['steps']} steps, {train['tokens']} tokens
 in {train['seconds']:.0f} s ({train['tokens_per_s']:.0f} tokens/s) on {html.escape(metrics['device'])}.</p>
 <h2>Accuracy on the test split</h2>
-{_table(["model", "accuracy", "macro-F1"], accuracy_rows(metrics, meta), "accuracy")}
-<p class=note>"Pretrained" is the pretrained body with a freshly initialised classification head, as in the
-reference study; the bag-of-words logistic regression shows how much of the task word counts alone solve.</p>
+{_table(["model", "accuracy", "macro-F1"], accuracy_rows(metrics, meta, head), "accuracy")}
+<p class=note>"Pretrained (fresh head)" is the pretrained body with a freshly initialised classification head, as in
+the reference study; "fitted linear head" keeps the body frozen and fits the head by logistic regression on the
+train split (a linear probe of what the pretrained model already offers); the bag-of-words logistic regression shows how much of the task word counts alone solve.</p>
 <h2>How much each layer changed</h2>
 <img alt="similarity by layer" src="data:image/png;base64,{plot}">
 {_table(["layer", "hook", "tokens", "cos(mean)", "token cosine", "CKA (debiased)", "CKA (biased)", "norm ratio ft/pre"], sim_rows, "similarity")}
@@ -91,6 +130,7 @@ reference study; the bag-of-words logistic regression shows how much of the task
 cos(mean): cosine of the mean activation vectors (the reference study's measure). Token cosine: mean over tokens
 of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019) with the debiased HSIC estimator
 (Song et al. 2012) and with the biased one, which is inflated at small token counts. 1 = unchanged.</p>
+{_sae_section(evals or [], out)}
 <h2>Artifacts</h2>
 <ul>
 <li><a href="{_rel(metrics_path, out)}">metrics.json</a> and the fine-tuned model folder
@@ -152,6 +192,21 @@ def summary(results: str = "results") -> str:
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("tokens compared: " + ", ".join(f"{k}: {t['n_tokens'][0]}" for k, t in sims.items()))
+    evals = sorted(str(p) for p in root.glob("saes/*/*/*/*/*/*/eval.json"))
+    if evals:
+        lines += ["", "SAEs (held-out test tokens):", "",
+                  "| model / dataset | " + " | ".join(SAE_COLUMNS) + " |", "|---|" + "---|" * len(SAE_COLUMNS)]
+        by_pair = {}
+        for path in evals:
+            e = io.read_json(path)
+            by_pair.setdefault(f"{e['model']} / {e['dataset']}", []).append(path)
+        for pair, paths in by_pair.items():
+            for row in sae_rows(paths):
+                lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
+    heads = sorted(root.glob("heads/*/*/metrics.json"))
+    if heads:
+        lines += ["", "Pretrained body + fitted linear head (test accuracy): " + ", ".join(
+            f"{p.parent.parent.name} / {p.parent.name}: {io.read_json(p)['accuracy']:.3f}" for p in heads)]
     return "\n".join(lines)
 
 
@@ -162,6 +217,8 @@ def main(argv=None) -> None:
     for name in ("model", "dataset", "meta", "metrics", "similarity", "plot", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--extracts", nargs="+", required=True, help="extract.json of each variant and split")
+    p.add_argument("--head", help="metrics.json of the pretrained model's fitted linear head")
+    p.add_argument("--evals", nargs="*", default=[], help="eval.json of each SAE of this (model, dataset)")
     i = sub.add_parser("index", help="the study index")
     for name in ("pages", "metrics", "similarity"):
         i.add_argument(f"--{name}", nargs="+", required=True)
@@ -172,6 +229,7 @@ def main(argv=None) -> None:
     if args.what == "summary":
         print(summary(args.results))
     elif args.what == "page":
-        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.extracts, args.out)
+        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.extracts, args.out,
+             args.head, args.evals)
     else:
         index(args.pages, args.metrics, args.similarity, args.out)

@@ -1,0 +1,104 @@
+"""evaluate_sae with known answers: a lossless SAE recovers all loss; splicing hooks replace what they should."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import make_tiny_bert, make_tiny_gpt2
+from workflow import evaluate_sae, extract, io, models, tokenize
+from workflow.linear_head import head_of
+from workflow.sae import ARCHITECTURES
+from workflow.splice import Splice, zeros
+
+
+def _lossless_relu_sae(d: int, folder, layer: int):
+    """W_enc = [I, -I], W_dec = [I; -I]: relu(x) - relu(-x) = x exactly."""
+    sae = ARCHITECTURES["relu"](d, 2 * d, {"architecture": "relu"})
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    sae.save(folder, {"hook_name": models.hook_name("resid_post", layer),
+                      "study": {"site": "resid_post", "layer": layer, "variant": "finetuned"}})
+    return folder
+
+
+def _classifier_study(tmp_path, family):
+    """A tiny classifier folder, its test tokens and activation set at resid_post L1."""
+    import polars as pl
+
+    make = make_tiny_bert if family == "bert" else make_tiny_gpt2
+    src = make(tmp_path / "model")
+    model = models.load_classifier(str(src), 2, models.load_tokenizer(str(src)).pad_token_id)
+    with torch.no_grad():  # a random head barely reacts; a large one makes the loss depend on the input
+        head_of(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
+    model.config.id2label = {0: "a", 1: "b"}
+    model.save_pretrained(tmp_path / "clf")
+    models.load_tokenizer(str(src)).save_pretrained(tmp_path / "clf")
+    rng = np.random.default_rng(0)
+    data = pl.DataFrame({"id": list(range(40)), "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(40)],
+                         "label": rng.integers(0, 2, 40).tolist()})
+    data.write_parquet(tmp_path / "test.parquet")
+    tokenize.run(str(tmp_path / "test.parquet"), str(tmp_path / "clf"), 32, str(tmp_path / "tokens.parquet"))
+    extract.run(str(tmp_path / "clf"), str(tmp_path / "tokens.parquet"), [("resid_post", 1)], str(tmp_path / "acts"),
+                {"model": "tiny", "variant": "finetuned"}, dtype="float32")
+    return tmp_path / "clf", tmp_path / "tokens.parquet", tmp_path / "acts" / "resid_post" / "L1"
+
+
+CFG = {"max_tokens": None, "batch_rows": 100, "dense_threshold": 0.1, "max_docs": None, "batch_size": 8}
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_lossless_sae_recovers_all_the_loss(tmp_path, family):
+    clf, tokens, acts = _classifier_study(tmp_path, family)
+    d = io.ActivationSet(acts).d_model
+    sae_dir = _lossless_relu_sae(d, tmp_path / "sae", 1)
+    lm = str(clf) if family == "gpt2" else None
+    result = evaluate_sae.run(str(sae_dir), str(acts), str(tokens), str(clf), lm, CFG)
+    assert result["fvu"] < 1e-10 and result["explained_variance"] > 1 - 1e-10
+    assert result["cosine"] == pytest.approx(1.0) and result["l2_ratio"] == pytest.approx(1.0)
+    assert result["l0"] == pytest.approx(d, abs=0.5)  # one of each +/- pair fires (exact zeros aside)
+    task = result["downstream"]["task"]
+    assert task["loss_spliced"] == pytest.approx(task["loss_clean"], abs=1e-5)
+    assert task["loss_zero"] != pytest.approx(task["loss_clean"], abs=1e-4)
+    assert task["loss_recovered"] == pytest.approx(1.0, abs=1e-3) and task["kl"] == pytest.approx(0.0, abs=1e-6)
+    if family == "gpt2":
+        assert result["downstream"]["lm"]["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+    else:
+        assert "lm" not in result["downstream"]
+    saved = json.loads((sae_dir / "eval.json").read_text())
+    assert saved["downstream"]["task"]["n_docs"] == 40
+    from safetensors.torch import load_file
+
+    sparsity = load_file(str(sae_dir / "sparsity.safetensors"))["sparsity"]
+    assert sparsity.shape == (2 * d,) and float(sparsity.max()) <= 0
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("site,layer", [("resid_post", 0), ("resid_post", 2), ("attn_out", 1), ("mlp_out", 2)])
+def test_splice_replaces_exactly_what_capture_reads(tmp_path, family, site, layer):
+    src = (make_tiny_bert if family == "bert" else make_tiny_gpt2)(tmp_path / "m")
+    model = models.load_base_model(str(src))
+    ids = torch.randint(5, 100, (2, 7))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        clean = model(**inputs).last_hidden_state
+        with Splice(model, site, layer, lambda a: a):  # identity: nothing changes
+            same = model(**inputs).last_hidden_state
+        seen = {}
+
+        def record_and_zero(a):
+            seen["a"] = a.clone()
+            return zeros(a)
+
+        with Splice(model, site, layer, record_and_zero):
+            ablated = model(**inputs).last_hidden_state
+        with models.Capture(model, [(site, layer)], stop=False) as cap:
+            captured = cap.run(**inputs)[(site, layer)]
+    torch.testing.assert_close(same, clean)
+    torch.testing.assert_close(seen["a"], captured)  # the splice point is the capture point
+    assert not torch.allclose(ablated, clean)
