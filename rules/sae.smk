@@ -43,7 +43,7 @@ rule train_sae:
         code=lambda w: code_version("train_sae", sae_recipe(w)["architecture"]),
         source=lambda w: model_spec(w.model)["source"],
         max_length=lambda w: model_spec(w.model)["max_length"],
-    threads: STUDY["threads"]
+    threads: STUDY["sae_threads"]
     resources:
         gpu=1,
     conda:
@@ -73,7 +73,7 @@ rule evaluate_sae:
         lm=lambda w: f"--lm {variant_lm(w)}" if variant_lm(w) else "",
         cfg=as_json(STUDY["sae_eval"]),
         code=code_version("evaluate_sae"),
-    threads: STUDY["threads"]
+    threads: STUDY["sae_threads"]
     resources:
         gpu=1,
     conda:

@@ -76,9 +76,15 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     features = head_inputs(model, train_docs, cfg["eval_batch_size"], pad_id, device)
     head = head_of(model)
     has_bias = head.bias is not None
-    probe = LogisticRegressionCV(Cs=8, cv=3, max_iter=2000, fit_intercept=has_bias, random_state=cfg["seed"])
-    probe.fit(features, train_docs.labels)
-    coef, intercept = probe.coef_, probe.intercept_
+    # standardise for a fast, well-conditioned fit; fold the scaling back into the head's weights
+    # (without a bias, as GPT-2's score layer, features are only scaled, not centred)
+    mu = features.mean(0) if has_bias else np.zeros(features.shape[1], dtype=features.dtype)
+    sigma = features.std(0) + 1e-6
+    probe = LogisticRegressionCV(Cs=np.logspace(-3, 1, 5), cv=3, max_iter=1000, fit_intercept=has_bias,
+                                 random_state=cfg["seed"])
+    probe.fit((features - mu) / sigma, train_docs.labels)
+    coef = probe.coef_ / sigma
+    intercept = probe.intercept_ - coef @ mu if has_bias else np.zeros(len(coef))
     if len(label_names) == 2 and coef.shape[0] == 1:  # binary: softmax over (-z/2, z/2) equals sigmoid(z)
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = np.concatenate([-intercept / 2, intercept / 2])
