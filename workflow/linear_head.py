@@ -81,7 +81,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     mu = features.mean(0) if has_bias else np.zeros(features.shape[1], dtype=features.dtype)
     sigma = features.std(0) + 1e-6
     probe = LogisticRegressionCV(Cs=np.logspace(-3, 1, 5), cv=3, max_iter=500, tol=1e-3, fit_intercept=has_bias,
-                                 n_jobs=torch.get_num_threads(), random_state=cfg["seed"])
+                                 random_state=cfg["seed"])
     probe.fit((features - mu) / sigma, train_docs.labels)
     coef = probe.coef_ / sigma
     intercept = probe.intercept_ - coef @ mu if has_bias else np.zeros(len(coef))
