@@ -154,13 +154,18 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
         "autocast": str(amp_dtype),
         "config": cfg,
     }
+    save_classifier(model, tokenizer, label_names, metrics, out_dir)
+    return metrics
+
+
+def save_classifier(model, tokenizer, label_names: list, metrics: dict, out_dir: str) -> None:
+    """A save_pretrained folder with label names, the tokenizer and metrics.json, renamed into place when complete."""
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {n: i for i, n in enumerate(label_names)}
     with io.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
 def main(argv=None) -> None:

@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from workflow import io, models
-from workflow.finetune import evaluate
+from workflow.finetune import evaluate, save_classifier
 from workflow.tokenize import batches, read_documents
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     metrics.update(C=float(np.atleast_1d(probe.C_)[0]), n_train_docs=len(train_docs.labels))
     log.info("pretrained body + fitted head (C=%.3g): test accuracy %.4f macro-F1 %.4f loss %.4f",
              metrics["C"], metrics["accuracy"], metrics["macro_f1"], metrics["loss"])
-    model.config.id2label = dict(enumerate(label_names))
-    model.config.label2id = {n: i for i, n in enumerate(label_names)}
-    with io.atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_classifier(model, tokenizer, label_names, metrics, out_dir)
     return metrics
 
 
