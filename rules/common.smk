@@ -67,9 +67,6 @@ def all_reports():
     return expand("results/reports/{model}/{dataset}/index.html", model=MODELS, dataset=DATASETS)
 
 
-SAES = list(STUDY["saes"])
-
-
 def sae_folder_pattern():
     return "results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"
 

@@ -183,10 +183,6 @@ def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
         if arch in DEFAULT_COEFFICIENTS:
             key, default = DEFAULT_COEFFICIENTS[arch]
             recipe.setdefault(key, default)
-        else:
-            recipe.pop("target_l0", None)  # a default of the schema; it does not apply
-        if arch not in ("relu", "jumprelu"):
-            recipe.pop("sparsity_warmup_fraction", None)
         for key in set(recipe) - SHARED_SAE_KEYS - ARCHITECTURE_KEYS[arch]:
             recipe.pop(key)  # schema defaults of other architectures
         for model, spec in cfg["models"].items():
