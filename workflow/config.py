@@ -168,7 +168,7 @@ def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> No
 
 
 def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
-    """Architecture-specific keys, width and k against every model's d_model, needed splits."""
+    """Architecture-specific keys, width and k against every model's d_model, scopes."""
     for name, recipe in cfg["saes"].items():
         where = f"saes.{name}"
         arch = recipe["architecture"]
@@ -202,10 +202,6 @@ def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
             unknown = sorted(set(recipe["layers"]) - all_layers)
             if unknown:
                 problems.append(f"{where}.layers: {unknown} not extracted for any model (layers: {sorted(all_layers)})")
-    if cfg["saes"]:
-        missing = [s for s in ("train", "test") if s not in cfg["extract"]["splits"]]
-        if missing:
-            problems.append(f"extract.splits: SAEs train on train and are evaluated on test; add {missing}")
 
 
 def load(raw: dict) -> dict:
