@@ -24,6 +24,8 @@ include: "rules/finetune.smk"
 include: "rules/extract.smk"
 include: "rules/similarity.smk"
 include: "rules/sae.smk"
+include: "rules/features.smk"
+include: "rules/diff.smk"
 include: "rules/report.smk"
 
 
@@ -32,4 +34,5 @@ rule all:
         "results/reports/index.html",
         all_extractions(),
         all_sae_evals(),
+        all_diff_summaries(),
     default_target: True

@@ -85,28 +85,57 @@ def variant_classifier(w):
 
 def variant_lm(w):
     """Causal-LM source of the variant (GPT-2 family), or '' where there is no LM head."""
-    if model_spec(w.model).get("family") != "gpt2":
-        return ""
-    return variant_source(w)
+    return sae_lm(w.model, w.variant, w.dataset)
+
+
+def sae_scope(model, dataset, sae):
+    """(site, layer) pairs where recipe `sae` runs for (model, dataset), as its scope allows."""
+    recipe = STUDY["saes"][sae]
+    if recipe.get("datasets") and dataset not in recipe["datasets"]:
+        return []
+    sites = [s for s in sorted(STUDY["sites"], key=SITES.index) if s in (recipe.get("sites") or STUDY["sites"])]
+    layers = [l for l in sorted(model_spec(model)["layers"]) if l in (recipe.get("layers") or model_spec(model)["layers"])]
+    return [(site, layer) for site in sites for layer in layers]
 
 
 def sae_evals(model, dataset):
-    """eval.json of every SAE of (model, dataset), as the recipes' scopes allow."""
-    paths = []
-    for sae, recipe in STUDY["saes"].items():
-        if recipe.get("datasets") and dataset not in recipe["datasets"]:
-            continue
-        paths += expand(
-            sae_folder_pattern() + "/eval.json",
-            model=[model],
-            variant=VARIANTS,
-            dataset=[dataset],
-            site=[s for s in sorted(STUDY["sites"], key=SITES.index) if s in (recipe.get("sites") or STUDY["sites"])],
-            layer=[l for l in sorted(model_spec(model)["layers"]) if l in (recipe.get("layers") or model_spec(model)["layers"])],
-            sae=[sae],
-        )
-    return paths
+    """eval.json of every SAE of (model, dataset)."""
+    return [
+        f"results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}/eval.json"
+        for sae in STUDY["saes"]
+        for site, layer in sae_scope(model, dataset, sae)
+        for variant in VARIANTS
+    ]
 
 
 def all_sae_evals():
     return [path for model in MODELS for dataset in DATASETS for path in sae_evals(model, dataset)]
+
+
+def diff_folder_pattern():
+    return "results/analysis/{model}/{dataset}/{site}/L{layer}/{sae}"
+
+
+def sae_lm(model, variant, dataset):
+    """Causal-LM source of a variant (GPT-2 family), or '' where there is no LM head."""
+    if model_spec(model).get("family") != "gpt2":
+        return ""
+    return model_spec(model)["source"] if variant == "pretrained" else finetuned_dir(model, dataset)
+
+
+def diff_summaries(model, dataset, sae):
+    """diff.json of every (site, layer) of a recipe, in scope order."""
+    return [
+        f"results/analysis/{model}/{dataset}/{site}/L{layer}/{sae}/diff.json"
+        for site, layer in sae_scope(model, dataset, sae)
+    ]
+
+
+def all_diff_summaries():
+    return [
+        f"results/analysis/{model}/{dataset}/diff/{sae}/categories.parquet"
+        for model in MODELS
+        for dataset in DATASETS
+        for sae in STUDY["saes"]
+        if sae_scope(model, dataset, sae)
+    ]

@@ -154,12 +154,15 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     cfg = json.loads(json.dumps(cfg))
     cfg["saes"]["relu"]["l1_coefficient"] = 2.0
     # relu on reviews at L2 resid_post: 2 models x 2 variants, trained and evaluated; the 2 pages and the index
-    assert _dry_run_jobs(work, cfg, "recipe.yaml") == {"train_sae": "4", "evaluate_sae": "4", "report": "2",
-                                                       "report_index": "1", "all": "1", "total": "12"}
+    # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries
+    assert _dry_run_jobs(work, cfg, "recipe.yaml") == {"train_sae": "4", "evaluate_sae": "4", "features": "4", "diff": "2",
+                                                       "diff_summary": "2", "report": "2", "report_index": "1", "all": "1",
+                                                       "total": "20"}
     cfg["saes"]["relu"]["l1_coefficient"] = 1.0
     cfg["saes"]["relu"]["datasets"] = ["reviews", "news"]  # widening the scope adds jobs, re-runs none
     jobs = _dry_run_jobs(work, cfg, "scope.yaml")
     assert jobs["train_sae"] == "4" and jobs["evaluate_sae"] == "4" and jobs["report"] == "2"
+    assert jobs["features"] == "4" and jobs["diff"] == "2" and jobs["diff_summary"] == "2"
 
 
 def test_saes_are_trained_evaluated_and_reported(study):
@@ -189,6 +192,37 @@ def test_saes_are_trained_evaluated_and_reported(study):
     page = (work / "results/reports/bert/reviews/index.html").read_text()
     assert 'class="saes"' in page and "fitted linear head" in page
     assert page.count("<tr>") >= 8
+
+
+def test_features_and_diffs_of_the_tiny_study(study):
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        for recipe, d_sae in (("topk", 64), ("relu", 64)):
+            for variant in ("pretrained", "finetuned"):
+                folder = work / f"results/saes/{model}/{variant}/reviews/resid_post/L2/{recipe}"
+                table = pl.read_parquet(folder / "features.parquet")
+                e = io.read_json(folder / "eval.json")
+                assert len(table) == d_sae
+                assert table["frequency"].sum() == pytest.approx(e["l0"], rel=1e-4)  # same test tokens
+                assert ((table["auroc:0"] >= 0) & (table["auroc:0"] <= 1)).all()
+                examples = pl.read_parquet(folder / "examples.parquet")
+                live = table.filter(pl.col("n_active") > 0)
+                assert set(examples["feature"].unique()) == set(live["feature"])
+            out = work / f"results/analysis/{model}/reviews/resid_post/L2/{recipe}"
+            summary = io.read_json(out / "diff.json")
+            for side in ("pretrained", "finetuned"):
+                assert sum(summary["categories"][side]["counts"].values()) == d_sae
+            transfer = pl.read_parquet(out / "transfer.parquet")
+            assert len(transfer) == 4 and transfer["own"].sum() == 2
+            for row in transfer.filter(pl.col("own")).iter_rows(named=True):
+                e = io.read_json(work / f"results/saes/{model}/{row['sae']}/reviews/resid_post/L2/{recipe}/eval.json")
+                if row["n_outliers"] == 0:  # then the same tokens and documents as evaluate_sae
+                    assert row["explained_variance"] == pytest.approx(e["explained_variance"], abs=1e-6)
+                    assert row["task_loss_recovered"] == pytest.approx(e["downstream"]["task"]["loss_recovered"], abs=1e-6)
+            assert ("lm_loss_recovered" in transfer.columns) == (model == "gpt2")
+        cats = pl.read_parquet(work / f"results/analysis/{model}/reviews/diff/topk/categories.parquet")
+        assert cats.filter(pl.col("side") == "pretrained")["fraction"].sum() == pytest.approx(1.0)
+        assert (work / f"results/analysis/{model}/reviews/diff/topk/transfer.png").stat().st_size > 1000
 
 
 def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):

@@ -4,7 +4,8 @@ import importlib
 import logging
 import sys
 
-STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "linear_head", "train_sae", "evaluate_sae", "report")
+STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "linear_head", "train_sae", "evaluate_sae",
+          "features", "diff", "diff_summary", "report")
 
 
 def main(argv: list[str]) -> None:

@@ -36,7 +36,12 @@ STAGE_MODULES = {
     "similarity": ["similarity.py", "similarity_stats.py", "tokenize.py", "models.py", "io.py"],
     "linear_head": ["linear_head.py", "finetune.py", "tokenize.py", "models.py", "io.py"],
     "train_sae": ["train_sae.py", "sae/__init__.py", "sae/base.py", "sae/losses.py", "sae/stream.py", "io.py"],
-    "evaluate_sae": ["evaluate_sae.py", "splice.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "models.py", "io.py"],
+    "evaluate_sae": ["evaluate_sae.py", "codes.py", "reconstruction.py", "splice.py", "sae/__init__.py", "sae/base.py",
+                     "tokenize.py", "models.py", "io.py"],
+    "features": ["features.py", "codes.py", "sae/__init__.py", "sae/base.py", "io.py"],
+    "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "sae/__init__.py",
+             "sae/base.py", "tokenize.py", "models.py", "io.py"],
+    "diff_summary": ["diff_summary.py", "diff.py", "io.py"],
     "report": ["report.py", "io.py"],
 }
 # Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
@@ -213,6 +218,10 @@ def load(raw: dict) -> dict:
     _check_models(cfg, problems)
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
     _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
+    diff = cfg["diff"]
+    if diff["match_cosine"] > diff["retained_cosine"]:
+        problems.append(f"diff.match_cosine: {diff['match_cosine']} is above diff.retained_cosine "
+                        f"{diff['retained_cosine']}; a retained pair must also count as matched")
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from workflow import io, models, sae as saes
-from workflow.splice import Splice, through_sae, zeros
+from workflow.codes import encode_batches
+from workflow.reconstruction import Reconstruction
+from workflow.splice import Splice, through_sae, zeros_except_outliers
 from workflow.tokenize import batches, read_documents
 
 log = logging.getLogger(__name__)
@@ -42,54 +44,19 @@ SPARSITY = "sparsity.safetensors"
 
 
 def reconstruction(sae, aset: io.ActivationSet, max_tokens: int | None, batch_rows: int, dense_threshold: float, device) -> tuple[dict, np.ndarray]:
-    import torch
-
-    n, sq_err, sum_x, sum_sq = 0, 0.0, np.zeros(aset.d_model), 0.0
-    cos_sum, ratio_sum, l0_sum, l1_sum = 0.0, 0.0, 0.0, 0.0
-    fires = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
-    limit = aset.n_rows if max_tokens is None else min(max_tokens, aset.n_rows)
-    with torch.inference_mode():
-        for batch in aset.iter_batches(batch_rows):
-            batch = batch[: limit - n]
-            if not len(batch):
-                break
-            x = torch.from_numpy(batch.astype(np.float32)).to(device)
-            acts = sae.encode(x)
-            x_hat = sae.decode(acts)
-            sq_err += float((x_hat - x).double().pow(2).sum())
-            sum_x += x.double().sum(0).cpu().numpy()
-            sum_sq += float(x.double().pow(2).sum())
-            cos_sum += float(torch.nn.functional.cosine_similarity(x_hat, x, dim=1).double().sum())
-            ratio_sum += float((x_hat.norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).double().sum())
-            active = acts > 0
-            l0_sum += float(active.sum())
-            l1_sum += float(acts.double().sum())
-            fires += active.sum(0)
-            n += len(x)
-    total_var = sum_sq - float(sum_x @ sum_x) / n
-    freq = (fires.double() / n).cpu().numpy()
-    metrics = {
-        "n_tokens": n,
-        "mse": sq_err / (n * aset.d_model),
-        "fvu": sq_err / total_var,
-        "explained_variance": 1 - sq_err / total_var,
-        "cosine": cos_sum / n,
-        "l2_ratio": ratio_sum / n,
-        "l0": l0_sum / n,
-        "l1": l1_sum / n,
-        "dead_fraction": float((freq == 0).mean()),
-        "dense_fraction": float((freq > dense_threshold).mean()),
-        "dense_threshold": dense_threshold,
-    }
-    return metrics, freq
+    stats = Reconstruction(sae.d_in, sae.d_sae)
+    for _, x, acts in encode_batches(sae, aset, max_tokens, batch_rows, device):
+        stats.update(x, acts, sae.decode(acts))
+    return stats.result(dense_threshold), stats.frequency()
 
 
-def _spliced_runs(model, base, site: str, layer: int, sae, inputs: dict):
-    """Logits clean, with the SAE spliced in, and zero-ablated."""
+def _spliced_runs(model, base, site: str, layer: int, sae, inputs: dict, max_norm: float | None):
+    """Logits clean, with the SAE spliced in, and zero-ablated (outlier-norm positions
+    above `max_norm`, if given, keep their clean value in both)."""
     clean = model(**inputs).logits.float()
-    with Splice(base, site, layer, through_sae(sae)):
+    with Splice(base, site, layer, through_sae(sae, max_norm)):
         spliced = model(**inputs).logits.float()
-    with Splice(base, site, layer, zeros):
+    with Splice(base, site, layer, zeros_except_outliers(max_norm)):
         zero = model(**inputs).logits.float()
     return clean, spliced, zero
 
@@ -101,7 +68,8 @@ def _summary(sums: dict, n: int) -> dict:
     return out
 
 
-def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_size: int, device,
+                max_norm: float | None = None) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -115,7 +83,7 @@ def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_siz
         for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
             inputs = {k: v.to(device) for k, v in inputs.items()}
             labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
-            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs)))
+            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs, max_norm)))
             for name, logits in runs.items():
                 sums[f"loss_{name}"] += float(F.cross_entropy(logits, labels, reduction="sum"))
                 sums[f"accuracy_{name}"] += float((logits.argmax(-1) == labels).sum())
@@ -128,7 +96,7 @@ def _num_labels(folder: str) -> int:
     return len(json.loads((Path(folder) / "config.json").read_text())["id2label"])
 
 
-def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, device, max_norm: float | None = None) -> dict:
     """Next-token loss of a causal LM (GPT-2 family) clean / spliced / zero-ablated."""
     import torch
     import torch.nn.functional as F
@@ -146,7 +114,7 @@ def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, de
             inputs = {k: v.to(device) for k, v in inputs.items()}
             mask = inputs["attention_mask"][:, 1:].bool()
             targets = inputs["input_ids"][:, 1:][mask]
-            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs)))
+            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs, max_norm)))
             logp = {k: v[:, :-1][mask].log_softmax(-1) for k, v in runs.items()}
             for name, lp in logp.items():
                 sums[f"loss_{name}"] += float(F.nll_loss(lp, targets, reduction="sum"))

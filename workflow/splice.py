@@ -52,16 +52,32 @@ class Splice(contextlib.AbstractContextManager):
         return False
 
 
-def through_sae(sae) -> Callable:
-    """fn for `Splice`: the SAE's reconstruction of every position."""
+def through_sae(sae, max_norm: float | None = None) -> Callable:
+    """fn for `Splice`: the SAE's reconstruction of every position; positions whose
+    activation norm exceeds `max_norm` (outlier tokens) keep their clean value."""
+    import torch
 
     def fn(acts):
         shape = acts.shape
         flat = acts.reshape(-1, shape[-1]).float()
-        return sae(flat).reshape(shape).to(acts.dtype)
+        out = sae(flat)
+        if max_norm is not None:
+            out = torch.where((flat.norm(dim=1) > max_norm)[:, None], flat, out)
+        return out.reshape(shape).to(acts.dtype)
 
     return fn
 
 
 def zeros(acts):
     return acts.new_zeros(acts.shape)
+
+
+def zeros_except_outliers(max_norm: float | None) -> Callable:
+    """fn for `Splice`: zero ablation of the positions `through_sae(sae, max_norm)` replaces."""
+    if max_norm is None:
+        return zeros
+
+    def fn(acts):
+        return acts * (acts.float().norm(dim=-1, keepdim=True) > max_norm).to(acts.dtype)
+
+    return fn

@@ -1,0 +1,103 @@
+"""diff: constructed SAEs of known relation give every category exactly; transfer leaves out outlier-norm tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from workflow import diff, io
+from workflow.sae import ARCHITECTURES
+
+D_IN, D_SAE, N = 128, 64, 4000
+KEPT = list(range(0, 16)) + list(range(56, 64))
+ROTATED = list(range(16, 32))  # turned by 40 degrees: cosine 0.766
+REPLACED = list(range(32, 48))  # deleted from the fine-tuned SAE; new features take their slots
+SHUFFLED = list(range(48, 56))  # same direction, but they fire on other tokens after fine-tuning
+
+
+def _sae(directions: np.ndarray):
+    """ReLU SAE whose encoder and decoder are the (orthonormal) directions: code i = relu(<x, d_i> - 0.05)."""
+    sae = ARCHITECTURES["relu"](D_IN, len(directions), {"architecture": "relu"})
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.from_numpy(directions).float())
+        sae.W_enc.copy_(torch.from_numpy(directions.T).float())
+        sae.b_enc.fill_(-0.05)
+    return sae.eval()
+
+
+def _set(folder, x):
+    with io.atomic_dir(folder) as tmp:
+        writer = io.ActivationWriter(tmp, x.shape[1], "float32", 1000, {"site": "resid_post", "layer": 1})
+        writer.append(x.astype(np.float32))
+        writer.close()
+    return io.ActivationSet(folder)
+
+
+def constructed(tmp_path, angle_deg=40.0):
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((D_IN, D_IN)))[0].T  # orthonormal rows
+    pre = q[:D_SAE].copy()
+    ft = pre.copy()
+    theta = np.deg2rad(angle_deg)
+    for j, i in enumerate(ROTATED):
+        ft[i] = np.cos(theta) * q[i] + np.sin(theta) * q[64 + j]
+    for j, i in enumerate(REPLACED):
+        ft[i] = q[80 + j]
+    coef = np.zeros((N, D_SAE))
+    for r in range(N):
+        coef[r, rng.choice(D_SAE, 4, replace=False)] = rng.uniform(0.5, 2.0, 4)
+    coef_ft = coef.copy()
+    coef_ft[:, SHUFFLED] = coef[rng.permutation(N)][:, SHUFFLED]
+    sets = _set(tmp_path / "pre", coef @ pre), _set(tmp_path / "ft", coef_ft @ ft)
+    return _sae(pre), _sae(ft), sets
+
+
+THRESHOLDS = {"match_cosine": 0.5, "retained_cosine": 0.9, "retained_correlation": 0.7}
+
+
+def test_constructed_relation_recovers_every_category(tmp_path):
+    sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path)
+    partner, cos = diff.match_features(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    assert list(partner[KEPT + ROTATED + SHUFFLED]) == KEPT + ROTATED + SHUFFLED
+    np.testing.assert_allclose(cos[ROTATED], np.cos(np.deg2rad(40)), atol=1e-5)
+    paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
+    np.testing.assert_allclose(paired["corr"][KEPT + ROTATED], 1.0, atol=1e-6)
+    assert np.abs(paired["corr"][SHUFFLED]).max() < 0.2
+    pre_cat, ft_cat = diff.categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS)
+    expected_pre = np.empty(D_SAE, object)
+    expected_pre[KEPT], expected_pre[ROTATED], expected_pre[SHUFFLED], expected_pre[REPLACED] = "retained", "drifted", "drifted", "overwritten"
+    expected_ft = expected_pre.copy()
+    expected_ft[REPLACED] = "new"
+    assert list(pre_cat) == list(expected_pre)
+    assert list(ft_cat) == list(expected_ft)
+    table = diff.diff_table(partner, cos, paired, pre_cat, ft_cat)
+    counts = diff.category_counts(table)
+    assert counts["pretrained"]["counts"] == {"retained": 24, "drifted": 24, "overwritten": 16, "dead": 0}
+    assert counts["finetuned"]["counts"] == {"retained": 24, "drifted": 24, "new": 16, "dead": 0}
+    # sign convention: fine-tuned minus pretrained
+    row = table.filter((table["side"] == "pretrained") & (table["feature"] == 0)).row(0, named=True)
+    assert row["delta_frequency"] == row["frequency_finetuned"] - row["frequency_pretrained"]
+
+
+def test_a_small_turn_is_retained_and_dead_features_are_their_own_category(tmp_path):
+    sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path, angle_deg=10.0)  # cosine 0.985
+    with torch.no_grad():
+        sae_ft.b_enc[0] = -100.0  # fine-tuned feature 0 never fires: its pretrained partner is overwritten
+    partner, cos = diff.match_features(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
+    pre_cat, ft_cat = diff.categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS)
+    assert set(pre_cat[ROTATED]) == {"retained"}
+    assert pre_cat[0] == "overwritten" and ft_cat[0] == "dead"
+
+
+def test_transfer_leaves_out_outlier_norm_tokens(tmp_path):
+    sae_pre, _, (set_pre, _) = constructed(tmp_path)
+    x = set_pre.read_all()
+    x[7] *= 1000.0
+    outlier_set = _set(tmp_path / "outlier", x)
+    limit = diff.outlier_limit(outlier_set, 10.0, None, 512)
+    rec = diff.transfer_reconstruction(sae_pre, outlier_set, limit, None, 512)
+    clean = diff.transfer_reconstruction(sae_pre, set_pre, diff.outlier_limit(set_pre, 10.0, None, 512), None, 512)
+    assert rec["n_outliers"] == 1 and clean["n_outliers"] == 0
+    assert rec["n_tokens"] == N - 1
+    assert abs(rec["explained_variance"] - clean["explained_variance"]) < 0.01

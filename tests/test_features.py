@@ -1,0 +1,112 @@
+"""features: the streaming, vectorised tables equal a naive per-feature computation; planted concepts are found."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from workflow import features, io
+from workflow.codes import sparse_codes
+from workflow.sae import ARCHITECTURES
+
+CFG = {"max_tokens": None, "batch_rows": 97, "top_tokens": 3, "min_token_count": 3, "n_top": 4, "n_quantiles": 3,
+       "per_quantile": 2, "window": 2, "sentence": 1, "seed": 0}
+
+
+def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
+    """Rows are sums of 2 of d axis directions; the SAE is the identity with a small threshold,
+    so feature i fires exactly where direction i is present. Concept "c0" marks the rows of
+    direction 0; documents of class 1 carry direction 1 on every token."""
+    rng = np.random.default_rng(seed)
+    n = n_docs * doc_len
+    labels_doc = rng.integers(0, 2, n_docs)
+    x = np.zeros((n, d), np.float32)
+    for r in range(n):
+        x[r, rng.choice(np.arange(2, d), 2, replace=False)] = rng.uniform(0.5, 2.0, 2)
+        if rng.random() < 0.2:
+            x[r, 0] = rng.uniform(0.5, 2.0)
+        if labels_doc[r // doc_len] == 1:
+            x[r, 1] = rng.uniform(0.5, 1.0)
+    token_ids = rng.integers(0, 12, n)
+    tokens = pl.DataFrame({
+        "row": np.arange(n), "doc_id": np.repeat(np.arange(n_docs), doc_len), "pos": np.tile(np.arange(doc_len), n_docs),
+        "token_id": token_ids, "token": [f"t{i}" for i in token_ids], "label": np.repeat(labels_doc, doc_len),
+        "is_special": np.zeros(n, bool), "concepts": [["c0"] if x[r, 0] > 0 else [] for r in range(n)],
+    })
+    tokens.write_parquet(folder / "tokens.parquet")
+    with io.atomic_dir(folder / "acts") as tmp:
+        writer = io.ActivationWriter(tmp, d, "float32", 128, {"site": "resid_post", "layer": 1})
+        writer.append(x)
+        writer.close()
+    sae = ARCHITECTURES["relu"](d, d, {"architecture": "relu"})
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(d))
+        sae.W_dec.copy_(torch.eye(d))
+        sae.b_enc.fill_(-0.1)
+    sae.save(folder / "sae", {"hook_name": "blocks.0.hook_resid_post", "study": {"site": "resid_post", "layer": 1}})
+    io.write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
+    return x, tokens, sae
+
+
+def test_tables_equal_a_naive_computation(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    x, tokens, sae = planted_study(tmp_path)
+    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    table = pl.read_parquet(tmp_path / "sae/features.parquet")
+    dense = sae.encode(torch.from_numpy(x)).detach().numpy()  # (n, d_sae)
+    labels = tokens["label"].to_numpy()
+    concept = tokens["concepts"].list.len().to_numpy() > 0
+    token_ids = tokens["token_id"].to_numpy()
+    for f in range(dense.shape[1]):
+        a = dense[:, f]
+        row = table.row(f, named=True)
+        assert row["frequency"] == pytest.approx((a > 0).mean())
+        assert row["mean_activation"] == pytest.approx(a.mean(), rel=1e-5)
+        assert row["max_activation"] == pytest.approx(a.max(), rel=1e-6)
+        for c, name in enumerate(["neg", "pos"]):
+            assert row[f"mean:{name}"] == pytest.approx(a[labels == c].mean(), rel=1e-5, abs=1e-7)
+            assert row[f"auroc:{name}"] == pytest.approx(roc_auc_score(labels == c, a), abs=1e-9)
+        tp = ((a > 0) & concept).sum()
+        assert row["f1:c0"] == pytest.approx(2 * tp / ((a > 0).sum() + concept.sum()))
+        means = {t: a[token_ids == t].mean() for t in np.unique(token_ids) if (token_ids == t).sum() >= 3}
+        best = sorted(means, key=lambda t: -means[t])[:3]
+        if (a > 0).any():
+            assert row["top_tokens"] == [f"t{t}" for t in best if means[t] > 0][:3]
+    # planted: feature 0 detects concept c0 exactly, feature 1 separates the classes
+    assert table.row(0, named=True)["f1:c0"] == 1.0
+    assert table.row(1, named=True)["auroc:pos"] == 1.0
+    summary = io.read_json(tmp_path / "sae/features.json")
+    assert summary["best_feature_per_concept"]["c0"]["feature"] == 0
+
+
+def test_examples_are_the_top_activations_with_their_windows(tmp_path):
+    x, tokens, sae = planted_study(tmp_path)
+    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    examples = pl.read_parquet(tmp_path / "sae/examples.parquet")
+    dense = sae.encode(torch.from_numpy(x)).detach().numpy()
+    doc = tokens["doc_id"].to_numpy()
+    for f in range(dense.shape[1]):
+        top = examples.filter((pl.col("feature") == f) & (pl.col("kind") == "top")).sort("rank")
+        expected = np.sort(dense[:, f][dense[:, f] > 0])[::-1][: CFG["n_top"]]
+        np.testing.assert_allclose(top["activation"].to_numpy(), expected, rtol=1e-6)
+        for ex in examples.filter(pl.col("feature") == f).iter_rows(named=True):
+            r = ex["row"]
+            rows = [q for q in range(r - CFG["window"], r + CFG["window"] + 1) if 0 <= q < len(doc) and doc[q] == doc[r]]
+            assert ex["tokens"] == tokens["token"].gather(rows).to_list()
+            np.testing.assert_allclose(ex["acts"], dense[rows, f], rtol=1e-6)
+            assert ex["acts"][ex["center"]] == pytest.approx(ex["activation"])
+        quantile = examples.filter((pl.col("feature") == f) & (pl.col("kind") == "quantile"))
+        assert quantile["rank"].n_unique() == min(CFG["n_quantiles"], int((dense[:, f] > 0).sum())) or (dense[:, f] > 0).sum() < 3
+    assert (tmp_path / "sae/features.png").stat().st_size > 0 and (tmp_path / "sae/sentence.png").stat().st_size > 0
+
+
+def test_codes_lookup_and_batching(tmp_path):
+    x, _, sae = planted_study(tmp_path)
+    codes = sparse_codes(sae, io.ActivationSet(tmp_path / "acts"), max_tokens=250, batch_rows=64)
+    dense = sae.encode(torch.from_numpy(x[:250])).detach().numpy()
+    assert codes.n_rows == 250
+    rows, feats = np.meshgrid(np.arange(250), np.arange(dense.shape[1]), indexing="ij")
+    np.testing.assert_allclose(codes.lookup(rows.ravel(), feats.ravel()).reshape(dense.shape), dense, rtol=1e-6)
