@@ -56,11 +56,18 @@ def test_every_schema_property_is_commented_in_the_default_config():
 def test_sae_recipes_get_defaults_and_lose_keys_of_other_architectures():
     cfg = study.load(DEFAULT)
     topk = cfg["saes"]["topk"]
-    assert topk["k"] == 32 and topk["aux_coefficient"] == 1 / 32 and "l1_coefficient" not in topk
+    assert topk["k"] == 16 and topk["aux_coefficient"] == 1 / 32 and "l1_coefficient" not in topk
     assert "bandwidth" not in topk and "target_l0" not in topk
     relu = cfg["saes"]["relu"]
     assert relu["l1_coefficient"] == 5.0 and "k" not in relu and "aux_k" not in relu
     assert "datasets" not in study.sae_job_recipe(relu) and relu["datasets"] == ["movie_sentiment"]
+
+
+def test_diff_thresholds_must_nest():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["diff"]["match_cosine"] = 0.95
+    with pytest.raises(study.ConfigError, match=r"diff.match_cosine: 0.95 is above diff.retained_cosine 0.9"):
+        study.load(cfg)
 
 
 def test_sae_code_version_follows_the_architecture_modules():

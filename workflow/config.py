@@ -39,7 +39,7 @@ STAGE_MODULES = {
     "evaluate_sae": ["evaluate_sae.py", "codes.py", "reconstruction.py", "splice.py", "sae/__init__.py", "sae/base.py",
                      "tokenize.py", "models.py", "io.py"],
     "features": ["features.py", "codes.py", "sae/__init__.py", "sae/base.py", "io.py"],
-    "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "sae/__init__.py",
+    "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "train_sae.py", "sae/__init__.py",
              "sae/base.py", "tokenize.py", "models.py", "io.py"],
     "diff_summary": ["diff_summary.py", "diff.py", "io.py"],
     "report": ["report.py", "io.py"],

@@ -22,6 +22,11 @@ A fine-tuned feature is ``dead`` if it never fires on the fine-tuned
 activations, shares the category of its partner if that is retained or
 drifted, and is ``new`` otherwise.
 
+Both SAEs of a recipe start from the same seeded initialisation, so a latent
+the data hardly moves stays paired with its twin; ``init_cosine_median`` in
+diff.json says how far each decoder moved from that start (a warning is
+logged when the median stays above match_cosine).
+
 Sign convention: every difference is fine-tuned minus pretrained
 (``delta_frequency`` > 0: fires more after fine-tuning).
 
@@ -47,7 +52,7 @@ import polars as pl
 
 from workflow import io, models, sae as saes
 from workflow.codes import encode_batches
-from workflow.evaluate_sae import _finite, lm_effect, task_effect
+from workflow.evaluate_sae import _finite, lm_effects, task_effects
 from workflow.reconstruction import Reconstruction
 from workflow.tokenize import read_documents
 
@@ -71,6 +76,21 @@ def match_features(W_dec_pre: np.ndarray, W_dec_ft: np.ndarray) -> tuple[np.ndar
     cos = np.full(len(a), np.nan)
     cos[rows] = sim[rows, cols]
     return partner, cos
+
+
+def init_cosines(sae: dict) -> dict:
+    """Median cosine between each SAE's decoder rows and the seeded initialisation both started from."""
+    from workflow.train_sae import initial_sae
+
+    d_in = sae["pretrained"].d_in
+    recipe = {**sae["pretrained"].cfg["metadata"]["recipe"], "architecture": sae["pretrained"].name}
+    start = initial_sae(recipe, d_in).W_dec.detach().numpy()
+    start = start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12)
+    out = {}
+    for v in VARIANTS:
+        w = sae[v].W_dec.detach().numpy()
+        out[v] = float(np.median((w * start).sum(1) / np.maximum(np.linalg.norm(w, axis=1), 1e-12)))
+    return out
 
 
 def paired_activations(sae_pre, sae_ft, set_pre: io.ActivationSet, set_ft: io.ActivationSet, partner: np.ndarray,
@@ -220,6 +240,10 @@ def run(sae_dirs: dict, acts_dirs: dict, features_dirs: dict, tokens_path: str, 
     site, layer = meta["site"], meta["layer"]
 
     partner, cos = match_features(sae["pretrained"].W_dec.detach().numpy(), sae["finetuned"].W_dec.detach().numpy())
+    init_cos = init_cosines(sae)
+    if max(init_cos.values()) >= cfg["match_cosine"]:
+        log.warning("decoder rows moved little from the initialisation both SAEs share (median cosine %s): matched "
+                    "cosines partly reflect it; train longer or with a larger lr", init_cos)
     paired = paired_activations(sae["pretrained"], sae["finetuned"], sets["pretrained"], sets["finetuned"], partner,
                                 cfg["max_tokens"], cfg["batch_rows"])
     pre_cat, ft_cat = categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], cfg)
@@ -236,22 +260,24 @@ def run(sae_dirs: dict, acts_dirs: dict, features_dirs: dict, tokens_path: str, 
     docs = read_documents(tokens_path).sample(max_docs=eval_cfg["max_docs"], seed=0)
     device = models.pick_device()
     rows = []
-    for sae_variant in VARIANTS:
-        for acts_variant in VARIANTS:
-            rec = transfer_reconstruction(sae[sae_variant], sets[acts_variant], max_norm[acts_variant], cfg["max_tokens"], cfg["batch_rows"])
-            model_sae = sae[sae_variant].to(device)
-            task = task_effect(classifiers[acts_variant], docs, site, layer, model_sae, eval_cfg["batch_size"], device,
-                               max_norm=max_norm[acts_variant])
+    on_device = {v: sae[v].to(device) for v in VARIANTS}
+    for acts_variant in VARIANTS:  # each variant's model: clean and zero-ablated once, both SAEs spliced in
+        task = task_effects(classifiers[acts_variant], docs, site, layer, on_device, eval_cfg["batch_size"], device,
+                            max_norm=max_norm[acts_variant])
+        lm = (lm_effects(lm_sources[acts_variant], docs, site, layer, on_device, eval_cfg["batch_size"], device,
+                         max_norm=max_norm[acts_variant]) if lm_sources.get(acts_variant) else None)
+        for sae_variant in VARIANTS:
+            rec = transfer_reconstruction(sae[sae_variant], sets[acts_variant], max_norm[acts_variant], cfg["max_tokens"],
+                                          cfg["batch_rows"])
+            t = task[sae_variant]
             row = {"sae": sae_variant, "activations": acts_variant, "own": sae_variant == acts_variant, **rec,
-                   **{f"task_{k}": task[k] for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered",
-                                                      "accuracy_clean", "accuracy_spliced", "kl")}}
-            if lm_sources.get(acts_variant):
-                lm = lm_effect(lm_sources[acts_variant], docs, site, layer, model_sae, eval_cfg["batch_size"], device,
-                               max_norm=max_norm[acts_variant])
-                row.update({f"lm_{k}": lm[k] for k in ("loss_clean", "loss_spliced", "loss_recovered", "kl")})
+                   **{f"task_{k}": t[k] for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered",
+                                                   "accuracy_clean", "accuracy_spliced", "kl")}}
+            if lm is not None:
+                row.update({f"lm_{k}": lm[sae_variant][k] for k in ("loss_clean", "loss_spliced", "loss_recovered", "kl")})
             rows.append(row)
             log.info("%s SAE on %s activations: explained variance %.3f, L0 %.1f, task loss recovered %.3f (%d outliers)",
-                     sae_variant, acts_variant, rec["explained_variance"], rec["l0"], task["loss_recovered"], rec["n_outliers"])
+                     sae_variant, acts_variant, rec["explained_variance"], rec["l0"], t["loss_recovered"], rec["n_outliers"])
     transfer = pl.DataFrame(rows)
 
     out = Path(out_dir)
@@ -261,7 +287,7 @@ def run(sae_dirs: dict, acts_dirs: dict, features_dirs: dict, tokens_path: str, 
     summary = {
         "site": site, "layer": layer, "saes": sae_dirs, "n_tokens": paired["n_tokens"], "thresholds": cfg,
         "sign_convention": "differences are fine-tuned minus pretrained", "categories": counts,
-        "matched_cosine_median": float(np.nanmedian(cos)), "outlier_norm_limit": max_norm,
+        "matched_cosine_median": float(np.nanmedian(cos)), "init_cosine_median": init_cos, "outlier_norm_limit": max_norm,
         "transfer": rows, "seconds": time.perf_counter() - started,
     }
     io.write_json(_finite(summary), out / "diff.json")

@@ -50,54 +50,71 @@ def reconstruction(sae, aset: io.ActivationSet, max_tokens: int | None, batch_ro
     return stats.result(dense_threshold), stats.frequency()
 
 
-def _spliced_runs(model, base, site: str, layer: int, sae, inputs: dict, max_norm: float | None):
-    """Logits clean, with the SAE spliced in, and zero-ablated (outlier-norm positions
-    above `max_norm`, if given, keep their clean value in both)."""
-    clean = model(**inputs).logits.float()
-    with Splice(base, site, layer, through_sae(sae, max_norm)):
-        spliced = model(**inputs).logits.float()
+def _spliced_runs(model, base, site: str, layer: int, saes: dict, inputs: dict, max_norm: float | None) -> dict:
+    """Logits clean, zero-ablated and with each SAE spliced in ("spliced:<name>"); outlier-norm
+    positions above `max_norm`, if given, keep their clean value when spliced or ablated."""
+    runs = {"clean": model(**inputs).logits.float()}
     with Splice(base, site, layer, zeros_except_outliers(max_norm)):
-        zero = model(**inputs).logits.float()
-    return clean, spliced, zero
+        runs["zero"] = model(**inputs).logits.float()
+    for name, sae in saes.items():
+        with Splice(base, site, layer, through_sae(sae, max_norm)):
+            runs[f"spliced:{name}"] = model(**inputs).logits.float()
+    return runs
 
 
-def _summary(sums: dict, n: int) -> dict:
-    out = {k: v / n for k, v in sums.items()}
-    gap = out["loss_zero"] - out["loss_clean"]
-    out["loss_recovered"] = (out["loss_zero"] - out["loss_spliced"]) / gap if abs(gap) > 1e-12 else float("nan")
+def _summaries(sums: dict, names, n: int) -> dict:
+    """Per SAE: mean clean / spliced / zero losses (and accuracies, KL), and loss recovered."""
+    out = {}
+    for name in names:
+        mean = {k.replace(f":{name}", ""): v / n for k, v in sums.items() if ":" not in k or k.endswith(f":{name}")}
+        gap = mean["loss_zero"] - mean["loss_clean"]
+        mean["loss_recovered"] = (mean["loss_zero"] - mean["loss_spliced"]) / gap if abs(gap) > 1e-12 else float("nan")
+        out[name] = mean
     return out
 
 
-def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_size: int, device,
-                max_norm: float | None = None) -> dict:
+def task_effects(classifier_dir: str, docs, site: str, layer: int, saes: dict, batch_size: int, device,
+                 max_norm: float | None = None) -> dict:
+    """Task loss and accuracy of a classifier clean, zero-ablated and with each SAE of `saes` spliced in."""
     import torch
     import torch.nn.functional as F
 
     tokenizer = models.load_tokenizer(classifier_dir)
     model = models.load_classifier(classifier_dir, _num_labels(classifier_dir), tokenizer.pad_token_id, device).eval()
-    base = model.base_model
-    sums = {k: 0.0 for k in ("loss_clean", "loss_spliced", "loss_zero", "accuracy_clean", "accuracy_spliced",
-                             "accuracy_zero", "kl")}
+    sums: dict[str, float] = {}
     with torch.inference_mode():
         order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
         for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
             inputs = {k: v.to(device) for k, v in inputs.items()}
             labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
-            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs, max_norm)))
-            for name, logits in runs.items():
-                sums[f"loss_{name}"] += float(F.cross_entropy(logits, labels, reduction="sum"))
-                sums[f"accuracy_{name}"] += float((logits.argmax(-1) == labels).sum())
-            sums["kl"] += float(F.kl_div(runs["spliced"].log_softmax(-1), runs["clean"].log_softmax(-1),
-                                         log_target=True, reduction="sum"))
-    return {"model": classifier_dir, **_summary(sums, len(docs.labels)), "n_docs": int(len(docs.labels))}
+            runs = _spliced_runs(model, model.base_model, site, layer, saes, inputs, max_norm)
+            clean_logp = runs["clean"].log_softmax(-1)
+            for run_name, logits in runs.items():
+                kind, _, name = run_name.partition(":")
+                suffix = f":{name}" if name else ""
+                _add(sums, f"loss_{kind}{suffix}", float(F.cross_entropy(logits, labels, reduction="sum")))
+                _add(sums, f"accuracy_{kind}{suffix}", float((logits.argmax(-1) == labels).sum()))
+                if name:
+                    _add(sums, f"kl:{name}", float(F.kl_div(logits.log_softmax(-1), clean_logp, log_target=True, reduction="sum")))
+    n = len(docs.labels)
+    return {name: {"model": classifier_dir, **summary, "n_docs": int(n)} for name, summary in _summaries(sums, saes, n).items()}
+
+
+def task_effect(classifier_dir: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+    return task_effects(classifier_dir, docs, site, layer, {"sae": sae}, batch_size, device)["sae"]
+
+
+def _add(sums: dict, key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value
 
 
 def _num_labels(folder: str) -> int:
     return len(json.loads((Path(folder) / "config.json").read_text())["id2label"])
 
 
-def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, device, max_norm: float | None = None) -> dict:
-    """Next-token loss of a causal LM (GPT-2 family) clean / spliced / zero-ablated."""
+def lm_effects(source: str, docs, site: str, layer: int, saes: dict, batch_size: int, device,
+               max_norm: float | None = None) -> dict:
+    """Next-token loss of a causal LM (GPT-2 family) clean, zero-ablated and with each SAE spliced in."""
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
@@ -105,8 +122,7 @@ def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, de
     tokenizer = models.load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(source).to(device).eval()
     model.config.use_cache = False
-    base = model.base_model
-    sums = {k: 0.0 for k in ("loss_clean", "loss_spliced", "loss_zero", "kl")}
+    sums: dict[str, float] = {}
     n = 0
     with torch.inference_mode():
         order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
@@ -114,13 +130,19 @@ def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, de
             inputs = {k: v.to(device) for k, v in inputs.items()}
             mask = inputs["attention_mask"][:, 1:].bool()
             targets = inputs["input_ids"][:, 1:][mask]
-            runs = dict(zip(("clean", "spliced", "zero"), _spliced_runs(model, base, site, layer, sae, inputs, max_norm)))
+            runs = _spliced_runs(model, model.base_model, site, layer, saes, inputs, max_norm)
             logp = {k: v[:, :-1][mask].log_softmax(-1) for k, v in runs.items()}
-            for name, lp in logp.items():
-                sums[f"loss_{name}"] += float(F.nll_loss(lp, targets, reduction="sum"))
-            sums["kl"] += float(F.kl_div(logp["spliced"], logp["clean"], log_target=True, reduction="sum"))
+            for run_name, lp in logp.items():
+                kind, _, name = run_name.partition(":")
+                _add(sums, f"loss_{kind}" + (f":{name}" if name else ""), float(F.nll_loss(lp, targets, reduction="sum")))
+                if name:
+                    _add(sums, f"kl:{name}", float(F.kl_div(lp, logp["clean"], log_target=True, reduction="sum")))
             n += int(mask.sum())
-    return {"model": source, **_summary(sums, max(n, 1)), "n_tokens": n}
+    return {name: {"model": source, **summary, "n_tokens": n} for name, summary in _summaries(sums, saes, max(n, 1)).items()}
+
+
+def lm_effect(source: str, docs, site: str, layer: int, sae, batch_size: int, device) -> dict:
+    return lm_effects(source, docs, site, layer, {"sae": sae}, batch_size, device)["sae"]
 
 
 def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm_source: str | None, cfg: dict) -> dict:

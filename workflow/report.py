@@ -203,11 +203,58 @@ def summary(results: str = "results") -> str:
         for pair, paths in by_pair.items():
             for row in sae_rows(paths):
                 lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
+    lines += concept_lines(root) + diff_lines(root)
     heads = sorted(root.glob("heads/*/*/metrics.json"))
     if heads:
         lines += ["", "Pretrained body + fitted linear head (test accuracy): " + ", ".join(
             f"{p.parent.parent.name} / {p.parent.name}: {io.read_json(p)['accuracy']:.3f}" for p in heads)]
     return "\n".join(lines)
+
+
+def concept_lines(root: Path) -> list[str]:
+    """Best single-feature F1 per planted concept, per recipe, layer and variant (features.json)."""
+    best = {}
+    for path in sorted(root.glob("saes/*/*/*/*/*/*/features.json")):
+        model, variant, dataset, site, layer, recipe = path.parts[-7:-1]
+        for concept, b in io.read_json(path)["best_feature_per_concept"].items():
+            best.setdefault((model, dataset, recipe, site, concept), {})[(int(layer[1:]), variant)] = b["f1"]
+    if not best:
+        return []
+    columns = sorted({key for cells in best.values() for key in cells}, key=lambda k: (k[0], k[1] != "pretrained"))
+    lines = ["", "Best single-feature F1 per planted concept (features.json; test tokens):", "",
+             "| model / dataset | recipe | site | concept | " + " | ".join(f"L{l} {v[:3]}" for l, v in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for (model, dataset, recipe, site, concept), cells in best.items():
+        lines.append(f"| {model} / {dataset} | {recipe} | {site} | {concept} | "
+                     + " | ".join(_fmt(cells.get(c), 3) for c in columns) + " |")
+    return lines
+
+
+def diff_lines(root: Path) -> list[str]:
+    """Category fractions and SAE transfer per layer (diff.json)."""
+    paths = sorted(root.glob("analysis/*/*/*/L*/*/diff.json"))
+    if not paths:
+        return []
+    lines = ["", "Feature diff, pretrained vs fine-tuned SAE (fractions of features; diff.json):", "",
+             "| model / dataset | recipe | site | layer | retained | drifted | overwritten | dead (pre) | new | dead (ft) "
+             "| median matched cosine | median cosine to init pre / ft | EV own pre / ft | EV pre SAE on ft / ft SAE on pre "
+             "| task loss rec. own ft / pre SAE on ft | own pre / ft SAE on pre |", "|---|" + "---|" * 15]
+    for path in paths:
+        model, dataset = path.parts[-6], path.parts[-5]
+        d = io.read_json(path)
+        pre, ft = d["categories"]["pretrained"]["fractions"], d["categories"]["finetuned"]["fractions"]
+        t = {(r["sae"], r["activations"]): r for r in d["transfer"]}
+        pp, ff, pf, fp = (t[k] for k in (("pretrained", "pretrained"), ("finetuned", "finetuned"),
+                                          ("pretrained", "finetuned"), ("finetuned", "pretrained")))
+        lines.append(
+            f"| {model} / {dataset} | {path.parent.name} | {d['site']} | {d['layer']} | {pre['retained']:.3f} "
+            f"| {pre['drifted']:.3f} | {pre['overwritten']:.3f} | {pre['dead']:.3f} | {ft['new']:.3f} | {ft['dead']:.3f} "
+            f"| {d['matched_cosine_median']:.3f} | {d['init_cosine_median']['pretrained']:.3f} / "
+            f"{d['init_cosine_median']['finetuned']:.3f} | {pp['explained_variance']:.3f} / {ff['explained_variance']:.3f} "
+            f"| {pf['explained_variance']:.3f} / {fp['explained_variance']:.3f} "
+            f"| {_fmt(ff['task_loss_recovered'], 3)} / {_fmt(pf['task_loss_recovered'], 3)} "
+            f"| {_fmt(pp['task_loss_recovered'], 3)} / {_fmt(fp['task_loss_recovered'], 3)} |")
+    return lines
 
 
 def main(argv=None) -> None:

@@ -65,6 +65,17 @@ def _sparsity_coefficient(recipe: dict) -> float:
     return float(recipe.get("l1_coefficient") or recipe.get("l0_coefficient") or 0.0)
 
 
+def initial_sae(recipe: dict, d_in: int, b_dec=None):
+    """The SAE before training: a function of the recipe's seed only, so the pretrained and
+    fine-tuned SAEs of a recipe start from the same weights (`diff` reports how far each moved)."""
+    import torch
+
+    torch.manual_seed(recipe["seed"])
+    sae = create(recipe, d_in)
+    sae.initialise(torch.Generator().manual_seed(recipe["seed"]), b_dec, getattr(sae, "initial_decoder_norm", 1.0))
+    return sae
+
+
 def train(acts_folder: str, recipe: dict, out_folder: str, metadata: dict, device=None) -> dict:
     import torch
 
@@ -81,13 +92,11 @@ def train(acts_folder: str, recipe: dict, out_folder: str, metadata: dict, devic
     scale = math.sqrt(d_in / aset.manifest["mean_sq_norm"]) if recipe["normalize"] else 1.0
     amp = autocast_dtype(recipe["dtype"], device)
 
-    torch.manual_seed(seed)
-    sae = create(recipe, d_in)
-    sae.scale.fill_(scale)
     sample = torch.from_numpy(stream.sample(B_DEC_SAMPLE)) * scale
     b_dec = {"geometric_median": lambda: geometric_median(sample), "mean": lambda: sample.mean(0),
              "zeros": lambda: torch.zeros(d_in)}[recipe["b_dec_init"]]()
-    sae.initialise(torch.Generator().manual_seed(seed), b_dec, getattr(sae, "initial_decoder_norm", 1.0))
+    sae = initial_sae(recipe, d_in, b_dec)
+    sae.scale.fill_(scale)
     sae.to(device).train()
     optimizer = torch.optim.Adam(sae.parameters(), lr=recipe["lr"], betas=tuple(recipe["adam_betas"]))
 
