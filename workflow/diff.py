@@ -105,10 +105,9 @@ def paired_activations(sae_pre, sae_ft, set_pre: io.ActivationSet, set_ft: io.Ac
     cols = torch.from_numpy(np.where(paired, partner, 0))
     for (_, _, a), (_, _, b_all) in zip(encode_batches(sae_pre, set_pre, max_tokens, batch_rows),
                                         encode_batches(sae_ft, set_ft, max_tokens, batch_rows)):
-        a, b_all = a.double(), b_all.double()
         b = b_all[:, cols]  # (B, d_pre): the partner of each pretrained feature
         for key, value in (("a", a), ("aa", a * a), ("b", b), ("bb", b * b), ("ab", a * b)):
-            sums[key] += value.sum(0).numpy()
+            sums[key] += value.sum(0, dtype=torch.float64).numpy()
         fires_pre += (a > 0).sum(0).numpy()
         fires_ft += (b_all > 0).sum(0).numpy()
         n += len(a)
