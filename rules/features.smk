@@ -16,6 +16,8 @@ rule features:
         cfg=as_json(STUDY["features"]),
         code=code_version("features"),
     threads: STUDY["sae_threads"]
+    resources:
+        gpu=1,
     conda:
         "../envs/workflow.yaml"
     log:

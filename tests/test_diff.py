@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from workflow import diff, io
@@ -57,7 +58,7 @@ THRESHOLDS = {"match_cosine": 0.5, "retained_cosine": 0.9, "retained_correlation
 
 def test_constructed_relation_recovers_every_category(tmp_path):
     sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path)
-    partner, cos = diff.match_features(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    partner, cos = diff.match_features(diff.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy()))
     assert list(partner[KEPT + ROTATED + SHUFFLED]) == KEPT + ROTATED + SHUFFLED
     np.testing.assert_allclose(cos[ROTATED], np.cos(np.deg2rad(40)), atol=1e-5)
     paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
@@ -83,11 +84,35 @@ def test_a_small_turn_is_retained_and_dead_features_are_their_own_category(tmp_p
     sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path, angle_deg=10.0)  # cosine 0.985
     with torch.no_grad():
         sae_ft.b_enc[0] = -100.0  # fine-tuned feature 0 never fires: its pretrained partner is overwritten
-    partner, cos = diff.match_features(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    live = {v: diff.firing_frequency(s, aset, float("inf"), None, 512, "cpu") > 0
+            for v, s, aset in (("pre", sae_pre, set_pre), ("ft", sae_ft, set_ft))}
+    assert live["pre"].all() and list(np.flatnonzero(~live["ft"])) == [0]
+    sim = diff.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    partner, cos = diff.match_features(sim, live["pre"], live["ft"])
+    assert 0 not in partner  # a dead feature takes no live feature's partner
+    best_pre, best_ft = diff.best_cosines(sim, live["pre"], live["ft"])
+    assert best_pre[1] == pytest.approx(1.0, abs=1e-6) and best_pre[0] < 0.5
     paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
     pre_cat, ft_cat = diff.categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS)
     assert set(pre_cat[ROTATED]) == {"retained"}
     assert pre_cat[0] == "overwritten" and ft_cat[0] == "dead"
+
+
+def test_outlier_tokens_do_not_decide_the_correlation(tmp_path):
+    sae_pre, sae_ft, _ = constructed(tmp_path)
+    rng = np.random.default_rng(1)
+    coef = rng.uniform(0.5, 2.0, (N, D_SAE)) * (rng.random((N, D_SAE)) < 0.1)
+    coef[0] = 1.0  # the outlier token carries every feature
+    pre_x, ft_x = coef @ sae_pre.W_dec.detach().numpy(), coef[rng.permutation(N)] @ sae_pre.W_dec.detach().numpy()
+    pre_x[0] *= 1000.0  # one huge token, present in both: alone it would make every correlation ~1
+    ft_x[0] = pre_x[0]  # (row 0 of ft_x came from a permuted row: replace it)
+    set_pre, set_ft = _set(tmp_path / "p", pre_x), _set(tmp_path / "f", ft_x)
+    partner = np.arange(D_SAE)
+    raw = diff.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512)
+    limits = {"pretrained": diff.outlier_limit(set_pre, 10.0, None, 512), "finetuned": diff.outlier_limit(set_ft, 10.0, None, 512)}
+    masked = diff.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512, limits)
+    assert np.nanmedian(raw["corr"]) > 0.9 and np.nanmedian(np.abs(masked["corr"])) < 0.1
+    assert masked["n_tokens"] == N - 1
 
 
 def test_transfer_leaves_out_outlier_norm_tokens(tmp_path):

@@ -110,3 +110,22 @@ def test_codes_lookup_and_batching(tmp_path):
     assert codes.n_rows == 250
     rows, feats = np.meshgrid(np.arange(250), np.arange(dense.shape[1]), indexing="ij")
     np.testing.assert_allclose(codes.lookup(rows.ravel(), feats.ravel()).reshape(dense.shape), dense, rtol=1e-6)
+
+
+def test_no_examples_and_all_dead_features_still_write_tables(tmp_path):
+    x, tokens, sae = planted_study(tmp_path)
+    with torch.no_grad():
+        sae.b_enc.fill_(-100.0)  # nothing fires
+    sae.save(tmp_path / "dead", {"hook_name": "blocks.0.hook_resid_post", "study": {"site": "resid_post", "layer": 1}})
+    for folder, n_top in (("sae", 0), ("dead", 4)):
+        summary = features.run(str(tmp_path / folder), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"),
+                               str(tmp_path / "meta.json"), {**CFG, "n_top": n_top})
+        table = pl.read_parquet(tmp_path / folder / "features.parquet")
+        examples = pl.read_parquet(tmp_path / folder / "examples.parquet")
+        assert len(table) == 16 and (tmp_path / folder / "features.png").exists()
+        assert set(examples["kind"].unique()) <= {"quantile", "top"}
+        if folder == "dead":
+            assert summary["dead_fraction"] == 1.0 and len(examples) == 0
+            assert (table["auroc:pos"] == 0.5).all()
+        else:
+            assert "top" not in set(examples["kind"]) and len(examples) > 0

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import io, sae as saes
+from workflow import io, models, sae as saes
 from workflow.codes import Codes, sparse_codes
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,8 @@ def example_positions(sorted_codes: dict, n_top: int, n_quantiles: int, per_quan
     take = np.minimum(fires, n_top)
     f_top = np.repeat(feats, take)
     j = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
-    top = pl.DataFrame({"feature": f_top, "kind": "top", "rank": j, "at": ends[f_top] - 1 - j})
+    top = pl.DataFrame({"feature": f_top, "kind": pl.Series(["top"] * len(f_top), dtype=pl.Utf8), "rank": j,
+                        "at": ends[f_top] - 1 - j})
     rng = np.random.default_rng(seed)
     parts = [top]
     for b in range(n_quantiles):
@@ -166,7 +167,8 @@ def example_positions(sorted_codes: dict, n_top: int, n_quantiles: int, per_quan
         ok = feats[hi > lo]
         for _ in range(per_quantile):
             at = lo[ok] + (rng.random(len(ok)) * (hi[ok] - lo[ok])).astype(np.int64)
-            parts.append(pl.DataFrame({"feature": ok, "kind": "quantile", "rank": np.full(len(ok), b), "at": at}))
+            parts.append(pl.DataFrame({"feature": ok, "kind": pl.Series(["quantile"] * len(ok), dtype=pl.Utf8),
+                                       "rank": np.full(len(ok), b), "at": at}))
     frame = pl.concat([p.with_columns(pl.col("feature").cast(pl.Int32), pl.col("rank").cast(pl.Int32),
                                       pl.col("at").cast(pl.Int64)) for p in parts])
     return frame.unique(["feature", "kind", "at"], maintain_order=True)
@@ -180,7 +182,7 @@ def examples_table(codes: Codes, sorted_codes: dict, positions: pl.DataFrame, to
     doc = tokens["doc_id"].to_numpy()
     doc_start, doc_end = _document_bounds(doc)
     lo = np.maximum(row - window, doc_start[row])
-    hi = np.minimum(row + window + 1, doc_end[row])
+    hi = np.minimum(np.minimum(row + window + 1, doc_end[row]), codes.n_rows)  # only rows that were encoded
     length = hi - lo
     example = np.repeat(np.arange(len(row)), length)
     window_row = np.repeat(lo, length) + np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
@@ -203,6 +205,12 @@ def _document_bounds(doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[idx], last[idx]
 
 
+def _top_by(table: pl.DataFrame, column: str, n: int) -> list[int]:
+    """Features of the n largest finite values of a column (NaN, e.g. a class absent from the split, last)."""
+    return (table.with_columns(pl.col(column).fill_nan(None)).sort(column, descending=True, nulls_last=True)
+            .filter(pl.col(column).is_not_null())["feature"].head(n).to_list())
+
+
 def _plots(table: pl.DataFrame, codes: Codes, tokens: pl.DataFrame, label_names, concepts, sentence: int, out: Path) -> None:
     import matplotlib
 
@@ -213,9 +221,9 @@ def _plots(table: pl.DataFrame, codes: Codes, tokens: pl.DataFrame, label_names,
     live = table.filter(pl.col("n_active") > 0)
     picked: list[int] = []
     for name in label_names:
-        picked += live.sort(f"auroc:{name}", descending=True)["feature"].head(4).to_list()
+        picked += _top_by(live, f"auroc:{name}", 4)
     for c in concepts:
-        picked += live.sort(f"f1:{c}", descending=True)["feature"].head(1).to_list()
+        picked += _top_by(live, f"f1:{c}", 1)
     picked = list(dict.fromkeys(picked))
     if not picked:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -264,7 +272,8 @@ def _plots(table: pl.DataFrame, codes: Codes, tokens: pl.DataFrame, label_names,
 
 def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict) -> dict:
     started = time.perf_counter()
-    sae = saes.load(sae_dir)
+    device = models.pick_device()
+    sae = saes.load(sae_dir, device)
     aset = io.ActivationSet(acts_dir)
     if aset.d_model != sae.d_in:
         raise ValueError(f"{acts_dir}: d_model {aset.d_model} does not match the SAE's d_in {sae.d_in} ({sae_dir})")
@@ -273,7 +282,7 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict
         raise ValueError(f"{tokens_path}: {len(tokens)} rows, but the activation set {acts_dir} has {aset.n_rows}")
     meta = io.read_json(meta_path)
     label_names, concepts = meta["label_names"], meta.get("concepts") or []
-    codes = sparse_codes(sae, aset, cfg["max_tokens"], cfg["batch_rows"])
+    codes = sparse_codes(sae, aset, cfg["max_tokens"], cfg["batch_rows"], device)
     encoded = time.perf_counter()
     table, extra = feature_table(codes, tokens, label_names, concepts, cfg["top_tokens"], cfg["min_token_count"])
     positions = example_positions(extra["sorted"], cfg["n_top"], cfg["n_quantiles"], cfg["per_quantile"], cfg["seed"])
@@ -281,6 +290,10 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict
     out = Path(sae_dir)
     best = {}
     for c in concepts:
+        if not extra["concept_tokens"][c]:
+            best[c] = None  # the concept does not occur in these tokens
+            log.info("concept %-22s has no tokens in this split", c)
+            continue
         row = table.sort(f"f1:{c}", descending=True).row(0, named=True)
         best[c] = {"feature": row["feature"], "f1": row[f"f1:{c}"], "precision": row[f"precision:{c}"],
                    "recall": row[f"recall:{c}"], "tokens": extra["concept_tokens"][c]}

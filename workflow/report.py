@@ -217,7 +217,7 @@ def concept_lines(root: Path) -> list[str]:
     for path in sorted(root.glob("saes/*/*/*/*/*/*/features.json")):
         model, variant, dataset, site, layer, recipe = path.parts[-7:-1]
         for concept, b in io.read_json(path)["best_feature_per_concept"].items():
-            best.setdefault((model, dataset, recipe, site, concept), {})[(int(layer[1:]), variant)] = b["f1"]
+            best.setdefault((model, dataset, recipe, site, concept), {})[(int(layer[1:]), variant)] = b and b["f1"]
     if not best:
         return []
     columns = sorted({key for cells in best.values() for key in cells}, key=lambda k: (k[0], k[1] != "pretrained"))
