@@ -18,7 +18,9 @@ or over the data):
   many zeros count as ties; 0.5 is no association, 1 fires only for the class);
 - concept alignment, for datasets with planted concepts: ``precision:<c>``,
   ``recall:<c>``, ``f1:<c>`` of "feature > 0" as a detector of the tokens of
-  concept c;
+  concept c; features.json names the best feature per concept and, to show
+  how a concept is split over features, how many features detect it with
+  precision >= 0.8 and the recall of their union;
 - examples (`examples.parquet`): the ``n_top`` highest activations, and
   ``per_quantile`` random samples from each of ``n_quantiles`` quantile bins of
   the feature's non-zero activations, each with ``window`` tokens of context
@@ -47,6 +49,7 @@ from workflow.codes import Codes, sparse_codes
 
 log = logging.getLogger(__name__)
 
+PRECISE = 0.8  # features.json: how many features reach this precision for a concept, and their union's recall
 TOKEN_COLUMNS = ["row", "doc_id", "pos", "token_id", "token", "label", "is_special", "concepts"]
 
 
@@ -196,6 +199,16 @@ def examples_table(codes: Codes, sorted_codes: dict, positions: pl.DataFrame, to
     )
 
 
+def precise_union(codes: Codes, table: pl.DataFrame, tokens: pl.DataFrame, concept: str, min_precision: float) -> dict:
+    """How a concept is split over features: the features whose precision for it is at least
+    `min_precision`, and the recall and precision of "any of them fires"."""
+    precise = table.filter(pl.col(f"precision:{concept}") >= min_precision)["feature"].to_numpy()
+    member = tokens["concepts"][: codes.n_rows].list.contains(concept).to_numpy()
+    rows = np.unique(codes.row[np.isin(codes.feature, precise)])
+    return {"precise_features": int(len(precise)), "precise_union_recall": float(member[rows].sum() / max(member.sum(), 1)),
+            "precise_union_precision": float(member[rows].mean()) if len(rows) else 0.0}
+
+
 def _document_bounds(doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the first row of its document and one past the last (rows of a document are contiguous)."""
     new = np.r_[True, doc[1:] != doc[:-1]]
@@ -296,7 +309,8 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict
             continue
         row = table.sort(f"f1:{c}", descending=True).row(0, named=True)
         best[c] = {"feature": row["feature"], "f1": row[f"f1:{c}"], "precision": row[f"precision:{c}"],
-                   "recall": row[f"recall:{c}"], "tokens": extra["concept_tokens"][c]}
+                   "recall": row[f"recall:{c}"], "tokens": extra["concept_tokens"][c],
+                   **precise_union(codes, table, tokens, c, PRECISE)}
         log.info("concept %-22s best feature %6d  F1 %.3f  (precision %.3f, recall %.3f; %d tokens)", c,
                  row["feature"], row[f"f1:{c}"], row[f"precision:{c}"], row[f"recall:{c}"], extra["concept_tokens"][c])
     _plots(table, codes, tokens, label_names, concepts, cfg["sentence"], out)

@@ -213,20 +213,24 @@ def summary(results: str = "results") -> str:
 
 def concept_lines(root: Path) -> list[str]:
     """Best single-feature F1 per planted concept, per recipe, layer and variant (features.json)."""
-    best = {}
+    best, split = {}, {}
     for path in sorted(root.glob("saes/*/*/*/*/*/*/features.json")):
         model, variant, dataset, site, layer, recipe = path.parts[-7:-1]
         for concept, b in io.read_json(path)["best_feature_per_concept"].items():
-            best.setdefault((model, dataset, recipe, site, concept), {})[(int(layer[1:]), variant)] = b and b["f1"]
+            key, column = (model, dataset, recipe, site, concept), (int(layer[1:]), variant)
+            best.setdefault(key, {})[column] = b and b["f1"]
+            split.setdefault(key, {})[column] = b and f"{b['precise_features']} / {b['precise_union_recall']:.2f}"
     if not best:
         return []
     columns = sorted({key for cells in best.values() for key in cells}, key=lambda k: (k[0], k[1] != "pretrained"))
-    lines = ["", "Best single-feature F1 per planted concept (features.json; test tokens):", "",
-             "| model / dataset | recipe | site | concept | " + " | ".join(f"L{l} {v[:3]}" for l, v in columns) + " |",
-             "|---|---|---|---|" + "---|" * len(columns)]
-    for (model, dataset, recipe, site, concept), cells in best.items():
-        lines.append(f"| {model} / {dataset} | {recipe} | {site} | {concept} | "
-                     + " | ".join(_fmt(cells.get(c), 3) for c in columns) + " |")
+    head = "| model / dataset | recipe | site | concept | " + " | ".join(f"L{l} {v[:3]}" for l, v in columns) + " |"
+    lines = []
+    for title, table in (("Best single-feature F1 per planted concept (features.json; test tokens):", best),
+                         ("Features with precision >= 0.8 for the concept / recall of their union:", split)):
+        lines += ["", title, "", head, "|---|---|---|---|" + "---|" * len(columns)]
+        for (model, dataset, recipe, site, concept), cells in table.items():
+            lines.append(f"| {model} / {dataset} | {recipe} | {site} | {concept} | "
+                         + " | ".join(_fmt(cells.get(c), 3) for c in columns) + " |")
     return lines
 
 
