@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from benchmarks.sae import synthetic_set
+from sae import synthetic_set  # benchmarks/sae.py (the script folder is on sys.path)
 from workflow import features, io
 from workflow.codes import encode_batches, sparse_codes
 from workflow.sae import ARCHITECTURES
