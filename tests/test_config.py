@@ -41,13 +41,11 @@ def test_default_config_is_valid_and_gets_defaults():
 def test_every_schema_property_is_commented_in_the_default_config():
     text = (ROOT / "config.yaml").read_text()
     schema = study.schema()
-    for block in ("tokenize", "extract", "similarity"):
+    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff"):
         for key in schema["properties"][block]["properties"]:
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
     for key in schema["$defs"]["finetune"]["properties"]:
         assert f"  {key}:" in text, f"config.yaml does not show finetune.{key}"
-    for key in schema["properties"]["sae_eval"]["properties"]:
-        assert f"  {key}:" in text, f"config.yaml does not show sae_eval.{key}"
     full = (ROOT / "config" / "full.yaml").read_text()
     for key in schema["$defs"]["sae"]["properties"]:
         assert f" {key}:" in text + full, f"neither config.yaml nor config/full.yaml shows an SAE recipe's {key}"
