@@ -129,3 +129,13 @@ def test_no_examples_and_all_dead_features_still_write_tables(tmp_path):
             assert (table["auroc:pos"] == 0.5).all()
         else:
             assert "top" not in set(examples["kind"]) and len(examples) > 0
+
+
+def test_encoding_leaves_autograd_on_even_when_a_generator_is_left_unfinished(tmp_path):
+    from workflow.codes import encode_batches
+
+    x, _, sae = planted_study(tmp_path)
+    aset = io.ActivationSet(tmp_path / "acts")
+    for _ in zip(encode_batches(sae, aset, 100, 64), encode_batches(sae, aset, None, 64)):
+        assert torch.is_grad_enabled()  # the longer generator stays suspended after zip stops
+    assert torch.is_grad_enabled()

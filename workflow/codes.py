@@ -38,19 +38,24 @@ class Codes:
 
 
 def encode_batches(sae, aset: io.ActivationSet, max_tokens: int | None, batch_rows: int, device="cpu"):
-    """Yield (first row, x, dense codes) per batch, up to max_tokens rows."""
+    """Yield (first row, x, dense codes) per batch, up to max_tokens rows.
+
+    The encode runs under inference mode, but the yield is outside it: a generator
+    suspended inside the context (e.g. the longer of two zipped ones) would leave
+    autograd off in the caller's thread."""
     import torch
 
     limit = aset.n_rows if max_tokens is None else min(max_tokens, aset.n_rows)
     n = 0
-    with torch.inference_mode():
-        for batch in aset.iter_batches(batch_rows):
-            batch = batch[: limit - n]
-            if not len(batch):
-                break
+    for batch in aset.iter_batches(batch_rows):
+        batch = batch[: limit - n]
+        if not len(batch):
+            break
+        with torch.inference_mode():
             x = torch.from_numpy(batch.astype(np.float32)).to(device)
-            yield n, x, sae.encode(x)
-            n += len(batch)
+            acts = sae.encode(x)
+        yield n, x, acts
+        n += len(batch)
 
 
 def sparse_codes(sae, aset: io.ActivationSet, max_tokens: int | None = None, batch_rows: int = 4096, device="cpu") -> Codes:

@@ -260,12 +260,15 @@ def outlier_limit(aset: io.ActivationSet, factor: float, max_tokens: int | None,
 
 def transfer_reconstruction(sae, aset: io.ActivationSet, max_norm: float, max_tokens: int | None, batch_rows: int,
                             device="cpu") -> dict:
+    import torch
+
     stats = Reconstruction(sae.d_in, sae.d_sae)
     excluded = 0
     for _, x, acts in encode_batches(sae, aset, max_tokens, batch_rows, device):
         keep = x.norm(dim=1) <= max_norm
         excluded += int((~keep).sum())
-        stats.update(x[keep], acts[keep], sae.decode(acts[keep]))
+        with torch.inference_mode():
+            stats.update(x[keep], acts[keep], sae.decode(acts[keep]))
     return {**stats.result(), "n_outliers": excluded}
 
 

@@ -44,9 +44,12 @@ SPARSITY = "sparsity.safetensors"
 
 
 def reconstruction(sae, aset: io.ActivationSet, max_tokens: int | None, batch_rows: int, dense_threshold: float, device) -> tuple[dict, np.ndarray]:
+    import torch
+
     stats = Reconstruction(sae.d_in, sae.d_sae)
     for _, x, acts in encode_batches(sae, aset, max_tokens, batch_rows, device):
-        stats.update(x, acts, sae.decode(acts))
+        with torch.inference_mode():
+            stats.update(x, acts, sae.decode(acts))
     return stats.result(dense_threshold), stats.frequency()
 
 
