@@ -95,3 +95,8 @@ def test_sources_fail_clearly(tmp_path):
         models.resolve_source(str(tmp_path / "nope"))
     with pytest.raises(models.SourceError, match="'bert-base-uncased'.*offline"):
         models.resolve_source("bert-base-uncased")
+
+
+def test_pad_token_id_from_config_equals_the_tokenizers(tiny_bert, tiny_gpt2):
+    for source in (tiny_bert, tiny_gpt2):
+        assert models.pad_token_id(str(source)) == models.load_tokenizer(str(source)).pad_token_id

@@ -82,12 +82,12 @@ def task_effects(classifier_dir: str, docs, site: str, layer: int, saes: dict, b
     import torch
     import torch.nn.functional as F
 
-    tokenizer = models.load_tokenizer(classifier_dir)
-    model = models.load_classifier(classifier_dir, _num_labels(classifier_dir), tokenizer.pad_token_id, device).eval()
+    pad_id = models.pad_token_id(classifier_dir)
+    model = models.load_classifier(classifier_dir, _num_labels(classifier_dir), pad_id, device).eval()
     sums: dict[str, float] = {}
     with torch.inference_mode():
         order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
-        for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
+        for idx, inputs in batches(docs, batch_size, pad_id, order):
             inputs = {k: v.to(device) for k, v in inputs.items()}
             labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
             runs = _spliced_runs(model, model.base_model, site, layer, saes, inputs, max_norm)
@@ -122,14 +122,14 @@ def lm_effects(source: str, docs, site: str, layer: int, saes: dict, batch_size:
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
-    tokenizer = models.load_tokenizer(source)
+    pad_id = models.pad_token_id(source)
     model = AutoModelForCausalLM.from_pretrained(source).to(device).eval()
     model.config.use_cache = False
     sums: dict[str, float] = {}
     n = 0
     with torch.inference_mode():
         order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
-        for idx, inputs in batches(docs, batch_size, tokenizer.pad_token_id, order):
+        for idx, inputs in batches(docs, batch_size, pad_id, order):
             inputs = {k: v.to(device) for k, v in inputs.items()}
             mask = inputs["attention_mask"][:, 1:].bool()
             targets = inputs["input_ids"][:, 1:][mask]

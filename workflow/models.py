@@ -180,6 +180,25 @@ def load_tokenizer(source: str):
     return tokenizer
 
 
+def pad_token_id(source: str) -> int:
+    """The id padding uses for this model, from its config (no tokenizer load: that costs ~3 s).
+
+    Equals `load_tokenizer(source).pad_token_id`: the config's pad id, else its end-of-text id
+    (GPT-2 has no pad token), else 0. Padding is masked out everywhere; GPT-2's classifier
+    uses the id to find the last real token.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source)
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def load_base_model(source: str, device=None):
     """The transformer body (BertModel, GPT2Model, ...) in eval mode."""
     from transformers import AutoModel
