@@ -26,6 +26,7 @@ include: "rules/similarity.smk"
 include: "rules/sae.smk"
 include: "rules/features.smk"
 include: "rules/diff.smk"
+include: "rules/probe.smk"
 include: "rules/report.smk"
 
 
@@ -35,4 +36,5 @@ rule all:
         all_extractions(),
         all_sae_evals(),
         all_diff_summaries(),
+        all_probe_summaries(),
     default_target: True

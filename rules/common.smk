@@ -1,7 +1,7 @@
 # Targets, paths and per-job config slices: the only logic the rules use.
 
 
-from workflow.config import as_json, code_version, sae_job_recipe
+from workflow.config import as_json, code_version, probe_job_config, sae_job_recipe
 from workflow.models import SITES
 
 MODELS = list(STUDY["models"])
@@ -138,4 +138,87 @@ def all_diff_summaries():
         for dataset in DATASETS
         for sae in STUDY["saes"]
         if sae_scope(model, dataset, sae)
+    ]
+
+
+def layer_saes(model, dataset, site, layer):
+    """Recipes with an SAE at this (site, layer) of (model, dataset)."""
+    return [sae for sae in STUDY["saes"] if (site, int(layer)) in sae_scope(model, dataset, sae)]
+
+
+class Wildcards:
+    """Wildcards of a job other than the current one (for input functions that take them)."""
+
+    def __init__(self, model, variant, dataset, site, layer):
+        self.model, self.variant, self.dataset, self.site, self.layer = model, variant, dataset, site, layer
+
+
+def cluster_plan(model, dataset):
+    """What the cluster job of (model, dataset) clusters: each variant/site/layer's test set and SAEs."""
+    return {
+        f"{variant}/{site}/L{layer}": {
+            "acts": f"results/activations/{model}/{variant}/{dataset}/test/{site}/L{layer}",
+            "saes": {
+                sae: f"results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"
+                for sae in layer_saes(model, dataset, site, layer)
+            },
+        }
+        for variant in VARIANTS
+        for site, layer in probe_scope(model, dataset)
+    }
+
+
+def layer_sae_args(w):
+    """--sae name=folder for every SAE of the job's variant at its (site, layer)."""
+    return " ".join(
+        f"--sae {sae}=results/saes/{w.model}/{w.variant}/{w.dataset}/{w.site}/L{w.layer}/{sae}"
+        for sae in layer_saes(w.model, w.dataset, w.site, w.layer)
+    )
+
+
+def layer_sae_features(w):
+    """features.parquet of those SAEs: probes and clusters name their latents' top tokens."""
+    return [
+        f"results/saes/{w.model}/{w.variant}/{w.dataset}/{w.site}/L{w.layer}/{sae}/features.parquet"
+        for sae in layer_saes(w.model, w.dataset, w.site, w.layer)
+    ]
+
+
+def model_family(w):
+    return model_spec(w.model)["family"]
+
+
+def stored_layers(model):
+    """(site, layer) of every stored activation set of a model, in canonical order."""
+    return [tuple(target.split(":")) for target in extract_targets(model)]
+
+
+def probe_scope(model, dataset):
+    """(site, layer) pairs probed and clustered for (model, dataset), as `probe:` scopes them."""
+    scope = STUDY["probe"]
+    if scope.get("datasets") and dataset not in scope["datasets"]:
+        return []
+    return [
+        (site, int(layer))
+        for site, layer in stored_layers(model)
+        if site in (scope.get("sites") or STUDY["sites"]) and int(layer) in (scope.get("layers") or [int(layer)])
+    ]
+
+
+def probe_dirs(model, dataset, kind):
+    """Every probe or cluster folder (kind: probes | clusters) of (model, dataset)."""
+    return [
+        f"results/analysis/{model}/{dataset}/{kind}/{variant}/{site}/L{layer}"
+        for variant in VARIANTS
+        for site, layer in probe_scope(model, dataset)
+    ]
+
+
+def all_probe_summaries():
+    return [
+        f"results/analysis/{model}/{dataset}/{what}"
+        for model in MODELS
+        for dataset in DATASETS
+        if probe_scope(model, dataset)
+        for what in ("probe_summary/probes.parquet", "clusters/cluster.json")
     ]

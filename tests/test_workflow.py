@@ -45,6 +45,7 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
                      "expansion_factor": 2, "l1_coefficient": 1.0, "lr": 3e-3, "train_tokens": 6000, "batch_size": 256},
         },
         "sae_eval": {"max_docs": 40},
+        "probe": {"sites": ["resid_post"], "layers": [2], "token_max_tokens": 3000},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
@@ -137,9 +138,11 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
     assert result.returncode == 0
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 linear heads, 2 x 2 x 2 extract,
-    # 2 similarity, 2 reports, index (no SAE recipe covers news)
+    # 2 similarity, 2 x 2 probes (L2 resid_post), 2 probe summaries, 2 cluster jobs, 2 reports, index
+    # (no SAE recipe covers news)
     assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "linear_head": "2", "extract": "8",
-                    "similarity": "2", "report": "2", "report_index": "1", "all": "1", "total": "23"}
+                    "similarity": "2", "probe": "4", "cluster": "2", "probe_summary": "2", "report": "2",
+                    "report_index": "1", "all": "1", "total": "31"}
 
 
 def _dry_run_jobs(work, cfg, name):
@@ -154,15 +157,21 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     cfg = json.loads(json.dumps(cfg))
     cfg["saes"]["relu"]["l1_coefficient"] = 2.0
     # relu on reviews at L2 resid_post: 2 models x 2 variants, trained and evaluated; the 2 pages and the index
-    # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries
+    # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries; the probes and
+    # clusters of that layer (they read the relu latents) and their 2 summaries
     assert _dry_run_jobs(work, cfg, "recipe.yaml") == {"train_sae": "4", "evaluate_sae": "4", "features": "4", "diff": "2",
-                                                       "diff_summary": "2", "report": "2", "report_index": "1", "all": "1",
-                                                       "total": "20"}
+                                                       "diff_summary": "2", "probe": "4", "cluster": "2",
+                                                       "probe_summary": "2", "report": "2", "report_index": "1",
+                                                       "all": "1", "total": "28"}
     cfg["saes"]["relu"]["l1_coefficient"] = 1.0
     cfg["saes"]["relu"]["datasets"] = ["reviews", "news"]  # widening the scope adds jobs, re-runs none
     jobs = _dry_run_jobs(work, cfg, "scope.yaml")
     assert jobs["train_sae"] == "4" and jobs["evaluate_sae"] == "4" and jobs["report"] == "2"
     assert jobs["features"] == "4" and jobs["diff"] == "2" and jobs["diff_summary"] == "2"
+    cfg["saes"]["relu"]["datasets"] = ["reviews"]
+    cfg["probe"]["layers"] = [1, 2]  # widening the probe scope adds the L1 probes; re-runs only the gathering jobs
+    jobs = _dry_run_jobs(work, cfg, "probe_scope.yaml")
+    assert jobs == {"probe": "8", "cluster": "4", "probe_summary": "4", "all": "1", "total": "17"}, jobs
 
 
 def test_saes_are_trained_evaluated_and_reported(study):
@@ -223,6 +232,34 @@ def test_features_and_diffs_of_the_tiny_study(study):
         cats = pl.read_parquet(work / f"results/analysis/{model}/reviews/diff/topk/categories.parquet")
         assert cats.filter(pl.col("side") == "pretrained")["fraction"].sum() == pytest.approx(1.0)
         assert (work / f"results/analysis/{model}/reviews/diff/topk/transfer.png").stat().st_size > 1000
+
+
+def test_probes_and_clusters_of_the_tiny_study(study):
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        folder = work / f"results/analysis/{model}/reviews/probe_summary"
+        probes = pl.read_parquet(folder / "probes.parquet")
+        # 2 variants x (raw + 2 SAEs) x 2 poolings at L2 resid_post
+        assert len(probes) == 12 and set(probes["pooling"]) == {"mean", "first" if model == "bert" else "last"}
+        mean = probes.filter(pl.col("pooling") == "mean")
+        assert mean["accuracy"].min() >= 0.9, mean  # one word decides the label
+        ft = probes.filter((pl.col("variant") == "finetuned") & (pl.col("representation") == "raw"))
+        assert ft["accuracy"].min() >= 0.9, ft
+        sparse = pl.read_parquet(folder / "sparse.parquet")
+        assert sorted(set(sparse["k"])) == [1, 2, 4, 8, 16, 32]
+        for _, group in sparse.group_by("representation", "variant"):
+            chosen = group.sort("k")["features"].to_list()
+            assert all(chosen[-1][: len(f)] == f for f in chosen)  # one ranking, read to depth k
+        ranked = pl.read_parquet(folder / "ranked.parquet").filter(pl.col("representation") == "sae:topk")
+        assert ranked["top_tokens"].null_count() == 0  # joined from the features tables
+        scores = pl.read_parquet(work / f"results/analysis/{model}/reviews/clusters/scores.parquet")
+        assert len(scores) == 6 and scores["ari"].is_between(-1, 1).all() and scores["purity"].min() >= 0.5
+        assert (folder / "probe_accuracy.png").stat().st_size > 1000
+        news = work / f"results/analysis/{model}/news/probe_summary"
+        tokens = pl.read_parquet(news / "tokens.parquet")
+        assert len(tokens) and tokens["auroc"].is_between(0, 1).all()
+        news_probes = pl.read_parquet(news / "probes.parquet")
+        assert set(news_probes["representation"]) == {"raw"}  # no SAE recipe covers news
 
 
 def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):

@@ -5,7 +5,8 @@ import logging
 import sys
 
 STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "linear_head", "train_sae", "evaluate_sae",
-          "features", "diff", "diff_summary", "report")
+          "features", "diff", "diff_summary", "probe", "cluster",
+          "probe_summary", "report")
 
 
 def main(argv: list[str]) -> None:

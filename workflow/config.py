@@ -42,6 +42,9 @@ STAGE_MODULES = {
     "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "train_sae.py", "sae/__init__.py",
              "sae/base.py", "tokenize.py", "models.py", "io.py"],
     "diff_summary": ["diff_summary.py", "diff.py", "io.py"],
+    "probe": ["probe.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
+    "cluster": ["cluster.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
+    "probe_summary": ["probe_summary.py", "io.py"],
     "report": ["report.py", "io.py"],
 }
 # Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
@@ -198,15 +201,20 @@ def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
                 problems.append(f"{where}.k: {recipe['k']} is more than the {d_sae} latents it has on model {model!r}")
             if (recipe.get("aux_k") or 0) > d_sae:
                 problems.append(f"{where}.aux_k: {recipe['aux_k']} is more than the {d_sae} latents it has on model {model!r}")
-        for key, known in (("datasets", cfg["datasets"]), ("sites", cfg["sites"])):
-            unknown = [v for v in recipe.get(key) or [] if v not in known]
-            if unknown:
-                problems.append(f"{where}.{key}: {unknown} not in the study's {key} ({', '.join(map(str, known))})")
-        if recipe.get("layers"):
-            all_layers = {layer for spec in cfg["models"].values() for layer in spec["layers"]}
-            unknown = sorted(set(recipe["layers"]) - all_layers)
-            if unknown:
-                problems.append(f"{where}.layers: {unknown} not extracted for any model (layers: {sorted(all_layers)})")
+        _check_scope(cfg, recipe, where, problems)
+
+
+def _check_scope(cfg: dict, section: dict, where: str, problems: list[str]) -> None:
+    """A scope's datasets, sites and layers must be the study's own."""
+    for key, known in (("datasets", cfg["datasets"]), ("sites", cfg["sites"])):
+        unknown = [v for v in section.get(key) or [] if v not in known]
+        if unknown:
+            problems.append(f"{where}.{key}: {unknown} not in the study's {key} ({', '.join(map(str, known))})")
+    if section.get("layers"):
+        all_layers = {layer for spec in cfg["models"].values() for layer in spec["layers"]}
+        unknown = sorted(set(section["layers"]) - all_layers)
+        if unknown:
+            problems.append(f"{where}.layers: {unknown} not extracted for any model (layers: {sorted(all_layers)})")
 
 
 def load(raw: dict) -> dict:
@@ -218,6 +226,7 @@ def load(raw: dict) -> dict:
     _check_models(cfg, problems)
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
     _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
+    _check_scope(cfg, cfg["probe"], "probe", problems)
     diff = cfg["diff"]
     if diff["match_cosine"] > diff["retained_cosine"]:
         problems.append(f"diff.match_cosine: {diff['match_cosine']} is above diff.retained_cosine "
@@ -246,6 +255,11 @@ def code_version(stage: str, architecture: str | None = None) -> str:
 def sae_job_recipe(recipe: dict) -> dict:
     """What one SAE job receives: the recipe without the keys that say where it runs."""
     return {k: v for k, v in recipe.items() if k not in SAE_SCOPE_KEYS}
+
+
+def probe_job_config(section: dict) -> dict:
+    """What a probe or cluster job receives: its section without the scope keys."""
+    return {k: v for k, v in section.items() if k not in SAE_SCOPE_KEYS}
 
 
 def as_json(obj) -> str:

@@ -177,5 +177,17 @@ class ActivationSet:
             for start in range(0, len(arr), batch_rows):
                 yield np.asarray(arr[start : start + batch_rows])
 
+    def rows(self, indices) -> np.ndarray:
+        """The given rows (any order), as float32, reading only the shards they fall in."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_rows):
+            raise IndexError(f"{self.folder}: row out of range 0..{self.n_rows - 1}")
+        out = np.empty((len(indices), self.d_model), dtype=np.float32)
+        for shard in self.manifest["shards"]:
+            inside = np.flatnonzero((indices >= shard["start"]) & (indices < shard["stop"]))
+            if len(inside):
+                out[inside] = self._load(shard["file"])[indices[inside] - shard["start"]]
+        return out
+
     def read_all(self) -> np.ndarray:
         return np.concatenate([np.asarray(self._load(s["file"])) for s in self.manifest["shards"]])

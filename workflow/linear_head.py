@@ -68,10 +68,10 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     device = models.pick_device()
     source = models.resolve_source(model_source)
     label_names = io.read_json(dataset_meta)["label_names"]
-    tokenizer = models.load_tokenizer(source)
-    torch.manual_seed(cfg["seed"])
-    model = models.load_classifier(source, len(label_names), tokenizer.pad_token_id, device).eval()
+    tokenizer = models.load_tokenizer(source)  # saved with the head, so the folder loads as a classifier
     pad_id = tokenizer.pad_token_id
+    torch.manual_seed(cfg["seed"])
+    model = models.load_classifier(source, len(label_names), pad_id, device).eval()
     train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
     features = head_inputs(model, train_docs, cfg["eval_batch_size"], pad_id, device)
     head = head_of(model)
@@ -80,8 +80,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     # (without a bias, as GPT-2's score layer, features are only scaled, not centred)
     mu = features.mean(0) if has_bias else np.zeros(features.shape[1], dtype=features.dtype)
     sigma = features.std(0) + 1e-6
-    probe = LogisticRegressionCV(Cs=np.logspace(-3, 1, 5), cv=3, max_iter=500, tol=1e-3, fit_intercept=has_bias,
-                                 random_state=cfg["seed"])
+    probe = LogisticRegressionCV(Cs=np.logspace(-3, 1, 5), cv=3, l1_ratios=(0.0,), scoring="accuracy", max_iter=500,
+                                 tol=1e-3, fit_intercept=has_bias, random_state=cfg["seed"], use_legacy_attributes=False)
     probe.fit((features - mu) / sigma, train_docs.labels)
     coef = probe.coef_ / sigma
     intercept = probe.intercept_ - coef @ mu if has_bias else np.zeros(len(coef))

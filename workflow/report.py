@@ -203,7 +203,7 @@ def summary(results: str = "results") -> str:
         for pair, paths in by_pair.items():
             for row in sae_rows(paths):
                 lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
-    lines += concept_lines(root) + diff_lines(root)
+    lines += concept_lines(root) + diff_lines(root) + probe_lines(root)
     heads = sorted(root.glob("heads/*/*/metrics.json"))
     if heads:
         lines += ["", "Pretrained body + fitted linear head (test accuracy): " + ", ".join(
@@ -258,6 +258,63 @@ def diff_lines(root: Path) -> list[str]:
             f"| {pf['explained_variance']:.3f} / {fp['explained_variance']:.3f} "
             f"| {_fmt(ff['task_loss_recovered'], 3)} / {_fmt(pf['task_loss_recovered'], 3)} "
             f"| {_fmt(pp['task_loss_recovered'], 3)} / {_fmt(fp['task_loss_recovered'], 3)} |")
+    return lines
+
+
+def _layer_columns(table: pl.DataFrame) -> list[tuple]:
+    keys = table.select("layer", "variant", "site").unique().rows()
+    return sorted(keys, key=lambda k: (k[2], k[0], k[1] != "pretrained"))
+
+
+def _pivot_lines(title: str, table: pl.DataFrame, keys: list[str], value) -> list[str]:
+    """One markdown row per distinct `keys`, one column per (layer, variant, site)."""
+    columns = _layer_columns(table)
+    multi_site = len({c[2] for c in columns}) > 1
+    names = [f"L{l} {v[:3]}" + (f" {s}" if multi_site else "") for l, v, s in columns]
+    lines = ["", title, "", "| " + " | ".join(keys) + " | " + " | ".join(names) + " |",
+             "|" + "---|" * (len(keys) + len(names))]
+    cells: dict[tuple, dict] = {}
+    for row in table.iter_rows(named=True):
+        cells.setdefault(tuple(row[k] for k in keys), {})[(row["layer"], row["variant"], row["site"])] = value(row)
+    for key, by_column in cells.items():
+        lines.append("| " + " | ".join(str(k) for k in key) + " | "
+                     + " | ".join(by_column.get(c, "") for c in columns) + " |")
+    return lines
+
+
+def probe_lines(root: Path) -> list[str]:
+    """Probe accuracy by layer, k-sparse curves, concept probes and clusters (probe_summary/)."""
+    lines = []
+    folders = sorted(root.glob("analysis/*/*/probe_summary"))
+    for folder in folders:
+        pair = f"{folder.parent.parent.name} / {folder.parent.name}"
+        probes = pl.read_parquet(folder / "probes.parquet")
+        lines += _pivot_lines(f"{pair}: sequence probes, held-out accuracy / macro-F1 (train fit, test score; "
+                              f"majority class {probes['chance'].max():.3f}):", probes, ["representation", "pooling"],
+                              lambda r: f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
+        sparse = pl.read_parquet(folder / "sparse.parquet")
+        if len(sparse):
+            lines += _pivot_lines(f"{pair}: k-sparse probes, held-out accuracy (top-k features by class separation; "
+                                  f"{sparse['pooling'][0]} pooling):", sparse, ["representation", "k"],
+                                  lambda r: f"{r['accuracy']:.3f}")
+            ranked = pl.read_parquet(folder / "ranked.parquet").filter(
+                pl.col("representation").str.starts_with("sae:") & (pl.col("rank") == 0))
+            if len(ranked):
+                lines += _pivot_lines(f"{pair}: the top-ranked SAE feature (id, class, top tokens):", ranked,
+                                      ["representation"], lambda r: f"{r['feature']} {r['top_class']} "
+                                      f"({', '.join((r['top_tokens'] or [])[:3])})")
+        tokens = pl.read_parquet(folder / "tokens.parquet")
+        if len(tokens):
+            lines += _pivot_lines(f"{pair}: concept token probes, test AUROC / average precision:", tokens,
+                                  ["representation", "concept"],
+                                  lambda r: f"{r['auroc']:.3f} / {r['average_precision']:.3f}")
+        scores_path = folder.parent / "clusters/scores.parquet"
+        if not scores_path.exists():
+            continue
+        scores = pl.read_parquet(scores_path)
+        lines += _pivot_lines(f"{pair}: k-means on test documents ({scores['pooling'][0]} pooling, "
+                              f"{scores['n_clusters'][0]} clusters), ARI / purity / silhouette:", scores,
+                              ["representation"], lambda r: f"{r['ari']:.3f} / {r['purity']:.3f} / {r['silhouette']:.3f}")
     return lines
 
 
