@@ -54,7 +54,7 @@ def test_every_schema_property_is_commented_in_the_default_config():
 def test_sae_recipes_get_defaults_and_lose_keys_of_other_architectures():
     cfg = study.load(DEFAULT)
     topk = cfg["saes"]["topk"]
-    assert topk["k"] == 16 and topk["aux_coefficient"] == 1 / 32 and "l1_coefficient" not in topk
+    assert topk["k"] == 8 and topk["aux_coefficient"] == 1 / 32 and "l1_coefficient" not in topk
     assert "bandwidth" not in topk and "target_l0" not in topk
     relu = cfg["saes"]["relu"]
     assert relu["l1_coefficient"] == 5.0 and "k" not in relu and "aux_k" not in relu

@@ -251,7 +251,10 @@ def test_probes_and_clusters_of_the_tiny_study(study):
             chosen = group.sort("k")["features"].to_list()
             assert all(chosen[-1][: len(f)] == f for f in chosen)  # one ranking, read to depth k
         ranked = pl.read_parquet(folder / "ranked.parquet").filter(pl.col("representation") == "sae:topk")
-        assert ranked["top_tokens"].null_count() == 0  # joined from the features tables
+        for row in ranked.filter(pl.col("rank") < 5).iter_rows(named=True):  # joined from the features tables
+            table = pl.read_parquet(work / row["examples"].replace("examples.parquet", "features.parquet"))
+            assert row["top_tokens"] == table.row(row["feature"], named=True)["top_tokens"]
+            assert row["examples"] == f"results/saes/{model}/{row['variant']}/reviews/resid_post/L2/topk/examples.parquet"
         scores = pl.read_parquet(work / f"results/analysis/{model}/reviews/clusters/scores.parquet")
         assert len(scores) == 6 and scores["ari"].is_between(-1, 1).all() and scores["purity"].min() >= 0.5
         assert (folder / "probe_accuracy.png").stat().st_size > 1000
