@@ -174,6 +174,46 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     assert jobs == {"probe": "8", "cluster": "4", "probe_summary": "4", "all": "1", "total": "17"}, jobs
 
 
+def test_editing_one_stage_source_reruns_that_stage_and_its_dependants(study, tmp_path):
+    """A copy of the workflow with one stage module edited: its jobs and their dependants re-run, no others."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    work, cfg = study
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("rules", "workflow", "schemas", "envs", "profiles"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(src / "workflow/features.py", "a") as f:
+        f.write("\n# an edit\n")
+    (work / "same.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, "--cores", "1", "--configfile", "same.yaml", "--dry-run", "--quiet", "rules",
+                           snakefile=src / "Snakefile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
+    # features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs and 4 recipe
+    # summaries; the 4 probes and 2 cluster jobs that read the features tables, and 2 probe summaries
+    assert jobs == {"features": "8", "diff": "4", "diff_summary": "4", "probe": "4", "cluster": "2",
+                    "probe_summary": "2", "all": "1", "total": "25"}, jobs
+
+
+def test_adding_a_dataset_adds_only_its_jobs(study):
+    work, cfg = study
+    cfg = json.loads(json.dumps(cfg))
+    cfg["datasets"]["extra"] = {"source": "builtin", "task": "movie_sentiment", "n_train": 100, "n_test": 40, "seed": 2}
+    (work / "added.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, "--cores", "1", "--configfile", "added.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", result.stdout + result.stderr, flags=re.M)
+    assert len(jobs) > 20
+    for rule, block in jobs:
+        assert rule in ("report_index", "all") or "dataset=extra" in block, (rule, block)
+    assert sum(rule == "report_index" for rule, _ in jobs) == 1  # the index lists the new pages
+
+
 def test_saes_are_trained_evaluated_and_reported(study):
     work, _ = study
     from workflow.sae import load
