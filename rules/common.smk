@@ -146,11 +146,12 @@ def layer_saes(model, dataset, site, layer):
     return [sae for sae in STUDY["saes"] if (site, int(layer)) in sae_scope(model, dataset, sae)]
 
 
-class Wildcards:
-    """Wildcards of a job other than the current one (for input functions that take them)."""
-
-    def __init__(self, model, variant, dataset, site, layer):
-        self.model, self.variant, self.dataset, self.site, self.layer = model, variant, dataset, site, layer
+def layer_sae_dirs(model, variant, dataset, site, layer):
+    """{recipe: SAE folder} of every SAE of a variant at this (site, layer)."""
+    return {
+        sae: sae_folder_pattern().format(model=model, variant=variant, dataset=dataset, site=site, layer=layer, sae=sae)
+        for sae in layer_saes(model, dataset, site, layer)
+    }
 
 
 def cluster_plan(model, dataset):
@@ -158,10 +159,7 @@ def cluster_plan(model, dataset):
     return {
         f"{variant}/{site}/L{layer}": {
             "acts": f"results/activations/{model}/{variant}/{dataset}/test/{site}/L{layer}",
-            "saes": {
-                sae: f"results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"
-                for sae in layer_saes(model, dataset, site, layer)
-            },
+            "saes": layer_sae_dirs(model, variant, dataset, site, layer),
         }
         for variant in VARIANTS
         for site, layer in probe_scope(model, dataset)
@@ -170,18 +168,13 @@ def cluster_plan(model, dataset):
 
 def layer_sae_args(w):
     """--sae name=folder for every SAE of the job's variant at its (site, layer)."""
-    return " ".join(
-        f"--sae {sae}=results/saes/{w.model}/{w.variant}/{w.dataset}/{w.site}/L{w.layer}/{sae}"
-        for sae in layer_saes(w.model, w.dataset, w.site, w.layer)
-    )
+    dirs = layer_sae_dirs(w.model, w.variant, w.dataset, w.site, w.layer)
+    return " ".join(f"--sae {sae}={folder}" for sae, folder in dirs.items())
 
 
 def layer_sae_features(w):
-    """features.parquet of those SAEs: probes and clusters name their latents' top tokens."""
-    return [
-        f"results/saes/{w.model}/{w.variant}/{w.dataset}/{w.site}/L{w.layer}/{sae}/features.parquet"
-        for sae in layer_saes(w.model, w.dataset, w.site, w.layer)
-    ]
+    """features.parquet of those SAEs: probes name their latents' top tokens."""
+    return [f"{folder}/features.parquet" for folder in layer_sae_dirs(w.model, w.variant, w.dataset, w.site, w.layer).values()]
 
 
 def model_family(w):
@@ -205,10 +198,10 @@ def probe_scope(model, dataset):
     ]
 
 
-def probe_dirs(model, dataset, kind):
-    """Every probe or cluster folder (kind: probes | clusters) of (model, dataset)."""
+def probe_dirs(model, dataset):
+    """Every probe folder of (model, dataset)."""
     return [
-        f"results/analysis/{model}/{dataset}/{kind}/{variant}/{site}/L{layer}"
+        f"results/analysis/{model}/{dataset}/probes/{variant}/{site}/L{layer}"
         for variant in VARIANTS
         for site, layer in probe_scope(model, dataset)
     ]

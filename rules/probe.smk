@@ -46,8 +46,9 @@ rule cluster:
         data="results/data/{dataset}/test.parquet",
         meta="results/data/{dataset}/meta.json",
         features=lambda w: [
-            path for variant in VARIANTS for site, layer in probe_scope(w.model, w.dataset)
-            for path in layer_sae_features(Wildcards(w.model, variant, w.dataset, site, layer))
+            f"{folder}/features.parquet"
+            for entry in cluster_plan(w.model, w.dataset).values()
+            for folder in entry["saes"].values()
         ],
     output:
         clusters="results/analysis/{model}/{dataset}/clusters/clusters.parquet",
@@ -75,7 +76,7 @@ rule cluster:
 
 rule probe_summary:
     input:
-        probes=lambda w: [f"{d}/probe.json" for d in probe_dirs(w.model, w.dataset, "probes")],
+        probes=lambda w: [f"{d}/probe.json" for d in probe_dirs(w.model, w.dataset)],
     output:
         tables=expand(
             "results/analysis/{{model}}/{{dataset}}/probe_summary/{name}.parquet",
