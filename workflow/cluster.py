@@ -33,12 +33,12 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from workflow import io, sae as saes
-from workflow.features import top_tokens
 from workflow.pooling import POSITION, pool_set
 from workflow.tokenize import read_documents
 
@@ -106,6 +106,13 @@ def cluster_rows(x: np.ndarray, z: np.ndarray, assign: np.ndarray, centres: np.n
     return rows
 
 
+def _top_tokens(sae_dir: str | None) -> dict[int, list[str]]:
+    if not sae_dir or not (Path(sae_dir) / "features.parquet").exists():
+        return {}
+    table = pl.read_parquet(Path(sae_dir) / "features.parquet", columns=["feature", "top_tokens"])
+    return dict(zip(table["feature"].to_list(), table["top_tokens"].to_list()))
+
+
 def cluster_set(acts_dir: str, docs, labels: np.ndarray, doc_ids: np.ndarray, texts: list[str], label_names: list[str],
                 family: str, sae_dirs: dict[str, str], cfg: dict) -> tuple[list[dict], list[dict]]:
     """Scores and cluster rows of one activation set, raw and through each SAE."""
@@ -128,8 +135,7 @@ def cluster_set(acts_dir: str, docs, labels: np.ndarray, doc_ids: np.ndarray, te
         score_rows.append({"representation": rep, "pooling": pooling, "n_clusters": n_clusters, **result})
         log.info("%s %-12s k-means (%d clusters): purity %.3f ARI %.3f NMI %.3f silhouette %.3f", acts_dir, rep,
                  n_clusters, result["purity"], result["ari"], result["nmi"], result["silhouette"])
-        table = top_tokens(sae_dirs.get(rep.partition(":")[2])) if rep != "raw" else None
-        tokens_of = {} if table is None else dict(zip(table["feature"].to_list(), table["top_tokens"].to_list()))
+        tokens_of = _top_tokens(sae_dirs.get(rep.partition(":")[2])) if rep != "raw" else {}
         for row in cluster_rows(x, z, assign, centres, labels, label_names, doc_ids, texts, cfg["n_nearest"],
                                 cfg["n_top_features"]):
             row["top_feature_tokens"] = [", ".join(tokens_of.get(f) or []) for f in row["top_features"]]

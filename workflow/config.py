@@ -42,8 +42,8 @@ STAGE_MODULES = {
     "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "train_sae.py", "sae/__init__.py",
              "sae/base.py", "tokenize.py", "models.py", "io.py"],
     "diff_summary": ["diff_summary.py", "diff.py", "io.py"],
-    "probe": ["probe.py", "features.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
-    "cluster": ["cluster.py", "features.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
+    "probe": ["probe.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
+    "cluster": ["cluster.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
     "probe_summary": ["probe_summary.py", "io.py"],
     "report": ["report.py", "io.py"],
 }

@@ -283,13 +283,6 @@ def _plots(table: pl.DataFrame, codes: Codes, tokens: pl.DataFrame, label_names,
     plt.close(fig)
 
 
-def top_tokens(sae_dir: str | Path | None) -> pl.DataFrame | None:
-    """(feature, top_tokens) of an SAE's `features.parquet`, or None where the stage has not run there."""
-    if not sae_dir or not (Path(sae_dir) / "features.parquet").exists():
-        return None
-    return pl.read_parquet(Path(sae_dir) / "features.parquet", columns=["feature", "top_tokens"])
-
-
 def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict) -> dict:
     started = time.perf_counter()
     device = models.pick_device()

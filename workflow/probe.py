@@ -41,7 +41,6 @@ import numpy as np
 import polars as pl
 
 from workflow import io, sae as saes
-from workflow.features import top_tokens
 from workflow.pooling import POSITION, Pooled, pool_set
 from workflow.tokenize import read_documents
 
@@ -174,6 +173,13 @@ def _sample_docs(offsets: np.ndarray, max_docs: int | None, seed: int) -> np.nda
     return np.sort(np.random.default_rng(seed).choice(n, max_docs, replace=False))
 
 
+def _feature_info(features_dir: str | None) -> pl.DataFrame | None:
+    """Top tokens of each SAE latent from the `features` stage, if its table exists."""
+    if not features_dir or not (Path(features_dir) / "features.parquet").exists():
+        return None
+    return pl.read_parquet(Path(features_dir) / "features.parquet", columns=["feature", "top_tokens"])
+
+
 def run(acts: dict[str, str], tokens: dict[str, str], meta_path: str, family: str, sae_dirs: dict[str, str],
         cfg: dict, out_dir: str) -> dict:
     """acts/tokens: {"train": ..., "test": ...}; sae_dirs: {recipe: SAE folder of this variant and layer}."""
@@ -284,7 +290,7 @@ def _with_top_tokens(ranked: pl.DataFrame, sae_dirs: dict[str, str]) -> pl.DataF
     for rep, group in ranked.group_by("representation", maintain_order=True):
         rep = rep[0]
         name = rep.partition(":")[2]
-        table = top_tokens(sae_dirs.get(name)) if name else None
+        table = _feature_info(sae_dirs.get(name)) if name else None
         if table is None:
             parts.append(group.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("top_tokens")))
         else:
