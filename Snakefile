@@ -27,6 +27,7 @@ include: "rules/sae.smk"
 include: "rules/features.smk"
 include: "rules/diff.smk"
 include: "rules/probe.smk"
+include: "rules/heads.smk"
 include: "rules/report.smk"
 
 
@@ -37,4 +38,5 @@ rule all:
         all_sae_evals(),
         all_diff_summaries(),
         all_probe_summaries(),
+        all_heads_summaries(),
     default_target: True

@@ -1,7 +1,7 @@
 # Targets, paths and per-job config slices: the only logic the rules use.
 
 
-from workflow.config import as_json, code_version, probe_job_config, sae_job_recipe
+from workflow.config import as_json, code_version, heads_job_config, probe_job_config, sae_job_recipe
 from workflow.models import SITES
 
 MODELS = list(STUDY["models"])
@@ -214,4 +214,18 @@ def all_probe_summaries():
         for dataset in DATASETS
         if probe_scope(model, dataset)
         for what in ("probe_summary/probes.parquet", "clusters/cluster.json")
+    ]
+
+
+def heads_datasets(model):
+    """Datasets whose attention heads are analysed for a model, as `heads:` scopes them."""
+    scope = STUDY["heads"].get("datasets")
+    return [dataset for dataset in DATASETS if not scope or dataset in scope]
+
+
+def all_heads_summaries():
+    return [
+        f"results/analysis/{model}/{dataset}/heads_summary/changes.parquet"
+        for model in MODELS
+        for dataset in heads_datasets(model)
     ]

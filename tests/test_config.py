@@ -41,7 +41,7 @@ def test_default_config_is_valid_and_gets_defaults():
 def test_every_schema_property_is_commented_in_the_default_config():
     text = (ROOT / "config.yaml").read_text()
     schema = study.schema()
-    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff"):
+    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff", "probe", "cluster", "heads"):
         for key in schema["properties"][block]["properties"]:
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
     for key in schema["$defs"]["finetune"]["properties"]:
@@ -121,6 +121,9 @@ CASES = {
                            "saes.s: architecture 'batchtopk' needs key 'k'"),
     "sae_scope_unknown_dataset": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "datasets": ["nope"]}}),
                                   "saes.s.datasets: ['nope'] not in the study's datasets"),
+    "heads_scope_unknown_dataset": (lambda c, t: c.update(heads={"datasets": ["nope"]}),
+                                    "heads.datasets: ['nope'] not in the study's datasets"),
+    "heads_unknown_mode": (lambda c, t: c.update(heads={"modes": ["resample"]}), "heads.modes.0: 'resample' is invalid"),
     "negative_lr_override": (lambda c, t: c["models"]["tiny"].update(finetune={"lr": -1}), "models.tiny.finetune.lr"),
 }
 

@@ -46,6 +46,7 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         },
         "sae_eval": {"max_docs": 40},
         "probe": {"sites": ["resid_post"], "layers": [2], "token_max_tokens": 3000},
+        "heads": {"datasets": ["reviews"], "max_docs": 24, "pattern_docs": 4, "pattern_max_tokens": 16},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
@@ -303,6 +304,35 @@ def test_probes_and_clusters_of_the_tiny_study(study):
         assert len(tokens) and tokens["auroc"].is_between(0, 1).all()
         news_probes = pl.read_parquet(news / "probes.parquet")
         assert set(news_probes["representation"]) == {"raw"}  # no SAE recipe covers news
+
+
+def test_heads_of_the_tiny_study(study):
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        folder = work / f"results/analysis/{model}/reviews"
+        for variant in ("pretrained", "finetuned"):
+            summary = io.read_json(folder / f"heads/{variant}/heads.json")
+            assert summary["n_docs"] == 24 and summary["n_layers"] == 2 and summary["n_heads"] == 4
+            assert ("lm" in summary["clean"]) == (model == "gpt2")  # the LM head is measured where there is one
+        fine_tuned = io.read_json(folder / "heads/finetuned/heads.json")["clean"]["task"]
+        assert fine_tuned["accuracy"] >= 0.9, fine_tuned  # the classifier ablations start from: one word decides
+        change = pl.read_parquet(folder / "heads_summary/changes.parquet")
+        assert len(change) == 8 and change["js_distance"].is_between(0, 1).all()
+        assert change["js_distance"].max() > 0.01  # fine-tuning moved some pattern
+        ablation = pl.read_parquet(folder / "heads_summary/ablation.parquet")
+        assert set(ablation["mode"]) == {"zero", "mean"}
+        assert ablation.filter(pl.col("measure") == "task")["delta_loss"].abs().max() > 0
+        assert (folder / "heads_summary/patterns.html").stat().st_size > 2000
+
+
+def test_heads_scope_and_viewer_edits_rerun_only_their_jobs(study):
+    work, cfg = study
+    cfg = json.loads(json.dumps(cfg))
+    cfg["heads"]["n_examples"] = 2  # only the viewer shows it
+    assert _dry_run_jobs(work, cfg, "heads_view.yaml") == {"heads_summary": "2", "all": "1", "total": "3"}
+    cfg["heads"]["n_examples"] = 3
+    cfg["heads"]["datasets"] = ["reviews", "news"]  # widening the scope adds the news heads only
+    assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {"heads": "4", "heads_summary": "2", "all": "1", "total": "7"}
 
 
 def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):

@@ -5,7 +5,7 @@ import logging
 import sys
 
 STAGES = ("dataset", "tokenize", "finetune", "extract", "similarity", "linear_head", "train_sae", "evaluate_sae",
-          "features", "diff", "diff_summary", "probe", "cluster",
+          "features", "diff", "diff_summary", "probe", "cluster", "heads", "heads_summary",
           "probe_summary", "report")
 
 

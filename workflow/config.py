@@ -45,6 +45,8 @@ STAGE_MODULES = {
     "probe": ["probe.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
     "cluster": ["cluster.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
     "probe_summary": ["probe_summary.py", "io.py"],
+    "heads": ["heads.py", "head_ablation.py", "attention_stats.py", "tokenize.py", "models.py", "io.py"],
+    "heads_summary": ["heads_summary.py", "io.py"],
     "report": ["report.py", "io.py"],
 }
 # Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
@@ -228,6 +230,7 @@ def load(raw: dict) -> dict:
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
     _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
     _check_scope(cfg, cfg["probe"], "probe", problems)
+    _check_scope(cfg, cfg["heads"], "heads", problems)
     diff = cfg["diff"]
     if diff["match_cosine"] > diff["retained_cosine"]:
         problems.append(f"diff.match_cosine: {diff['match_cosine']} is above diff.retained_cosine "
@@ -256,6 +259,11 @@ def code_version(stage: str, architecture: str | None = None) -> str:
 def sae_job_recipe(recipe: dict) -> dict:
     """What one SAE job receives: the recipe without the keys that say where it runs."""
     return {k: v for k, v in recipe.items() if k not in SAE_SCOPE_KEYS}
+
+
+def heads_job_config(section: dict) -> dict:
+    """What a heads job receives: the section without its scope and the viewer's example count."""
+    return {k: v for k, v in section.items() if k not in ("datasets", "n_examples")}
 
 
 def probe_job_config(section: dict) -> dict:

@@ -230,6 +230,10 @@ class Blocks:
     attn_out: list  # per block: module whose output is attn_out
     mlp_out: list
     embed_is_block_input: bool
+    attention: list  # per block: the self-attention core, returning (heads concatenated, weights)
+    head_out: list  # per block: the output projection W_O; its input is every head's output, concatenated
+    block_owner: object  # the module holding the blocks' ModuleList ...
+    block_attr: str  # ... under this attribute name
 
 
 def locate(base_model) -> Blocks:
@@ -243,11 +247,26 @@ def locate(base_model) -> Blocks:
             [b.attention.output.dense for b in layers],
             [b.output.dense for b in layers],
             embed_is_block_input=False,
+            attention=[b.attention.self for b in layers],
+            head_out=[b.attention.output.dense for b in layers],
+            block_owner=base_model.encoder,
+            block_attr="layer",
         )
     if family == "gpt2":
         layers = list(base_model.h)
-        return Blocks(layers[0], layers, [b.attn for b in layers], [b.mlp for b in layers], embed_is_block_input=True)
+        return Blocks(layers[0], layers, [b.attn for b in layers], [b.mlp for b in layers], embed_is_block_input=True,
+                      attention=[b.attn for b in layers], head_out=[b.attn.c_proj for b in layers],
+                      block_owner=base_model, block_attr="h")
     raise SourceError(f"model_type {model_type!r} is not supported; supported: {', '.join(FAMILIES)}")
+
+
+def n_heads(model_config) -> int:
+    """Attention heads per block, from a config dict or a transformers config."""
+    get = model_config.get if isinstance(model_config, dict) else lambda key: getattr(model_config, key, None)
+    for key in ("num_attention_heads", "n_head"):
+        if get(key) is not None:
+            return int(get(key))
+    raise SourceError("config names no head count (num_attention_heads / n_head)")
 
 
 class StopForward(Exception):

@@ -203,7 +203,7 @@ def summary(results: str = "results") -> str:
         for pair, paths in by_pair.items():
             for row in sae_rows(paths):
                 lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
-    lines += concept_lines(root) + diff_lines(root) + probe_lines(root)
+    lines += concept_lines(root) + diff_lines(root) + probe_lines(root) + head_lines(root)
     heads = sorted(root.glob("heads/*/*/metrics.json"))
     if heads:
         lines += ["", "Pretrained body + fitted linear head (test accuracy): " + ", ".join(
@@ -315,6 +315,38 @@ def probe_lines(root: Path) -> list[str]:
         lines += _pivot_lines(f"{pair}: k-means on test documents ({scores['pooling'][0]} pooling, "
                               f"{scores['n_clusters'][0]} clusters), ARI / purity / silhouette:", scores,
                               ["representation"], lambda r: f"{r['ari']:.3f} / {r['purity']:.3f} / {r['silhouette']:.3f}")
+    return lines
+
+
+def head_lines(root: Path, top: int = 5) -> list[str]:
+    """The heads whose zero ablation costs most task loss in each variant, and the heads whose patterns
+    changed most (heads_summary/changes.parquet)."""
+    lines = []
+    for path in sorted(root.glob("analysis/*/*/heads_summary/changes.parquet")):
+        pair = f"{path.parent.parent.parent.name} / {path.parent.parent.name}"
+        change = pl.read_parquet(path)
+        n_docs = io.read_json(path.parent.parent / "heads/finetuned/heads.json")["n_docs"]
+        modes = [m for m in ("zero", "mean") if f"task_{m}_delta_loss_pretrained" in change.columns]
+        head = "| " + " | ".join(f"{v}: head (type), {modes[0]}-ablation task loss change"
+                                 for v in ("pretrained", "finetuned")) + " |"
+        lines += ["", f"{pair}: most important heads, in order ({n_docs} test documents; loss ablated - clean, "
+                  f"other modes in brackets):", "", head, "|---|---|"]
+        ranked = {v: change.sort(f"task_{modes[0]}_delta_loss_{v}", descending=True).head(top)
+                  for v in ("pretrained", "finetuned")}
+        for i in range(top):
+            cells = []
+            for v, table in ranked.items():
+                r = table.row(i, named=True)
+                others = ", ".join(f"{m} {r[f'task_{m}_delta_loss_{v}']:+.3f}" for m in modes[1:])
+                cells.append(f"L{r['layer']}H{r['head']} ({r[f'type_{v}']}) {r[f'task_{modes[0]}_delta_loss_{v}']:+.3f}"
+                             + (f" ({others})" if others else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"{pair}: heads whose attention patterns changed most (Jensen-Shannon distance):", "",
+                  "| head | JS distance | type pre -> ft | task loss change pre / ft (zero ablation) |", "|---|---|---|---|"]
+        for r in change.sort("js_distance", descending=True).head(top).iter_rows(named=True):
+            lines.append(f"| L{r['layer']}H{r['head']} | {r['js_distance']:.3f} | {r['type_pretrained']} -> "
+                         f"{r['type_finetuned']} | {_fmt(r.get('task_zero_delta_loss_pretrained'), 3)} / "
+                         f"{_fmt(r.get('task_zero_delta_loss_finetuned'), 3)} |")
     return lines
 
 

@@ -112,7 +112,10 @@ class Documents:
         if max_tokens is not None:
             lengths = np.cumsum([len(self.token_ids[i]) for i in order])
             order = order[: max(1, int(np.searchsorted(lengths, max_tokens, side="right")))]
-        keep = np.sort(order)
+        return self.subset(np.sort(order))
+
+    def subset(self, keep) -> "Documents":
+        """The documents at positions `keep`, in that order."""
         token_ids = [self.token_ids[i] for i in keep]
         offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
         return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep])
