@@ -63,9 +63,12 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900, snakefile: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile (or another) in `workdir` with the current interpreter's environment."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+def run_snakemake(workdir: Path, *args: str, timeout: int = 900, snakefile: Path | None = None,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile (or another) in `workdir` with the current interpreter's environment
+    (plus `env`)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+           **(env or {})}
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or ROOT / "Snakefile"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
 

@@ -49,7 +49,9 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         "heads": {"datasets": ["reviews"], "max_docs": 24, "pattern_docs": 4, "pattern_max_tokens": 16},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
-    result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
+    # two fake cards: GPU jobs claim them (workflow/gpus.py) and test_gpu_jobs_never_share_a_card checks the logs
+    fake = {"STUDY_GPUS": "0,1", "STUDY_GPU_LOCKS": str(work / "gpu-locks")}
+    result = run_snakemake(work, "--cores", "2", "--resources", "gpu=2", "--configfile", "study.yaml", env=fake)
     assert result.returncode == 0, result.stderr[-4000:]
     return work, cfg
 
@@ -333,6 +335,32 @@ def test_heads_scope_and_viewer_edits_rerun_only_their_jobs(study):
     cfg["heads"]["n_examples"] = 3
     cfg["heads"]["datasets"] = ["reviews", "news"]  # widening the scope adds the news heads only
     assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {"heads": "4", "heads_summary": "2", "all": "1", "total": "7"}
+
+
+def test_gpu_jobs_never_share_a_card(study):
+    """Every GPU job of the tiny study logged the fake card it claimed and when it let it go; no two jobs
+    held one card at the same time, and both cards were used."""
+    from datetime import datetime
+
+    from workflow.__main__ import GPU_STAGES
+
+    work, _ = study
+    held: dict[str, list] = {}
+    for stage in GPU_STAGES:
+        for log in (work / "logs" / stage).rglob("*.log"):
+            text = log.read_text()
+            claimed = re.search(r"GPU: claimed card (\S+) at (\S+) \(CUDA_VISIBLE_DEVICES=(\S+),", text)
+            released = re.search(r"GPU: released card (\S+) at (\S+)", text)
+            assert claimed and released, f"{log} does not say which card it used"
+            assert claimed.group(1) == claimed.group(3) == released.group(1)
+            held.setdefault(claimed.group(1), []).append(
+                (datetime.fromisoformat(claimed.group(2)), datetime.fromisoformat(released.group(2)), log))
+    assert set(held) == {"0", "1"}, held.keys()
+    assert sum(len(v) for v in held.values()) >= 30
+    for card, spans in held.items():
+        spans.sort()
+        for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+            assert start >= end, f"card {card}: {second} claimed it before {first} released it"
 
 
 def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
