@@ -34,7 +34,9 @@ demo: setup
 	HF_HUB_OFFLINE=1 snakemake --cores $(CORES)
 	@echo "Report: $(abspath results/reports/index.html)"
 
+# the SLURM cluster test needs Debian's slurm-wlm and munge (installed when root; else it skips)
 test: $(VENV)/.installed-test
+	bash tests/install_slurm.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 bench: $(VENV)/.installed-test
