@@ -217,8 +217,8 @@ def all_probe_summaries():
     ]
 
 
-def heads_datasets(model):
-    """Datasets whose attention heads are analysed for a model, as `heads:` scopes them."""
+def heads_datasets():
+    """Datasets whose attention heads are analysed, as `heads:` scopes them."""
     scope = STUDY["heads"].get("datasets")
     return [dataset for dataset in DATASETS if not scope or dataset in scope]
 
@@ -227,5 +227,5 @@ def all_heads_summaries():
     return [
         f"results/analysis/{model}/{dataset}/heads_summary/changes.parquet"
         for model in MODELS
-        for dataset in heads_datasets(model)
+        for dataset in heads_datasets()
     ]
