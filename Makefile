@@ -34,9 +34,9 @@ demo: setup
 	HF_HUB_OFFLINE=1 snakemake --cores $(CORES)
 	@echo "Report: $(abspath results/reports/index.html)"
 
-# the SLURM cluster test needs Debian's slurm-wlm and munge (installed when root; else it skips)
+# the SLURM cluster test needs Debian's slurm-wlm and munge, the report test chromium (installed when root; else they skip)
 test: $(VENV)/.installed-test
-	bash tests/install_slurm.sh
+	bash tests/install_system_packages.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 bench: $(VENV)/.installed-test

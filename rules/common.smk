@@ -64,7 +64,8 @@ def all_extractions():
 
 
 def all_reports():
-    return expand("results/reports/{model}/{dataset}/index.html", model=MODELS, dataset=DATASETS)
+    """Every (model, dataset) report folder."""
+    return expand("results/reports/{model}/{dataset}", model=MODELS, dataset=DATASETS)
 
 
 def sae_folder_pattern():
@@ -229,3 +230,47 @@ def all_heads_summaries():
         for model in MODELS
         for dataset in heads_datasets()
     ]
+
+
+def report_inputs(w):
+    """Everything the report folder of (model, dataset) shows, as named lists of files
+    (the report job reads them; Snakemake re-runs it when any of them changes)."""
+    model, dataset = w.model, w.dataset
+    sae_dirs = [path[: -len("/eval.json")] for path in sae_evals(model, dataset)]
+    recipes = [sae for sae in STUDY["saes"] if sae_scope(model, dataset, sae)]
+    diff_dirs = [
+        diff_folder_pattern().format(model=model, dataset=dataset, site=site, layer=layer, sae=sae)
+        for sae in recipes
+        for site, layer in sae_scope(model, dataset, sae)
+    ]
+    analysis = f"results/analysis/{model}/{dataset}"
+    probed = bool(probe_scope(model, dataset))
+    return {
+        "saes": [f"{d}/{name}" for d in sae_dirs for name in
+                 ("eval.json", "features.json", "features.parquet", "examples.parquet", "sentences.parquet")],
+        "diffs": [f"{d}/{name}" for d in diff_dirs for name in ("diff.json", "diff.parquet", "changed.parquet")],
+        "diff_summaries": [f"{analysis}/diff/{sae}/{name}.png" for sae in recipes
+                           for name in ("categories", "transfer", "decoder_cosine")],
+        "probes": [f"{analysis}/probe_summary/{name}" for name in
+                   ("probes.parquet", "sparse.parquet", "ranked.parquet", "tokens.parquet", "probe_accuracy.png", "sparse.png")]
+        if probed else [],
+        "clusters": [f"{analysis}/clusters/scores.parquet", f"{analysis}/clusters/clusters.png"] if probed else [],
+        "heads": [f"{analysis}/heads_summary/{name}" for name in
+                  ("changes.parquet", "ablation.png", "pattern_change.png", "patterns.html")]
+        if dataset in heads_datasets() else [],
+    }
+
+
+def report_args(w):
+    """The report job's folder arguments, derived from `report_inputs`."""
+    inputs = report_inputs(w)
+    folders = lambda paths: sorted({os.path.dirname(p) for p in paths})
+    args = [
+        "--saes " + " ".join(folders(inputs["saes"])) if inputs["saes"] else "",
+        "--diffs " + " ".join(folders(inputs["diffs"])) if inputs["diffs"] else "",
+        "--diff-summaries " + " ".join(folders(inputs["diff_summaries"])) if inputs["diff_summaries"] else "",
+        f"--probe-summary {folders(inputs['probes'])[0]}" if inputs["probes"] else "",
+        f"--clusters {folders(inputs['clusters'])[0]}" if inputs["clusters"] else "",
+        f"--heads-summary {folders(inputs['heads'])[0]}" if inputs["heads"] else "",
+    ]
+    return " ".join(a for a in args if a)

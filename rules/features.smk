@@ -8,6 +8,7 @@ rule features:
     output:
         table=sae_folder_pattern() + "/features.parquet",
         examples=sae_folder_pattern() + "/examples.parquet",
+        sentences=sae_folder_pattern() + "/sentences.parquet",
         summary=sae_folder_pattern() + "/features.json",
         heatmap=sae_folder_pattern() + "/features.png",
         sentence=sae_folder_pattern() + "/sentence.png",

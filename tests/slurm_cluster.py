@@ -1,6 +1,6 @@
 """A real one-node SLURM cluster for the tests: munge, slurmctld and slurmd started here (one GPU
 declared for scheduling), stopped by the pids they were started with. Debian's `slurm-wlm` and
-`munge` must be installed (`tests/install_slurm.sh`).
+`munge` must be installed (`tests/install_system_packages.sh`).
 
 The config goes to /etc/slurm/slurm.conf, where every SLURM command finds it: Snakemake's job step
 runs `srun` inside each job with the SLURM_* variables (SLURM_CONF too) removed. It is removed again
@@ -25,7 +25,7 @@ def missing() -> str | None:
     """Why this machine cannot run the cluster, or None if it can."""
     absent = [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
     if absent:
-        return f"SLURM is not installed ({', '.join(absent)} missing; run tests/install_slurm.sh as root)"
+        return f"SLURM is not installed ({', '.join(absent)} missing; run tests/install_system_packages.sh as root)"
     if os.geteuid() != 0:
         return "the one-node SLURM cluster needs root (slurmd runs jobs as their users)"
     conf = CONF_DIR / "slurm.conf"

@@ -12,7 +12,7 @@ from workflow.codes import sparse_codes
 from workflow.sae import ARCHITECTURES
 
 CFG = {"max_tokens": None, "batch_rows": 97, "top_tokens": 3, "min_token_count": 3, "n_top": 4, "n_quantiles": 3,
-       "per_quantile": 2, "window": 2, "sentence": 1, "seed": 0}
+       "per_quantile": 2, "window": 2, "sentence": 1, "sentence_docs": 3, "sentence_top": 2, "seed": 0}
 
 
 def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
@@ -73,6 +73,8 @@ def test_tables_equal_a_naive_computation(tmp_path):
         assert row["f1:c0"] == pytest.approx(2 * tp / ((a > 0).sum() + concept.sum()))
         means = {t: a[token_ids == t].mean() for t in np.unique(token_ids) if (token_ids == t).sum() >= 3}
         best = sorted(means, key=lambda t: -means[t])[:3]
+        expected_hist = np.histogram(a[a > 0], bins=features.HIST_BINS, range=(0, a.max()))[0] if a.max() > 0 else 0
+        np.testing.assert_array_equal(row["hist_counts"], expected_hist)
         if (a > 0).any():
             assert row["top_tokens"] == [f"t{t}" for t in best if means[t] > 0][:3]
     # planted: feature 0 detects concept c0 exactly, feature 1 separates the classes
@@ -101,6 +103,20 @@ def test_examples_are_the_top_activations_with_their_windows(tmp_path):
         quantile = examples.filter((pl.col("feature") == f) & (pl.col("kind") == "quantile"))
         assert quantile["rank"].n_unique() == min(CFG["n_quantiles"], int((dense[:, f] > 0).sum())) or (dense[:, f] > 0).sum() < 3
     assert (tmp_path / "sae/features.png").stat().st_size > 0 and (tmp_path / "sae/sentence.png").stat().st_size > 0
+
+
+def test_sentences_hold_every_token_of_the_first_documents_with_its_strongest_features(tmp_path):
+    x, tokens, sae = planted_study(tmp_path)
+    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    sentences = pl.read_parquet(tmp_path / "sae/sentences.parquet")
+    dense = sae.encode(torch.from_numpy(x)).detach().numpy()
+    assert sentences["doc_id"].to_list() == tokens.filter(pl.col("doc_id") < 3)["doc_id"].to_list()
+    for r in sentences.iter_rows(named=True):
+        a = dense[r["row"]]
+        strongest = np.argsort(-a, kind="stable")[: min(2, int((a > 0).sum()))]
+        assert sorted(r["features"]) == sorted(strongest.tolist())
+        np.testing.assert_allclose(r["acts"], a[r["features"]], rtol=1e-6)
+        assert r["acts"] == sorted(r["acts"], reverse=True) and r["token"] == tokens["token"][r["row"]]
 
 
 def test_codes_lookup_and_batching(tmp_path):

@@ -108,14 +108,127 @@ def test_reports_show_the_numbers(study):
     work, _ = study
     metrics = io.read_json(work / "results/models/gpt2/reviews/metrics.json")
     page = (work / "results/reports/gpt2/reviews/index.html").read_text()
-    assert f"{metrics['finetuned']['accuracy']:.4f}" in page and "data:image/png;base64," in page
+    assert f"{metrics['finetuned']['accuracy']:.4f}" in page and 'src="img/similarity.png"' in page
+    assert (work / "results/reports/gpt2/reviews/img/similarity.png").stat().st_size > 1000
     assert 'href="../../../activations/gpt2/finetuned/reviews/test/mlp_out/L2"' in page
     index = (work / "results/reports/index.html").read_text()
     assert len(re.findall(r'href="(bert|gpt2)/(news|reviews)/index.html"', index)) == 4
+    # news has no SAE: no feature pages, and the index links only its report
+    assert not (work / "results/reports/bert/news/feature.html").exists()
+    assert len(re.findall(r'href="(bert|gpt2)/reviews/(feature|sentences).html"', index)) == 4
+
+
+def _data_file(path) -> object:
+    """The payload of a report data file: reportData("name", payload);"""
+    text = path.read_text()
+    return json.loads(text[text.index(",") + 1: text.rindex(")")])
+
+
+def test_feature_data_files_hold_every_feature_with_its_examples_and_match(study):
+    work, _ = study
+    site = work / "results/reports/bert/reviews"
+    diff = pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet")
+    for variant in ("pretrained", "finetuned"):
+        folder = work / f"results/saes/bert/{variant}/reviews/resid_post/L2/topk"
+        table = pl.read_parquet(folder / "features.parquet")
+        examples = pl.read_parquet(folder / "examples.parquet")
+        data = site / f"data/features/{variant}-resid_post-L2-topk"
+        records = [r for n in range(2) for r in _data_file(data / f"c{n}.js")]  # 64 features, 32 a file
+        assert [r["feature"] for r in records] == list(range(64)) and not (data / "c2.js").exists()
+        side = diff.filter(pl.col("side") == variant)
+        for r in records:
+            row = table.row(r["feature"], named=True)
+            assert r["frequency"] == pytest.approx(row["frequency"]) and r["hist_counts"] == row["hist_counts"]
+            assert sum(r["hist_counts"]) == row["n_active"] == r["n_active"]
+            mine = examples.filter(pl.col("feature") == r["feature"])
+            assert len(r["examples"]) == len(mine)
+            top = [e["activation"] for e in r["examples"] if e["kind"] == "top"]
+            assert top == pytest.approx(mine.filter(pl.col("kind") == "top").sort("rank")["activation"].to_list(), abs=1e-4)
+            match = side.row(r["feature"], named=True)
+            assert r["match"]["partner"] == match["partner"] and r["match"]["category"] == match["category"]
+        index = _data_file(data / "index.js")
+        assert index["feature"] == list(range(64)) and index["category"] == side["category"].to_list()
+
+
+def test_report_in_a_browser(study, tmp_path):
+    """Index, report page, feature page and sentence view in headless Chromium: real numbers, no console
+    errors, nothing fetched from the network, screenshots that are not blank."""
+    from tests.browser import assert_not_blank, open_browser
+
+    work, _ = study
+    reports = work / "results/reports"
+    metrics = io.read_json(work / "results/models/bert/reviews/metrics.json")
+    folder = work / "results/saes/bert/finetuned/reviews/resid_post/L2/topk"
+    table = pl.read_parquet(folder / "features.parquet")
+    feature = table.sort("n_active", descending=True).row(0, named=True)
+    examples = pl.read_parquet(folder / "examples.parquet").filter(
+        (pl.col("feature") == feature["feature"]) & (pl.col("kind") == "top")).sort("rank")
+    partner = pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet").filter(
+        (pl.col("side") == "finetuned") & (pl.col("feature") == feature["feature"]))["partner"][0]
+    sentences = pl.read_parquet(work / "results/saes/bert/pretrained/reviews/resid_post/L2/topk/sentences.parquet")
+    with open_browser() as page:
+        page.goto((reports / "index.html").as_uri())
+        rows = page.locator("table.index tbody tr")
+        assert rows.count() == 4
+        bert_reviews = page.locator("table.index tbody tr", has_text="bert / reviews")
+        assert f"{metrics['finetuned']['accuracy']:.3f}" in bert_reviews.inner_text()
+        page.screenshot(path=tmp_path / "index.png")
+
+        bert_reviews.get_by_role("link", name="report").click()
+        page.wait_for_selector("table.accuracy")
+        assert f"{metrics['finetuned']['accuracy']:.4f}" in page.locator("table.accuracy").inner_text()
+        for section in ("accuracy", "similarity", "saes", "diff", "changed", "probes", "heads"):
+            assert page.locator(f"#{section}").count() == 1, section
+        assert page.locator("table.saes tbody tr").count() == 4  # 2 recipes x 2 variants
+        assert page.locator("table.similarity tbody tr").count() == 3
+        assert page.locator("table.probes tbody tr").count() >= 3  # raw and both SAEs
+        assert page.locator("table.heads-important tbody tr").count() >= 5
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
+        assert len(images) >= 8 and all(width > 0 for _, width in images), images
+        assert page.locator("table.changed a[href^='feature.html#sae=']").count() > 0
+        page.screenshot(path=tmp_path / "report.png", full_page=True)
+
+        key = "finetuned-resid_post-L2-topk"
+        page.goto((reports / "bert/reviews/feature.html").as_uri() + f"#sae={key}&f={feature['feature']}")
+        page.wait_for_selector(f".panel[data-sae='{key}']")
+        mine = page.locator(f".panel[data-sae='{key}']")
+        assert f"feature {feature['feature']}" in mine.locator(".feature-title").inner_text()
+        assert f"{100 * feature['frequency']:.2f}%" in mine.locator(".stats").inner_text()
+        assert mine.locator("svg.activation rect").count() == 20
+        assert mine.locator("svg.density rect").count() == 24 and mine.locator("svg.density line").count() == 1
+        assert mine.locator(".examples.top .example").count() == len(examples)
+        first = examples.row(0, named=True)
+        center = mine.locator(".examples.top .example").first.locator(".tok.center")
+        assert center.get_attribute("title") == f"{first['tokens'][first['center']]}: {first['activation']:.3f}"
+        auroc = mine.locator("table.labels tr").nth(2).locator("td").nth(2).inner_text()
+        assert auroc == f"{feature['auroc:1']:.3f}"
+        if partner >= 0:  # the matched pretrained feature, side by side
+            other = page.locator(".panel[data-sae='pretrained-resid_post-L2-topk']")
+            assert f"feature {partner}" in other.locator(".feature-title").inner_text()
+        assert page.locator("#list tr[data-id]").count() == 64
+        page.screenshot(path=tmp_path / "feature.png", full_page=True)
+
+        page.goto((reports / "bert/reviews/sentences.html").as_uri() + "#doc=0&recipe=topk")
+        page.wait_for_selector(".layer[data-place] .chip")
+        doc = sentences.filter(pl.col("doc_id") == sentences["doc_id"][0])
+        pre = page.locator(".layer[data-place='L2'] .pretrained .chip")
+        assert pre.count() == len(doc)
+        assert page.locator(".layer[data-place='L2'] .finetuned .chip").count() == len(doc)
+        for i in range(len(doc)):
+            fired = doc["features"][i].to_list()
+            links = pre.nth(i).locator("a.feat")
+            assert links.count() == min(3, len(fired))
+            if fired:
+                assert links.first.get_attribute("href") == f"feature.html#sae=pretrained-resid_post-L2-topk&f={fired[0]}"
+        page.screenshot(path=tmp_path / "sentences.png", full_page=True)
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), [u for u in page.requests if not u.startswith("file://")]
+    for name in ("index", "report", "feature", "sentences"):
+        assert_not_blank(tmp_path / f"{name}.png")
 
 
 def test_summary_prints_the_readme_tables(study):
-    from workflow.report import summary
+    from workflow.report_summary import summary
 
     work, _ = study
     text = summary(str(work / "results"))

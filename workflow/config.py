@@ -47,7 +47,7 @@ STAGE_MODULES = {
     "probe_summary": ["probe_summary.py", "io.py"],
     "heads": ["heads.py", "head_ablation.py", "attention_stats.py", "tokenize.py", "models.py", "io.py"],
     "heads_summary": ["heads_summary.py", "io.py"],
-    "report": ["report.py", "io.py"],
+    "report": ["report.py", "report_features.py", "report_html.py", "io.py"],
 }
 # Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
 ARCHITECTURE_MODULES = {

@@ -21,11 +21,18 @@ or over the data):
   concept c; features.json names the best feature per concept and, to show
   how a concept is split over features, how many features detect it with
   precision >= 0.8 and the recall of their union;
+- ``hist_counts``: a histogram of the feature's non-zero activations,
+  ``HIST_BINS`` equal bins from 0 to its ``max_activation`` (the report's
+  density plot);
 - examples (`examples.parquet`): the ``n_top`` highest activations, and
   ``per_quantile`` random samples from each of ``n_quantiles`` quantile bins of
   the feature's non-zero activations, each with ``window`` tokens of context
   either side (within its document) and the feature's activation on every
-  token of the window, so a page can shade each token.
+  token of the window, so a page can shade each token;
+- sentences (`sentences.parquet`): every token of the first ``sentence_docs``
+  test documents with the (up to) ``sentence_top`` strongest features firing on
+  it, the same documents for every SAE of a (model, dataset), so the report's
+  sentence view can set layers and variants side by side.
 
 Plots: ``features.png`` (a heatmap of the most label-associated and most
 concept-aligned features: mean activation per class, F1 per concept) and
@@ -49,6 +56,7 @@ from workflow.codes import Codes, sparse_codes
 
 log = logging.getLogger(__name__)
 
+HIST_BINS = 20  # bins of each feature's activation histogram (hist_counts)
 PRECISE = 0.8  # features.json: how many features reach this precision for a concept, and their union's recall
 TOKEN_COLUMNS = ["row", "doc_id", "pos", "token_id", "token", "label", "is_special", "concepts"]
 
@@ -92,6 +100,7 @@ def feature_table(codes: Codes, tokens: pl.DataFrame, label_names: list[str], co
     out["mean_activation"] = total / max(n, 1)
     out["mean_active"] = np.where(fires > 0, total / np.maximum(fires, 1), 0.0)
     out["max_activation"] = np.where(fires > 0, vs[np.maximum(ends - 1, 0)] if len(vs) else 0.0, 0.0)
+    out["hist_counts"] = activation_histograms(fs, vs, out["max_activation"], HIST_BINS)
 
     # label association; AUROC by Mann-Whitney: the n - fires zeros of a feature
     # tie at ranks 1..zeros (mean (zeros + 1) / 2); its non-zero values rank above
@@ -130,6 +139,34 @@ def feature_table(codes: Codes, tokens: pl.DataFrame, label_names: list[str], co
     table = table.join(_top_tokens(fs, vs, rs, tokens, n, top_tokens, min_token_count), on="feature", how="left")
     sorted_codes = {"feature": fs, "value": vs, "row": rs, "starts": starts, "ends": ends}
     return table, {"sorted": sorted_codes, "concept_tokens": concept_counts}
+
+
+def activation_histograms(fs: np.ndarray, vs: np.ndarray, max_activation: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Per feature, counts of its non-zero activations in `bins` equal bins over (0, its max];
+    the max falls in the last bin (as in np.histogram with range (0, max))."""
+    d = len(max_activation)
+    scale = np.where(max_activation > 0, bins / np.maximum(max_activation, 1e-30), 0.0)
+    b = np.minimum((vs * scale[fs]).astype(np.int64), bins - 1)
+    counts = np.bincount(fs.astype(np.int64) * bins + b, minlength=d * bins).reshape(d, bins).astype(np.int32)
+    return list(counts)
+
+
+def sentence_features(codes: Codes, tokens: pl.DataFrame, n_docs: int, top: int) -> pl.DataFrame:
+    """Every token of the first `n_docs` documents, with its `top` strongest features (strongest first)."""
+    doc_ids = tokens["doc_id"].unique(maintain_order=True).head(n_docs)
+    part = tokens.head(codes.n_rows).filter(pl.col("doc_id").is_in(doc_ids.implode()))
+    rows = part["row"].to_numpy()
+    lo, hi = np.searchsorted(codes.row, rows[0] if len(rows) else 0), np.searchsorted(codes.row, rows[-1] + 1 if len(rows) else 0)
+    fired = pl.DataFrame({"row": codes.row[lo:hi].astype(np.int64), "feature": codes.feature[lo:hi],
+                          "activation": codes.value[lo:hi]})
+    fired = (fired.filter(pl.col("row").is_in(pl.Series(rows).implode()))
+             .sort(["row", "activation"], descending=[False, True]).group_by("row", maintain_order=True).head(top)
+             .group_by("row", maintain_order=True).agg(pl.col("feature").alias("features"),
+                                                       pl.col("activation").alias("acts")))
+    return (part.select(pl.col("row").cast(pl.Int64), "doc_id", "pos", "token", "label")
+            .join(fired, on="row", how="left", maintain_order="left")
+            .with_columns(pl.col("features").fill_null(pl.lit([], dtype=pl.List(pl.Int32))),
+                          pl.col("acts").fill_null(pl.lit([], dtype=pl.List(pl.Float32)))))
 
 
 def _top_tokens(fs, vs, rs, tokens: pl.DataFrame, n: int, top: int, min_count: int) -> pl.DataFrame:
@@ -315,6 +352,7 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, meta_path: str, cfg: dict
                  row["feature"], row[f"f1:{c}"], row[f"precision:{c}"], row[f"recall:{c}"], extra["concept_tokens"][c])
     _plots(table, codes, tokens, label_names, concepts, cfg["sentence"], out)
     io.write_parquet(examples, out / "examples.parquet")
+    io.write_parquet(sentence_features(codes, tokens, cfg["sentence_docs"], cfg["sentence_top"]), out / "sentences.parquet")
     io.write_parquet(table, out / "features.parquet")
     summary = {
         "sae": sae_dir, "activations": acts_dir, "n_tokens": codes.n_rows, "d_sae": codes.d_sae,

@@ -1,51 +1,38 @@
-"""Stage `report`: a first HTML page per (model, dataset) and a study index.
+"""Stage `report`: one offline HTML site per study (`results/reports/`).
 
-Each page shows accuracy and macro-F1 before and after fine-tuning (with the
-bag-of-words baseline for scale), the per-layer similarity plot and table, and
-links to the artifacts. Pages are self-contained (the plot is embedded) and
-work from ``file://`` without network access.
+Per (model, dataset) a folder ``results/reports/<model>/<dataset>/`` with
+
+- ``index.html``: accuracy before and after fine-tuning, per-layer similarity, the SAE
+  quality table, planted concepts, the feature diff (categories by layer, transfer, the
+  most changed features), probes and clusters, attention heads;
+- ``feature.html`` and ``sentences.html`` with their lazily loaded data
+  (`workflow.report_features`);
+- ``img/`` (the analysis plots) and ``heads.html`` (the interactive attention patterns).
+
+The study index ``results/reports/index.html`` links every page. Everything a page
+shows is in the folder: nothing is fetched from the network, pages work from
+``file://``, and the site can be copied away from the results it was made from.
+Every table row that names a feature links to its feature page.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import math
-import os
+import shutil
 from pathlib import Path
 
 import polars as pl
 
 from workflow import io
+from workflow.report_features import (describe_saes, feature_page, sae_key, sentence_page, write_feature_data,
+                                      write_sentence_data)
+from workflow.report_html import Raw, finite, link, rel, table
+from workflow.report_html import page as html_page
 
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.note{color:#555;font-size:.9rem}
-"""
-
-
-def _fmt(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}" if isinstance(x, float) else html.escape(str(x))
-
-
-def _table(header: list[str], rows: list[list], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
-
-
-def _rel(target: str, start_file: str) -> str:
-    return html.escape(os.path.relpath(target, Path(start_file).parent))
+SAE_COLUMNS = ["recipe", "architecture", "site", "layer", "variant", "d_sae", "FVU", "L0", "dead", "dense", "cosine",
+               "task loss recovered", "accuracy clean / spliced", "KL", "LM loss recovered"]
+VARIANTS = ("pretrained", "finetuned")
 
 
 def accuracy_rows(metrics: dict, meta: dict, head: dict | None = None) -> list[list]:
@@ -56,20 +43,6 @@ def accuracy_rows(metrics: dict, meta: dict, head: dict | None = None) -> list[l
         ["fine-tuned", metrics["finetuned"]["accuracy"], metrics["finetuned"]["macro_f1"]],
         ["bag-of-words baseline", meta["bow_baseline"]["accuracy"], meta["bow_baseline"]["macro_f1"]],
     ]
-
-
-def _activation_links(extracts: list[str], out: str) -> str:
-    items = []
-    for path in extracts:
-        summary, root = io.read_json(path), Path(path).parent
-        variant, split = root.parent.parent.name, root.name
-        links = ", ".join(f'<a href="{_rel(str(root / s), out)}">{html.escape(s)}</a>' for s in summary["sets"])
-        items.append(f"<li>{html.escape(variant)} / {html.escape(split)}: {summary['n_tokens']} tokens: {links}</li>")
-    return "".join(items)
-
-
-SAE_COLUMNS = ["recipe", "architecture", "site", "layer", "variant", "d_sae", "FVU", "L0", "dead", "dense", "cosine",
-               "task loss recovered", "accuracy clean / spliced", "KL", "LM loss recovered"]
 
 
 def sae_rows(evals: list[str], with_folder: bool = False) -> list[list]:
@@ -86,290 +59,363 @@ def sae_rows(evals: list[str], with_folder: bool = False) -> list[list]:
     return sorted(rows, key=lambda r: (r[0], r[2], r[3], order.get(r[4], 2)))
 
 
-def _sae_section(evals: list[str], out: str) -> str:
-    if not evals:
-        return "<h2>Sparse autoencoders</h2><p class=note>No SAE recipe covers this dataset.</p>"
-    cells = []
-    for *row, folder in sae_rows(evals, with_folder=True):
-        name = f'<a href="{_rel(folder, out)}">{html.escape(row[0])}</a>'
-        cells.append("<tr>" + "".join(f"<td>{name if i == 0 else _fmt(v)}</td>" for i, v in enumerate(row)) + "</tr>")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in SAE_COLUMNS)
-    return f"""<h2>Sparse autoencoders</h2>
-<table class="saes"><thead><tr>{head}</tr></thead><tbody>{"".join(cells)}</tbody></table>
+class Site:
+    """The report folder being written: copies plots into img/ and makes links relative to the page."""
+
+    def __init__(self, root: Path, final: Path):
+        self.root, self.final = root, final
+        (root / "img").mkdir(parents=True, exist_ok=True)
+
+    def image(self, path: str | Path, name: str, alt: str) -> str:
+        path = Path(path)
+        if not path.exists():
+            return ""
+        shutil.copyfile(path, self.root / "img" / name)
+        return f'<img alt="{html.escape(alt)}" src="img/{html.escape(name)}">'
+
+    def outside(self, target: str | Path) -> str:
+        """Link to a results file outside the report folder (valid while the report sits in results/reports)."""
+        return rel(target, self.final)
+
+
+def _activation_links(site: Site, extracts: list[str]) -> str:
+    items = []
+    for path in extracts:
+        summary, root = io.read_json(path), Path(path).parent
+        variant, split = root.parent.parent.name, root.name
+        links = ", ".join(f'<a href="{html.escape(site.outside(root / s))}">{html.escape(s)}</a>' for s in summary["sets"])
+        items.append(f"<li>{html.escape(variant)} / {html.escape(split)}: {summary['n_tokens']} tokens: {links}</li>")
+    return "".join(items)
+
+
+def feature_link(key: str, feature, text=None) -> Raw:
+    if feature is None or feature < 0:
+        return Raw("n/a")
+    return link(f"feature.html#sae={key}&f={feature}", f"f{feature}" if text is None else text)
+
+
+def _accuracy_section(metrics: dict, meta: dict, head: dict | None) -> str:
+    train = metrics["train"]
+    return f"""<h2 id="accuracy">Accuracy on the test split</h2>
+<p class=note>{meta['n_train']} train / {meta['n_test']} test documents; labels: {html.escape(', '.join(map(str, meta['label_names'])))}.
+Fine-tuned for {train['epochs']} epoch(s), {train['steps']} steps, {train['tokens']} tokens in {train['seconds']:.0f} s
+({train['tokens_per_s']:.0f} tokens/s) on {html.escape(metrics['device'])}.</p>
+{table(["model", "accuracy", "macro-F1"], accuracy_rows(metrics, meta, head), "accuracy", 4)}
+<p class=note>"Pretrained (fresh head)" is the pretrained body with a freshly initialised classification head, as in
+the reference study; "fitted linear head" keeps the body frozen and fits the head by logistic regression on the
+train split (a linear probe of what the pretrained model already offers); the bag-of-words logistic regression shows
+how much of the task word counts alone solve.</p>"""
+
+
+def _similarity_section(site: Site, similarity: str, plot: str) -> str:
+    sim = pl.read_parquet(similarity)
+    rows = sim.select("layer", "hook_name", "n_tokens", "mean_cosine", "token_cosine", "cka_debiased", "cka_biased",
+                      "norm_ratio").rows()
+    return f"""<h2 id="similarity">How much each layer changed</h2>
+{site.image(plot, "similarity.png", "similarity by layer")}
+{table(["layer", "hook", "tokens", "cos(mean)", "token cosine", "CKA (debiased)", "CKA (biased)", "norm ratio ft/pre"], rows, "similarity", 4)}
+<p class=note>Residual stream after each block (layer 0 = embeddings), pretrained vs fine-tuned on the same tokens.
+cos(mean): cosine of the mean activation vectors (the reference study's measure). Token cosine: mean over tokens
+of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019) with the debiased HSIC estimator
+(Song et al. 2012) and with the biased one, which is inflated at small token counts. 1 = unchanged.</p>"""
+
+
+def _sae_section(site: Site, sae_dirs: list[str]) -> str:
+    if not sae_dirs:
+        return '<h2 id="saes">Sparse autoencoders</h2><p class=note>No SAE recipe covers this dataset.</p>'
+    rows = []
+    for *row, folder in sae_rows([f"{d}/eval.json" for d in sae_dirs], with_folder=True):
+        key = sae_key({"variant": row[4], "site": row[2], "layer": row[3], "sae": row[0]})
+        rows.append([link(f"feature.html#sae={key}", row[0], "browse this SAE's features"), *row[1:],
+                     link(site.outside(folder), "folder")])
+    return f"""<h2 id="saes">Sparse autoencoders</h2>
+{table(SAE_COLUMNS + ["files"], rows, "saes")}
 <p class=note>Held-out test tokens. FVU: fraction of variance unexplained (1 - explained variance); L0: latents active
 per token; dead: latents that never fire on these tokens; dense: latents firing on more than 10% of them. Task loss
 recovered: (L_zero - L_spliced) / (L_zero - L_clean) for the variant's classifier with the SAE reconstruction spliced
 in at that layer (pretrained: the pretrained body with a fitted linear head); KL: mean KL(clean || spliced) of the
-class distributions. Each SAE folder loads in SAELens (<code>SAE.load_from_disk</code>).</p>"""
+class distributions. The recipe links to the SAE's features; each folder loads in SAELens
+(<code>SAE.load_from_disk</code>).</p>"""
 
 
-def page(model: str, dataset: str, meta_path: str, metrics_path: str, similarity_path: str, plot_path: str,
-         extracts: list[str], out: str, head_path: str | None = None, evals: list[str] | None = None) -> None:
-    meta, metrics = io.read_json(meta_path), io.read_json(metrics_path)
-    head = io.read_json(head_path) if head_path else None
-    sim = pl.read_parquet(similarity_path)
-    plot = base64.b64encode(Path(plot_path).read_bytes()).decode()
-    train = metrics["train"]
-    sim_rows = sim.select("layer", "hook_name", "n_tokens", "mean_cosine", "token_cosine", "cka_debiased",
-                          "cka_biased", "norm_ratio").rows()
-    body = f"""
-<p><a href="../../index.html">&larr; study index</a></p>
-<h1>{html.escape(model)} fine-tuned on {html.escape(dataset)}</h1>
-<p class=note>{meta['n_train']} train / {meta['n_test']} test documents; labels: {html.escape(', '.join(map(str, meta['label_names'])))}.
-Fine-tuned for {train['epochs']} epoch(s), {train['steps']} steps, {train['tokens']} tokens
-in {train['seconds']:.0f} s ({train['tokens_per_s']:.0f} tokens/s) on {html.escape(metrics['device'])}.</p>
-<h2>Accuracy on the test split</h2>
-{_table(["model", "accuracy", "macro-F1"], accuracy_rows(metrics, meta, head), "accuracy")}
-<p class=note>"Pretrained (fresh head)" is the pretrained body with a freshly initialised classification head, as in
-the reference study; "fitted linear head" keeps the body frozen and fits the head by logistic regression on the
-train split (a linear probe of what the pretrained model already offers); the bag-of-words logistic regression shows how much of the task word counts alone solve.</p>
-<h2>How much each layer changed</h2>
-<img alt="similarity by layer" src="data:image/png;base64,{plot}">
-{_table(["layer", "hook", "tokens", "cos(mean)", "token cosine", "CKA (debiased)", "CKA (biased)", "norm ratio ft/pre"], sim_rows, "similarity")}
-<p class=note>Residual stream after each block (layer 0 = embeddings), pretrained vs fine-tuned on the same tokens.
-cos(mean): cosine of the mean activation vectors (the reference study's measure). Token cosine: mean over tokens
-of the cosine between the two models' vectors. Linear CKA (Kornblith et al. 2019) with the debiased HSIC estimator
-(Song et al. 2012) and with the biased one, which is inflated at small token counts. 1 = unchanged.</p>
-{_sae_section(evals or [], out)}
-<h2>Artifacts</h2>
-<ul>
-<li><a href="{_rel(metrics_path, out)}">metrics.json</a> and the fine-tuned model folder
-<a href="{_rel(str(Path(metrics_path).parent), out)}">{html.escape(str(Path(metrics_path).parent))}</a></li>
-<li><a href="{_rel(similarity_path, out)}">similarity.parquet</a></li>
-<li><a href="{_rel(meta_path, out)}">dataset metadata</a></li>
-</ul>
-<h3>Activation sets</h3>
-<ul>{_activation_links(extracts, out)}</ul>
-"""
-    with io.atomic_path(out) as tmp:
-        tmp.write_text(_page(f"{model} / {dataset}", body))
-
-
-def index(pages: list[str], metrics_paths: list[str], similarity_paths: list[str], out: str) -> None:
+def _concept_section(saes: list[dict]) -> str:
+    concepts = sorted({c for s in saes for c in s["concepts"]})
+    if not concepts:
+        return ""
     rows = []
-    for page_path, metrics_path, sim_path in zip(pages, metrics_paths, similarity_paths):
-        model, dataset = Path(page_path).parent.parent.name, Path(page_path).parent.name
-        metrics = io.read_json(metrics_path)
-        sim = pl.read_parquet(sim_path).sort("layer")
-        last = sim.row(-1, named=True)
-        link = f'<a href="{_rel(page_path, out)}">{html.escape(model)} / {html.escape(dataset)}</a>'
-        rows.append((link, metrics["pretrained"]["accuracy"], metrics["finetuned"]["accuracy"],
-                     last["cka_debiased"], last["mean_cosine"]))
-    head = ["model / dataset", "accuracy pretrained", "accuracy fine-tuned", "last-layer CKA (debiased)", "last-layer cos(mean)"]
-    body_rows = "".join(
-        f"<tr><td>{r[0]}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in r[1:]) + "</tr>" for r in rows
-    )
-    thead = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = (f"<h1>What fine-tuning changed: study index</h1>"
-            f'<table class="index"><thead><tr>{thead}</tr></thead><tbody>{body_rows}</tbody></table>')
-    with io.atomic_path(out) as tmp:
-        tmp.write_text(_page("study index", body))
-
-
-def summary(results: str = "results") -> str:
-    """The README's tables (markdown) from a finished study's results folder."""
-    root = Path(results)
-    acc = ["| model / dataset | train / test docs | pretrained, fresh head | fine-tuned | fine-tuned macro-F1 "
-           "| bag-of-words LR | fine-tuning time |", "|---|---|---|---|---|---|---|"]
-    sims = {}
-    for metrics_path in sorted(root.glob("models/*/*/metrics.json")):
-        model, dataset = metrics_path.parent.parent.name, metrics_path.parent.name
-        m, meta = io.read_json(metrics_path), io.read_json(root / f"data/{dataset}/meta.json")
-        acc.append(f"| {model} / {dataset} | {meta['n_train']} / {meta['n_test']} | {m['pretrained']['accuracy']:.3f} "
-                   f"| {m['finetuned']['accuracy']:.3f} | {m['finetuned']['macro_f1']:.3f} "
-                   f"| {meta['bow_baseline']['accuracy']:.3f} | {m['train']['seconds']:.0f} s |")
-        sim_path = root / f"analysis/{model}/{dataset}/similarity.parquet"
-        if sim_path.exists():
-            sims[f"{model} / {dataset}"] = pl.read_parquet(sim_path).sort("layer")
-    lines = acc + ["", "Per layer: cos(mean) / token cosine / CKA debiased / CKA biased", "",
-                   "| layer | " + " | ".join(sims) + " |", "|---|" + "---|" * len(sims)]
-    for layer in range(max((len(t) for t in sims.values()), default=0)):
+    for s in saes:
+        best = io.read_json(Path(s["folder"]) / "features.json")["best_feature_per_concept"]
         cells = []
-        for table in sims.values():
-            r = table.row(layer, named=True) if layer < len(table) else None
-            cells.append("" if r is None else f"{r['mean_cosine']:.3f} / {r['token_cosine']:.3f} / "
-                         f"{r['cka_debiased']:.3f} / {r['cka_biased']:.3f}")
-        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("tokens compared: " + ", ".join(f"{k}: {t['n_tokens'][0]}" for k, t in sims.items()))
-    evals = sorted(str(p) for p in root.glob("saes/*/*/*/*/*/*/eval.json"))
-    if evals:
-        lines += ["", "SAEs (held-out test tokens):", "",
-                  "| model / dataset | " + " | ".join(SAE_COLUMNS) + " |", "|---|" + "---|" * len(SAE_COLUMNS)]
-        by_pair = {}
-        for path in evals:
-            e = io.read_json(path)
-            by_pair.setdefault(f"{e['model']} / {e['dataset']}", []).append(path)
-        for pair, paths in by_pair.items():
-            for row in sae_rows(paths):
-                lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
-    lines += concept_lines(root) + diff_lines(root) + probe_lines(root) + head_lines(root)
-    heads = sorted(root.glob("heads/*/*/metrics.json"))
-    if heads:
-        lines += ["", "Pretrained body + fitted linear head (test accuracy): " + ", ".join(
-            f"{p.parent.parent.name} / {p.parent.name}: {io.read_json(p)['accuracy']:.3f}" for p in heads)]
-    return "\n".join(lines)
+        for c in concepts:
+            b = best.get(c)
+            cells.append(Raw("n/a") if not b else
+                         Raw(f"{feature_link(s['key'], b['feature'])} {b['f1']:.3f} "
+                             f"<span class=note>({b['precise_features']} precise, union recall "
+                             f"{b['precise_union_recall']:.2f})</span>"))
+        rows.append([s["recipe"], s["site"], s["layer"], s["variant"], *cells])
+    return f"""<h2 id="concepts">Planted concepts</h2>
+{table(["recipe", "site", "layer", "variant", *concepts], rows, "concepts")}
+<p class=note>Per SAE, the single feature that best detects each planted concept ("fires" as the detector, F1 over
+test tokens), how many features reach precision 0.8 for it and the recall of their union (a concept split over
+several features).</p>"""
 
 
-def concept_lines(root: Path) -> list[str]:
-    """Best single-feature F1 per planted concept, per recipe, layer and variant (features.json)."""
-    best, split = {}, {}
-    for path in sorted(root.glob("saes/*/*/*/*/*/*/features.json")):
-        model, variant, dataset, site, layer, recipe = path.parts[-7:-1]
-        for concept, b in io.read_json(path)["best_feature_per_concept"].items():
-            key, column = (model, dataset, recipe, site, concept), (int(layer[1:]), variant)
-            best.setdefault(key, {})[column] = b and b["f1"]
-            split.setdefault(key, {})[column] = b and f"{b['precise_features']} / {b['precise_union_recall']:.2f}"
-    if not best:
-        return []
-    columns = sorted({key for cells in best.values() for key in cells}, key=lambda k: (k[0], k[1] != "pretrained"))
-    head = "| model / dataset | recipe | site | concept | " + " | ".join(f"L{l} {v[:3]}" for l, v in columns) + " |"
-    lines = []
-    for title, table in (("Best single-feature F1 per planted concept (features.json; test tokens):", best),
-                         ("Features with precision >= 0.8 for the concept / recall of their union:", split)):
-        lines += ["", title, "", head, "|---|---|---|---|" + "---|" * len(columns)]
-        for (model, dataset, recipe, site, concept), cells in table.items():
-            lines.append(f"| {model} / {dataset} | {recipe} | {site} | {concept} | "
-                         + " | ".join(_fmt(cells.get(c), 3) for c in columns) + " |")
-    return lines
-
-
-def diff_lines(root: Path) -> list[str]:
-    """Category fractions and SAE transfer per layer (diff.json)."""
-    paths = sorted(root.glob("analysis/*/*/*/L*/*/diff.json"))
-    if not paths:
-        return []
-    lines = ["", "Feature diff, pretrained vs fine-tuned SAE (fractions of features; diff.json):", "",
-             "| model / dataset | recipe | site | layer | retained | drifted | overwritten | dead (pre) | new | dead (ft) "
-             "| median matched cosine | median cosine to init pre / ft | EV own pre / ft | EV pre SAE on ft / ft SAE on pre "
-             "| task loss rec. own ft / pre SAE on ft | own pre / ft SAE on pre |", "|---|" + "---|" * 15]
-    for path in paths:
-        model, dataset = path.parts[-6], path.parts[-5]
-        d = io.read_json(path)
-        pre, ft = d["categories"]["pretrained"]["fractions"], d["categories"]["finetuned"]["fractions"]
+def _diff_section(site: Site, diff_dirs: list[str], summary_dirs: list[str], saes: list[dict]) -> str:
+    if not diff_dirs:
+        return ""
+    keys = {(s["recipe"], s["site"], s["layer"], s["variant"]): s["key"] for s in saes}
+    parts = ['<h2 id="diff">What fine-tuning did to the features</h2>']
+    for folder in sorted(summary_dirs):
+        recipe = Path(folder).name
+        parts.append(f"<h3>Recipe {html.escape(recipe)}</h3><div class=figs>"
+                     + site.image(Path(folder) / "categories.png", f"diff-{recipe}-categories.png", "feature categories by layer")
+                     + site.image(Path(folder) / "transfer.png", f"diff-{recipe}-transfer.png", "SAE transfer by layer")
+                     + site.image(Path(folder) / "decoder_cosine.png", f"diff-{recipe}-decoder_cosine.png", "matched decoder cosines") + "</div>")
+    cat_rows, transfer_rows, changed_tables = [], [], []
+    for folder in sorted(diff_dirs, key=lambda d: (Path(d).name, Path(d).parent.parent.name, int(Path(d).parent.name[1:]))):
+        d = io.read_json(Path(folder) / "diff.json")
+        recipe = Path(folder).name
+        pre, ft = d["categories"]["pretrained"]["counts"], d["categories"]["finetuned"]["counts"]
+        cat_rows.append([recipe, d["site"], d["layer"], pre.get("retained", 0), pre.get("drifted", 0),
+                         pre.get("overwritten", 0), pre.get("dead", 0), ft.get("new", 0), ft.get("dead", 0),
+                         d["matched_cosine_median"]])
         t = {(r["sae"], r["activations"]): r for r in d["transfer"]}
-        pp, ff, pf, fp = (t[k] for k in (("pretrained", "pretrained"), ("finetuned", "finetuned"),
-                                          ("pretrained", "finetuned"), ("finetuned", "pretrained")))
-        lines.append(
-            f"| {model} / {dataset} | {path.parent.name} | {d['site']} | {d['layer']} | {pre['retained']:.3f} "
-            f"| {pre['drifted']:.3f} | {pre['overwritten']:.3f} | {pre['dead']:.3f} | {ft['new']:.3f} | {ft['dead']:.3f} "
-            f"| {d['matched_cosine_median']:.3f} | {d['init_cosine_median']['pretrained']:.3f} / "
-            f"{d['init_cosine_median']['finetuned']:.3f} | {pp['explained_variance']:.3f} / {ff['explained_variance']:.3f} "
-            f"| {pf['explained_variance']:.3f} / {fp['explained_variance']:.3f} "
-            f"| {_fmt(ff['task_loss_recovered'], 3)} / {_fmt(pf['task_loss_recovered'], 3)} "
-            f"| {_fmt(pp['task_loss_recovered'], 3)} / {_fmt(fp['task_loss_recovered'], 3)} |")
-    return lines
+        cells = []
+        for sae, acts in (("pretrained", "pretrained"), ("finetuned", "finetuned"), ("pretrained", "finetuned"),
+                          ("finetuned", "pretrained")):
+            r = t.get((sae, acts), {})
+            cells += [r.get("explained_variance"), r.get("task_loss_recovered")]
+        transfer_rows.append([recipe, d["site"], d["layer"], *cells])
+        changed = pl.read_parquet(Path(folder) / "changed.parquet")
+        pre_key, ft_key = (keys.get((recipe, d["site"], d["layer"], v)) for v in VARIANTS)
+        changed_rows = []
+        for r in changed.iter_rows(named=True):
+            changed_rows.append([recipe, d["layer"], Raw(f'<span class="pill {r["kind"]}">{r["kind"]}</span>'),
+                                 feature_link(pre_key, r["pretrained_feature"]), feature_link(ft_key, r["finetuned_feature"]),
+                                 r["decoder_cos"], r["act_corr"], r["delta_frequency"],
+                                 " ".join((r["pretrained_top_tokens"] or [])[:4]), " ".join((r["finetuned_top_tokens"] or [])[:4])])
+        changed_tables.append(
+            f"<details{' open' if not changed_tables else ''}><summary>{html.escape(recipe)} {html.escape(d['site'])} "
+            f"L{d['layer']}: {len(changed_rows)} features</summary>"
+            + table(["recipe", "layer", "kind", "pretrained", "fine-tuned", "decoder cos", "act. corr.", "Δ frequency",
+                     "pretrained top tokens", "fine-tuned top tokens"], changed_rows, "changed") + "</details>")
+    parts.append(table(["recipe", "site", "layer", "retained", "drifted", "overwritten", "dead (pre)", "new", "dead (ft)",
+                        "median matched cosine"], cat_rows, "diff-categories"))
+    parts.append("""<p class=note>Features counted per SAE (pretrained: retained / drifted / overwritten / dead;
+fine-tuned: new / dead, its retained and drifted pair with the pretrained ones). Features are matched by decoder
+cosine (Hungarian matching); a matched pair with cosine at or above the match threshold is the same feature:
+retained when it also fires on the same tokens (activation correlation), else drifted. Unmatched pretrained features
+are overwritten, unmatched fine-tuned ones new.</p><h3>Does the pretrained SAE still fit the fine-tuned model?</h3>""")
+    parts.append(table(["recipe", "site", "layer", "EV pre SAE on pre", "task rec.", "EV ft SAE on ft", "task rec.",
+                        "EV pre SAE on ft", "task rec.", "EV ft SAE on pre", "task rec."], transfer_rows, "transfer"))
+    parts.append("""<p class=note>Explained variance of each SAE on each model's activations (test tokens) and the
+task loss recovered with the reconstruction spliced into the activations' own classifier.</p>
+<h3 id="changed">Most changed features</h3>""")
+    parts += changed_tables
+    parts.append("<p class=note>Links open the feature page with the matched pair side by side.</p>")
+    return "\n".join(parts)
 
 
-def _layer_columns(table: pl.DataFrame) -> list[tuple]:
-    keys = table.select("layer", "variant", "site").unique().rows()
-    return sorted(keys, key=lambda k: (k[2], k[0], k[1] != "pretrained"))
-
-
-def _pivot_lines(title: str, table: pl.DataFrame, keys: list[str], value) -> list[str]:
-    """One markdown row per distinct `keys`, one column per (layer, variant, site)."""
-    columns = _layer_columns(table)
-    multi_site = len({c[2] for c in columns}) > 1
-    names = [f"L{l} {v[:3]}" + (f" {s}" if multi_site else "") for l, v, s in columns]
-    lines = ["", title, "", "| " + " | ".join(keys) + " | " + " | ".join(names) + " |",
-             "|" + "---|" * (len(keys) + len(names))]
+def _pivot(frame: pl.DataFrame, keys: list[str], value, cls: str, link_of=None) -> str:
+    """One row per distinct `keys`, one column per (site, layer, variant)."""
+    columns = sorted(frame.select("site", "layer", "variant").unique().rows(),
+                     key=lambda c: (c[0], c[1], c[2] != "pretrained"))
+    multi_site = len({c[0] for c in columns}) > 1
+    names = [f"L{l} {v[:3]}" + (f" {s}" if multi_site else "") for s, l, v in columns]
     cells: dict[tuple, dict] = {}
-    for row in table.iter_rows(named=True):
-        cells.setdefault(tuple(row[k] for k in keys), {})[(row["layer"], row["variant"], row["site"])] = value(row)
-    for key, by_column in cells.items():
-        lines.append("| " + " | ".join(str(k) for k in key) + " | "
-                     + " | ".join(by_column.get(c, "") for c in columns) + " |")
-    return lines
+    for row in frame.iter_rows(named=True):
+        cells.setdefault(tuple(row[k] for k in keys), {})[(row["site"], row["layer"], row["variant"])] = value(row)
+    rows = [[*key, *(by.get(c, "") for c in columns)] for key, by in cells.items()]
+    return table([*keys, *names], rows, cls)
 
 
-def probe_lines(root: Path) -> list[str]:
-    """Probe accuracy by layer, k-sparse curves, concept probes and clusters (probe_summary/)."""
-    lines = []
-    folders = sorted(root.glob("analysis/*/*/probe_summary"))
-    for folder in folders:
-        pair = f"{folder.parent.parent.name} / {folder.parent.name}"
-        probes = pl.read_parquet(folder / "probes.parquet")
-        lines += _pivot_lines(f"{pair}: sequence probes, held-out accuracy / macro-F1 (train fit, test score; "
-                              f"majority class {probes['chance'].max():.3f}):", probes, ["representation", "pooling"],
-                              lambda r: f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
-        sparse = pl.read_parquet(folder / "sparse.parquet")
-        if len(sparse):
-            lines += _pivot_lines(f"{pair}: k-sparse probes, held-out accuracy (top-k features by class separation; "
-                                  f"{sparse['pooling'][0]} pooling):", sparse, ["representation", "k"],
-                                  lambda r: f"{r['accuracy']:.3f}")
-            ranked = pl.read_parquet(folder / "ranked.parquet").filter(
-                pl.col("representation").str.starts_with("sae:") & (pl.col("rank") == 0))
-            if len(ranked):
-                lines += _pivot_lines(f"{pair}: the top-ranked SAE feature (id, class, top tokens):", ranked,
-                                      ["representation"], lambda r: f"{r['feature']} {r['top_class']} "
-                                      f"({', '.join((r['top_tokens'] or [])[:3])})")
-        tokens = pl.read_parquet(folder / "tokens.parquet")
-        if len(tokens):
-            lines += _pivot_lines(f"{pair}: concept token probes, test AUROC / average precision:", tokens,
-                                  ["representation", "concept"],
-                                  lambda r: f"{r['auroc']:.3f} / {r['average_precision']:.3f}")
-        scores_path = folder.parent / "clusters/scores.parquet"
-        if not scores_path.exists():
-            continue
-        scores = pl.read_parquet(scores_path)
-        lines += _pivot_lines(f"{pair}: k-means on test documents ({scores['pooling'][0]} pooling, "
-                              f"{scores['n_clusters'][0]} clusters), ARI / purity / silhouette:", scores,
-                              ["representation"], lambda r: f"{r['ari']:.3f} / {r['purity']:.3f} / {r['silhouette']:.3f}")
-    return lines
+def _probe_section(site: Site, probe_dir: str | None, cluster_dir: str | None, saes: list[dict]) -> str:
+    if not probe_dir:
+        return ""
+    folder = Path(probe_dir)
+    keys = {(f"sae:{s['recipe']}", s["site"], s["layer"], s["variant"]): s["key"] for s in saes}
+    probes = pl.read_parquet(folder / "probes.parquet")
+    parts = ['<h2 id="probes">Probes and clusters</h2>',
+             site.image(folder / "probe_accuracy.png", "probe_accuracy.png", "probe accuracy by layer"),
+             f"<h3>Sequence probes: held-out accuracy / macro-F1 (majority class {probes['chance'].max():.3f})</h3>",
+             _pivot(probes, ["representation", "pooling"], lambda r: f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}", "probes"),
+             """<p class=note>L2 logistic regression on pooled documents, C chosen by stratified CV inside the train
+split, scored on the test split. raw: the residual stream; sae:&lt;recipe&gt;: that SAE's latents.</p>"""]
+    sparse = pl.read_parquet(folder / "sparse.parquet")
+    if len(sparse):
+        parts += [site.image(folder / "sparse.png", "sparse.png", "k-sparse probe accuracy"),
+                  f"<h3>k-sparse probes: held-out accuracy of the top-k features ({sparse['pooling'][0]} pooling)</h3>",
+                  _pivot(sparse, ["representation", "k"], lambda r: f"{r['accuracy']:.3f}", "sparse")]
+        ranked = pl.read_parquet(folder / "ranked.parquet").filter(pl.col("representation").str.starts_with("sae:")
+                                                                   & (pl.col("rank") < 5))
+        rows = []
+        for r in ranked.sort("representation", "site", "layer", "variant", "rank").iter_rows(named=True):
+            key = keys.get((r["representation"], r["site"], r["layer"], r["variant"]))
+            rows.append([r["representation"], r["layer"], r["variant"], r["rank"] + 1,
+                         feature_link(key, r["feature"]) if key else r["feature"], r["top_class"], r["f_score"],
+                         " ".join((r["top_tokens"] or [])[:5])])
+        if rows:
+            parts += ["<h3>The features the sparse probes pick first</h3>",
+                      table(["representation", "layer", "variant", "rank", "feature", "class", "ANOVA F", "top tokens"],
+                            rows, "ranked", 1)]
+    tokens = pl.read_parquet(folder / "tokens.parquet")
+    if len(tokens):
+        parts += ["<h3>Concept token probes: test AUROC / average precision</h3>",
+                  _pivot(tokens, ["representation", "concept"], lambda r: f"{r['auroc']:.3f} / {r['average_precision']:.3f}",
+                         "token-probes")]
+    if cluster_dir:
+        scores = pl.read_parquet(Path(cluster_dir) / "scores.parquet")
+        parts += [f"<h3>k-means on test documents ({scores['pooling'][0]} pooling, {scores['n_clusters'][0]} clusters):"
+                  " ARI / purity / silhouette</h3>",
+                  _pivot(scores, ["representation"], lambda r: f"{r['ari']:.3f} / {r['purity']:.3f} / {r['silhouette']:.3f}",
+                         "clusters"),
+                  site.image(Path(cluster_dir) / "clusters.png", "clusters.png", "clusters")]
+    return "\n".join(parts)
 
 
-def head_lines(root: Path, top: int = 5) -> list[str]:
-    """The heads whose zero ablation costs most task loss in each variant, and the heads whose patterns
-    changed most (heads_summary/changes.parquet)."""
-    lines = []
-    for path in sorted(root.glob("analysis/*/*/heads_summary/changes.parquet")):
-        pair = f"{path.parent.parent.parent.name} / {path.parent.parent.name}"
-        change = pl.read_parquet(path)
-        n_docs = io.read_json(path.parent.parent / "heads/finetuned/heads.json")["n_docs"]
-        modes = [m for m in ("zero", "mean") if f"task_{m}_delta_loss_pretrained" in change.columns]
-        head = "| " + " | ".join(f"{v}: head (type), {modes[0]}-ablation task loss change"
-                                 for v in ("pretrained", "finetuned")) + " |"
-        lines += ["", f"{pair}: most important heads, in order ({n_docs} test documents; loss ablated - clean, "
-                  f"other modes in brackets):", "", head, "|---|---|"]
-        ranked = {v: change.sort(f"task_{modes[0]}_delta_loss_{v}", descending=True).head(top)
-                  for v in ("pretrained", "finetuned")}
-        for i in range(top):
-            cells = []
-            for v, table in ranked.items():
-                r = table.row(i, named=True)
-                others = ", ".join(f"{m} {r[f'task_{m}_delta_loss_{v}']:+.3f}" for m in modes[1:])
-                cells.append(f"L{r['layer']}H{r['head']} ({r[f'type_{v}']}) {r[f'task_{modes[0]}_delta_loss_{v}']:+.3f}"
-                             + (f" ({others})" if others else ""))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"{pair}: heads whose attention patterns changed most (Jensen-Shannon distance):", "",
-                  "| head | JS distance | type pre -> ft | task loss change pre / ft (zero ablation) |", "|---|---|---|---|"]
-        for r in change.sort("js_distance", descending=True).head(top).iter_rows(named=True):
-            lines.append(f"| L{r['layer']}H{r['head']} | {r['js_distance']:.3f} | {r['type_pretrained']} -> "
-                         f"{r['type_finetuned']} | {_fmt(r.get('task_zero_delta_loss_pretrained'), 3)} / "
-                         f"{_fmt(r.get('task_zero_delta_loss_finetuned'), 3)} |")
-    return lines
+def _heads_section(site: Site, heads_dir: str | None, top: int = 8) -> str:
+    if not heads_dir:
+        return ""
+    folder = Path(heads_dir)
+    shutil.copyfile(folder / "patterns.html", site.root / "heads.html")
+    change = pl.read_parquet(folder / "changes.parquet")
+    modes = [m for m in ("zero", "mean") if f"task_{m}_delta_loss_pretrained" in change.columns]
+
+    def head_link(r) -> Raw:
+        return link(f"heads.html#layer={r['layer']}&head={r['head']}", f"L{r['layer']}H{r['head']}", "attention patterns")
+
+    rows = []
+    ranked = {v: change.sort(f"task_{modes[0]}_delta_loss_{v}", descending=True).head(top).rows(named=True) for v in VARIANTS}
+    for i in range(min(top, len(change))):
+        row = [i + 1]
+        for v in VARIANTS:
+            r = ranked[v][i]
+            row += [head_link(r), r[f"type_{v}"], *(r[f"task_{m}_delta_loss_{v}"] for m in modes)]
+        rows.append(row)
+    per_variant = ["head", "type", *(f"{m} abl. Δloss" for m in modes)]
+    changed = [[head_link(r), r["js_distance"], r["type_pretrained"], r["type_finetuned"],
+                *(r[f"task_{m}_delta_loss_{v}"] for m in modes for v in VARIANTS)]
+               for r in change.sort("js_distance", descending=True).head(top).iter_rows(named=True)]
+    return f"""<h2 id="heads">Attention heads</h2>
+<p><a href="heads.html">Interactive attention patterns</a>: pick a head, hover a token, both models side by side.</p>
+{site.image(folder / "ablation.png", "heads_ablation.png", "head ablation effects")}
+<h3>Most important heads (task loss change when ablated; pretrained left, fine-tuned right)</h3>
+{table(["rank", *(f"pre {c}" for c in per_variant), *(f"ft {c}" for c in per_variant)], rows, "heads-important")}
+{site.image(folder / "pattern_change.png", "heads_pattern_change.png", "attention pattern change")}
+<h3>Heads whose attention changed most (Jensen-Shannon distance on the same tokens)</h3>
+{table(["head", "JS distance", "type pre", "type ft", *(f"{m} abl. Δloss {v[:3]}" for m in modes for v in VARIANTS)], changed, "heads-changed")}
+<p class=note>Zero ablation sets the head's output to zero, mean ablation to its mean over the documents' tokens; Δloss
+is ablated minus clean test cross-entropy of the variant's classifier (pretrained: frozen body and fitted linear
+head).</p>"""
+
+
+def page(model: str, dataset: str, paths: dict, out_dir: str) -> None:
+    """Write the report folder of one (model, dataset); `paths` names its inputs (see `main`)."""
+    meta, metrics = io.read_json(paths["meta"]), io.read_json(paths["metrics"])
+    head = io.read_json(paths["head"]) if paths.get("head") else None
+    saes = describe_saes(paths.get("saes") or [])
+    diffs = {(Path(d).name, Path(d).parent.parent.name, int(Path(d).parent.name[1:])): pl.read_parquet(Path(d) / "diff.parquet")
+             for d in paths.get("diffs") or []}
+    title = f"{model} fine-tuned on {dataset}"
+    final = Path(out_dir)
+    with io.atomic_dir(final) as tmp:
+        site = Site(tmp, final)
+        nav = ['<a href="#accuracy">accuracy</a>', '<a href="#similarity">similarity</a>', '<a href="#saes">SAEs</a>']
+        if saes:
+            write_feature_data(saes, diffs, tmp)
+            write_sentence_data(saes, tmp)
+            (tmp / "feature.html").write_text(feature_page(saes, title))
+            (tmp / "sentences.html").write_text(sentence_page(saes, title))
+            nav += ['<a href="feature.html">feature pages</a>', '<a href="sentences.html">sentence view</a>']
+        sections = [_accuracy_section(metrics, meta, head), _similarity_section(site, paths["similarity"], paths["plot"]),
+                    _sae_section(site, paths.get("saes") or []), _concept_section(saes),
+                    _diff_section(site, paths.get("diffs") or [], paths.get("diff_summaries") or [], saes),
+                    _probe_section(site, paths.get("probe_summary"), paths.get("clusters"), saes),
+                    _heads_section(site, paths.get("heads_summary"))]
+        for anchor, name in (("concepts", "concepts"), ("diff", "feature diff"), ("probes", "probes"), ("heads", "heads")):
+            if any(f'id="{anchor}"' in s for s in sections):
+                nav.append(f'<a href="#{anchor}">{name}</a>')
+        artifacts = f"""<h2 id="files">Files</h2><ul>
+<li><a href="{site.outside(paths['metrics'])}">metrics.json</a> and the fine-tuned model folder
+<a href="{site.outside(Path(paths['metrics']).parent)}">{html.escape(str(Path(paths['metrics']).parent))}</a></li>
+<li><a href="{site.outside(paths['similarity'])}">similarity.parquet</a>, <a href="{site.outside(paths['meta'])}">dataset metadata</a></li>
+</ul><h3>Activation sets</h3><ul>{_activation_links(site, paths.get("extracts") or [])}</ul>
+<p class=note>These links point into results/ beside this folder.</p>"""
+        body = (f'<p><a href="../../index.html">&larr; study index</a></p><h1>{html.escape(title)}</h1>'
+                f'<nav class="toc">{" ".join(nav)}</nav>' + "\n".join(sections) + artifacts)
+        (tmp / "index.html").write_text(html_page(f"{model} / {dataset}", body))
+        io.write_json(summary_numbers(model, dataset, metrics, paths, saes), tmp / "summary.json")
+
+
+def summary_numbers(model: str, dataset: str, metrics: dict, paths: dict, saes: list[dict]) -> dict:
+    """The few numbers the study index shows for this (model, dataset)."""
+    last = pl.read_parquet(paths["similarity"]).sort("layer").row(-1, named=True)
+    kept = live = 0
+    for folder in paths.get("diffs") or []:
+        counts = io.read_json(Path(folder) / "diff.json")["categories"]["pretrained"]["counts"]
+        kept += counts.get("retained", 0) + counts.get("drifted", 0)
+        live += sum(counts.values()) - counts.get("dead", 0)
+    best_probe = None
+    if paths.get("probe_summary"):
+        probes = pl.read_parquet(Path(paths["probe_summary"]) / "probes.parquet").filter(pl.col("variant") == "finetuned")
+        best_probe = finite(probes["accuracy"].max()) if len(probes) else None
+    return {"model": model, "dataset": dataset, "accuracy_pretrained": metrics["pretrained"]["accuracy"],
+            "accuracy_finetuned": metrics["finetuned"]["accuracy"], "last_layer_cka": finite(last["cka_debiased"]),
+            "last_layer_mean_cosine": finite(last["mean_cosine"]), "n_saes": len(saes),
+            "retained_fraction": kept / live if live else None, "best_probe": best_probe}
+
+
+def index(pages: list[str], out: str) -> None:
+    """The study index: one row per (model, dataset) report folder, read back from the folders' summary.json."""
+    rows = []
+    for folder in pages:
+        s = io.read_json(Path(folder) / "summary.json")
+        base = rel(folder, Path(out).parent)
+        links = [link(f"{base}/index.html", "report")]
+        if s["n_saes"]:
+            links += [link(f"{base}/feature.html", "features"), link(f"{base}/sentences.html", "sentences")]
+        plot = Raw(f'<a href="{html.escape(base)}/index.html#similarity"><img class=thumb alt="similarity by layer" '
+                   f'src="{html.escape(base)}/img/similarity.png"></a>')
+        rows.append([Raw(f"{html.escape(s['model'])} / {html.escape(s['dataset'])}"), plot, s["accuracy_pretrained"],
+                     s["accuracy_finetuned"], s["last_layer_cka"], s["last_layer_mean_cosine"], s["n_saes"],
+                     s["retained_fraction"], s["best_probe"], Raw(" · ".join(links))])
+    header = ["model / dataset", "similarity by layer", "accuracy pretrained", "accuracy fine-tuned", "last-layer CKA (debiased)",
+              "last-layer cos(mean)", "SAEs", "pretrained features retained or drifted", "best probe accuracy", "pages"]
+    body = ("<h1>What fine-tuning changed: study index</h1>" + table(header, rows, "index")
+            + "<p class=note>Retained or drifted: share of live pretrained SAE features that the fine-tuned SAE still has "
+              "(all recipes and layers). Best probe: the highest held-out sequence-probe accuracy over layers and "
+              "representations of the fine-tuned model.</p>")
+    with io.atomic_path(out) as tmp:
+        tmp.write_text(html_page("study index", body))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workflow report", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("page", help="one (model, dataset) page")
-    for name in ("model", "dataset", "meta", "metrics", "similarity", "plot", "out"):
+    p = sub.add_parser("page", help="the report folder of one (model, dataset)")
+    for name in ("model", "dataset", "meta", "metrics", "similarity", "plot", "out-dir"):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--extracts", nargs="+", required=True, help="extract.json of each variant and split")
     p.add_argument("--head", help="metrics.json of the pretrained model's fitted linear head")
-    p.add_argument("--evals", nargs="*", default=[], help="eval.json of each SAE of this (model, dataset)")
+    p.add_argument("--extracts", nargs="*", default=[], help="extract.json of each variant and split")
+    p.add_argument("--saes", nargs="*", default=[], help="SAE folders (eval.json, features.*, examples, sentences)")
+    p.add_argument("--diffs", nargs="*", default=[], help="diff folders (diff.json, diff.parquet, changed.parquet)")
+    p.add_argument("--diff-summaries", nargs="*", default=[], help="diff_summary folders, one per recipe")
+    p.add_argument("--probe-summary", help="probe_summary folder")
+    p.add_argument("--clusters", help="clusters folder")
+    p.add_argument("--heads-summary", help="heads_summary folder")
     i = sub.add_parser("index", help="the study index")
-    for name in ("pages", "metrics", "similarity"):
-        i.add_argument(f"--{name}", nargs="+", required=True)
+    i.add_argument("--pages", nargs="+", required=True, help="report folders")
     i.add_argument("--out", required=True)
     m = sub.add_parser("summary", help="print the README's markdown tables for a finished study")
     m.add_argument("--results", default="results")
     args = parser.parse_args(argv)
     if args.what == "summary":
+        from workflow.report_summary import summary
+
         print(summary(args.results))
     elif args.what == "page":
-        page(args.model, args.dataset, args.meta, args.metrics, args.similarity, args.plot, args.extracts, args.out,
-             args.head, args.evals)
+        paths = {k: getattr(args, k) for k in ("meta", "metrics", "similarity", "plot", "head", "extracts", "saes", "diffs",
+                                               "diff_summaries", "probe_summary", "clusters", "heads_summary")}
+        page(args.model, args.dataset, paths, args.out_dir)
     else:
-        index(args.pages, args.metrics, args.similarity, args.out)
+        index(args.pages, args.out)
