@@ -185,7 +185,8 @@ def test_report_in_a_browser(study, tmp_path):
         assert page.locator("table.heads-important tbody tr").count() >= 5
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
         assert len(images) >= 8 and all(width > 0 for _, width in images), images
-        assert page.locator("table.changed a[href^='feature.html#sae=']").count() > 0
+        for linked in ("changed", "ranked", "cluster-details"):  # rows that name a feature link to its page
+            assert page.locator(f"table.{linked} a[href^='feature.html#sae=']").count() > 0, linked
         page.screenshot(path=tmp_path / "report.png", full_page=True)
 
         key = "finetuned-resid_post-L2-topk"
@@ -286,8 +287,9 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     assert jobs["features"] == "4" and jobs["diff"] == "2" and jobs["diff_summary"] == "2"
     cfg["saes"]["relu"]["datasets"] = ["reviews"]
     cfg["probe"]["layers"] = [1, 2]  # widening the probe scope adds the L1 probes; re-runs only the gathering jobs
-    jobs = _dry_run_jobs(work, cfg, "probe_scope.yaml")
-    assert jobs == {"probe": "8", "cluster": "4", "probe_summary": "4", "all": "1", "total": "17"}, jobs
+    jobs = _dry_run_jobs(work, cfg, "probe_scope.yaml")  # and the 4 report pages that show probes, and the index
+    assert jobs == {"probe": "8", "cluster": "4", "probe_summary": "4", "report": "4", "report_index": "1", "all": "1",
+                    "total": "22"}, jobs
 
 
 def test_editing_one_stage_source_reruns_that_stage_and_its_dependants(study, tmp_path):
@@ -311,9 +313,10 @@ def test_editing_one_stage_source_reruns_that_stage_and_its_dependants(study, tm
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
     # features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs and 4 recipe
-    # summaries; the 4 probes and 2 cluster jobs that read the features tables, and 2 probe summaries
+    # summaries; the 4 probes and 2 cluster jobs that read the features tables, and 2 probe summaries; the 2
+    # report pages with feature pages (reviews) and the index
     assert jobs == {"features": "8", "diff": "4", "diff_summary": "4", "probe": "4", "cluster": "2",
-                    "probe_summary": "2", "all": "1", "total": "25"}, jobs
+                    "probe_summary": "2", "report": "2", "report_index": "1", "all": "1", "total": "28"}, jobs
 
 
 def test_adding_a_dataset_adds_only_its_jobs(study):
@@ -443,11 +446,13 @@ def test_heads_of_the_tiny_study(study):
 def test_heads_scope_and_viewer_edits_rerun_only_their_jobs(study):
     work, cfg = study
     cfg = json.loads(json.dumps(cfg))
-    cfg["heads"]["n_examples"] = 2  # only the viewer shows it
-    assert _dry_run_jobs(work, cfg, "heads_view.yaml") == {"heads_summary": "2", "all": "1", "total": "3"}
+    cfg["heads"]["n_examples"] = 2  # only the viewer shows it (and the 2 report pages that carry the viewer)
+    assert _dry_run_jobs(work, cfg, "heads_view.yaml") == {"heads_summary": "2", "report": "2", "report_index": "1",
+                                                           "all": "1", "total": "6"}
     cfg["heads"]["n_examples"] = 3
-    cfg["heads"]["datasets"] = ["reviews", "news"]  # widening the scope adds the news heads only
-    assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {"heads": "4", "heads_summary": "2", "all": "1", "total": "7"}
+    cfg["heads"]["datasets"] = ["reviews", "news"]  # widening the scope adds the news heads (and their 2 pages)
+    assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {"heads": "4", "heads_summary": "2", "report": "2",
+                                                            "report_index": "1", "all": "1", "total": "10"}
 
 
 def test_gpu_jobs_never_share_a_card(study):

@@ -269,8 +269,28 @@ split, scored on the test split. raw: the residual stream; sae:&lt;recipe&gt;: t
                   " ARI / purity / silhouette</h3>",
                   _pivot(scores, ["representation"], lambda r: f"{r['ari']:.3f} / {r['purity']:.3f} / {r['silhouette']:.3f}",
                          "clusters"),
-                  site.image(Path(cluster_dir) / "clusters.png", "clusters.png", "clusters")]
+                  site.image(Path(cluster_dir) / "clusters.png", "clusters.png", "clusters"),
+                  _cluster_details(Path(cluster_dir) / "clusters.parquet", keys)]
     return "\n".join(parts)
+
+
+def _cluster_details(path: Path, keys: dict) -> str:
+    """Each cluster of the SAE representations: size, majority class, the features that lift it most (linked)."""
+    if not path.exists():
+        return ""
+    clusters = pl.read_parquet(path).filter(pl.col("representation").str.starts_with("sae:"))
+    rows = []
+    for r in clusters.sort("representation", "site", "layer", "variant", "cluster").iter_rows(named=True):
+        key = keys.get((r["representation"], r["site"], r["layer"], r["variant"]))
+        links = " ".join(str(feature_link(key, f) if key else f) for f in r["top_features"] or [])
+        rows.append([r["representation"], r["layer"], r["variant"], r["cluster"], r["size"],
+                     f"{r['majority']} ({r['majority_share']:.2f})", Raw(links), (r["nearest_texts"] or [""])[0]])
+    if not rows:
+        return ""
+    return ("<details><summary>Clusters of the SAE latents: size, majority class, the features most above their mean "
+            "in the cluster, and the document nearest its centre</summary>"
+            + table(["representation", "layer", "variant", "cluster", "documents", "majority class", "top features",
+                     "nearest document"], rows, "cluster-details") + "</details>")
 
 
 def _heads_section(site: Site, heads_dir: str | None, top: int = 8) -> str:

@@ -247,6 +247,7 @@ function panel(s, r, selected) {
   <h3>Top examples</h3><div class="examples top">${examples(r, 'top')}</div>
   <h3>Quantile examples</h3><div class="examples quantile">${examples(r, 'quantile')}</div></div>`;
 }
+const SHORT = {retained: 'ret', drifted: 'drift', overwritten: 'over', new: 'new', dead: 'dead'};
 let listKey = null, listRows = [];
 async function showList(key, f) {
   if (listKey !== key) {
@@ -258,7 +259,7 @@ async function showList(key, f) {
   let rows = listRows.filter(r => !filter || r.top.toLowerCase().includes(filter) || String(r.id) === filter || (r.category || '').startsWith(filter));
   if (order !== 'id') rows = rows.slice().sort((a, b) => (b[order] ?? -1) - (a[order] ?? -1));
   document.getElementById('list').innerHTML = `<table><tr><th>id</th><th>freq</th><th>AUROC</th><th class=l>top tokens</th></tr>` +
-    rows.slice(0, 300).map(r => `<tr data-id="${r.id}" class="${r.id === f ? 'sel' : ''}"><td><a href="#sae=${key}&f=${r.id}">${r.id}</a>${r.category ? ` <span class="pill ${r.category}">${r.category[0]}</span>` : ''}</td><td>${num(100 * r.frequency, 2)}%</td><td>${num(r.best_auroc, 2)} ${esc(r.best_class || '')}</td><td class=l>${esc(r.top)}</td></tr>`).join('') + '</table>' +
+    rows.slice(0, 300).map(r => `<tr data-id="${r.id}" class="${r.id === f ? 'sel' : ''}"><td><a href="#sae=${key}&f=${r.id}">${r.id}</a>${r.category ? ` <span class="pill ${r.category}" title="${r.category}">${SHORT[r.category] || r.category}</span>` : ''}</td><td>${num(100 * r.frequency, 2)}%</td><td>${num(r.best_auroc, 2)} ${esc(r.best_class || '')}</td><td class=l>${esc(r.top)}</td></tr>`).join('') + '</table>' +
     (rows.length > 300 ? `<p class=note>${rows.length - 300} more: filter or sort</p>` : '');
 }
 async function show() {
