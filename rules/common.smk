@@ -254,7 +254,8 @@ def report_inputs(w):
         "probes": [f"{analysis}/probe_summary/{name}" for name in
                    ("probes.parquet", "sparse.parquet", "ranked.parquet", "tokens.parquet", "probe_accuracy.png", "sparse.png")]
         if probed else [],
-        "clusters": [f"{analysis}/clusters/scores.parquet", f"{analysis}/clusters/clusters.png"] if probed else [],
+        "clusters": [f"{analysis}/clusters/{name}" for name in ("scores.parquet", "clusters.parquet", "clusters.png")]
+        if probed else [],
         "heads": [f"{analysis}/heads_summary/{name}" for name in
                   ("changes.parquet", "ablation.png", "pattern_change.png", "patterns.html")]
         if dataset in heads_datasets() else [],

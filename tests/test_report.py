@@ -75,4 +75,7 @@ def test_sentence_data_lists_each_token_with_its_features(planted_sae):
 
 def test_embedded_data_cannot_close_its_script_tag():
     html = page("t", "<p>x</p>", "", {"text": "</script><script>alert(1)</script>"})
-    assert html.count("</script>") == 1 and "<\\/script>" in html
+    assert html.count("</script>") == 1 and "\\u003c/script>" in html and "<!--" not in page("t", "", "", {"a": "<!--"})
+    import re
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', html).group(1))
+    assert data == {"text": "</script><script>alert(1)</script>"}  # the escape is JSON: the page's script reads it back

@@ -163,8 +163,8 @@ def test_report_in_a_browser(study, tmp_path):
     feature = table.sort("n_active", descending=True).row(0, named=True)
     examples = pl.read_parquet(folder / "examples.parquet").filter(
         (pl.col("feature") == feature["feature"]) & (pl.col("kind") == "top")).sort("rank")
-    partner = pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet").filter(
-        (pl.col("side") == "finetuned") & (pl.col("feature") == feature["feature"]))["partner"][0]
+    partner, category = pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet").filter(
+        (pl.col("side") == "finetuned") & (pl.col("feature") == feature["feature"])).select("partner", "category").row(0)
     sentences = pl.read_parquet(work / "results/saes/bert/pretrained/reviews/resid_post/L2/topk/sentences.parquet")
     with open_browser() as page:
         page.goto((reports / "index.html").as_uri())
@@ -203,9 +203,12 @@ def test_report_in_a_browser(study, tmp_path):
         assert center.get_attribute("title") == f"{first['tokens'][first['center']]}: {first['activation']:.3f}"
         auroc = mine.locator("table.labels tr").nth(2).locator("td").nth(2).inner_text()
         assert auroc == f"{feature['auroc:1']:.3f}"
-        if partner >= 0:  # the matched pretrained feature, side by side
-            other = page.locator(".panel[data-sae='pretrained-resid_post-L2-topk']")
+        other = page.locator(".panel[data-sae='pretrained-resid_post-L2-topk']")
+        assert category in mine.locator(".pill").first.inner_text()
+        if category in ("retained", "drifted"):  # the matched pretrained feature, side by side
             assert f"feature {partner}" in other.locator(".feature-title").inner_text()
+        else:  # new or dead: no partner panel
+            assert other.count() == 0
         assert page.locator("#list tr[data-id]").count() == 64
         page.screenshot(path=tmp_path / "feature.png", full_page=True)
 

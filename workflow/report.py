@@ -276,8 +276,6 @@ split, scored on the test split. raw: the residual stream; sae:&lt;recipe&gt;: t
 
 def _cluster_details(path: Path, keys: dict) -> str:
     """Each cluster of the SAE representations: size, majority class, the features that lift it most (linked)."""
-    if not path.exists():
-        return ""
     clusters = pl.read_parquet(path).filter(pl.col("representation").str.starts_with("sae:"))
     rows = []
     for r in clusters.sort("representation", "site", "layer", "variant", "cluster").iter_rows(named=True):
@@ -344,8 +342,8 @@ def page(model: str, dataset: str, paths: dict, out_dir: str) -> None:
         if saes:
             write_feature_data(saes, diffs, tmp)
             write_sentence_data(saes, tmp)
-            (tmp / "feature.html").write_text(feature_page(saes, title))
-            (tmp / "sentences.html").write_text(sentence_page(saes, title))
+            (tmp / "feature.html").write_text(feature_page(saes, title), encoding="utf-8")
+            (tmp / "sentences.html").write_text(sentence_page(saes, title), encoding="utf-8")
             nav += ['<a href="feature.html">feature pages</a>', '<a href="sentences.html">sentence view</a>']
         sections = [_accuracy_section(metrics, meta, head), _similarity_section(site, paths["similarity"], paths["plot"]),
                     _sae_section(site, paths.get("saes") or []), _concept_section(saes),
@@ -363,7 +361,7 @@ def page(model: str, dataset: str, paths: dict, out_dir: str) -> None:
 <p class=note>These links point into results/ beside this folder.</p>"""
         body = (f'<p><a href="../../index.html">&larr; study index</a></p><h1>{html.escape(title)}</h1>'
                 f'<nav class="toc">{" ".join(nav)}</nav>' + "\n".join(sections) + artifacts)
-        (tmp / "index.html").write_text(html_page(f"{model} / {dataset}", body))
+        (tmp / "index.html").write_text(html_page(f"{model} / {dataset}", body), encoding="utf-8")
         io.write_json(summary_numbers(model, dataset, metrics, paths, saes), tmp / "summary.json")
 
 
@@ -406,7 +404,7 @@ def index(pages: list[str], out: str) -> None:
               "(all recipes and layers). Best probe: the highest held-out sequence-probe accuracy over layers and "
               "representations of the fine-tuned model.</p>")
     with io.atomic_path(out) as tmp:
-        tmp.write_text(html_page("study index", body))
+        tmp.write_text(html_page("study index", body), encoding="utf-8")
 
 
 def main(argv=None) -> None:

@@ -107,11 +107,12 @@ def write_feature_data(saes: list[dict], diffs: dict[tuple, pl.DataFrame], out: 
         records = feature_records(s["folder"], s["labels"], side)
         folder = out / "data/features" / s["key"]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "index.js").write_text(_script(f"features/{s['key']}/index", json.dumps(feature_index(records), allow_nan=False)))
+        (folder / "index.js").write_text(_script(f"features/{s['key']}/index", json.dumps(feature_index(records), allow_nan=False)),
+                                     encoding="utf-8")
         lines = records.write_ndjson().splitlines()
         for n in range(s["n_chunks"]):
             body = "[" + ",\n".join(lines[n * CHUNK:(n + 1) * CHUNK]) + "]"
-            (folder / f"c{n}.js").write_text(_script(f"features/{s['key']}/c{n}", body))
+            (folder / f"c{n}.js").write_text(_script(f"features/{s['key']}/c{n}", body), encoding="utf-8")
         s["default_feature"] = default_feature(records)
 
 
@@ -145,7 +146,7 @@ def sentence_data(saes: list[dict], max_top: int = 3) -> dict:
 def write_sentence_data(saes: list[dict], out: Path) -> dict:
     data = sentence_data(saes)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / "data/sentences.js").write_text(_script("sentences", json.dumps(data, allow_nan=False)))
+    (out / "data/sentences.js").write_text(_script("sentences", json.dumps(data, allow_nan=False)), encoding="utf-8")
     return data
 
 
@@ -157,17 +158,18 @@ def catalogue(saes: list[dict]) -> list[dict]:
 
 LOADER_JS = r"""
 const DATA = JSON.parse(document.getElementById('data').textContent);
-const cache = {}, waiting = {};
-window.reportData = (name, payload) => { cache[name] = payload; (waiting[name] || []).forEach(f => f(payload)); delete waiting[name]; };
+const cache = {}, waiting = {}, failing = {};
+window.reportData = (name, payload) => { cache[name] = payload; (waiting[name] || []).forEach(f => f(payload)); delete waiting[name]; delete failing[name]; };
 function load(name) {
   if (name in cache) return Promise.resolve(cache[name]);
   return new Promise((resolve, reject) => {
     const first = !(name in waiting);
     (waiting[name] = waiting[name] || []).push(resolve);
+    (failing[name] = failing[name] || []).push(reject);
     if (!first) return;
     const s = document.createElement('script');
     s.src = 'data/' + name + '.js';
-    s.onerror = () => { delete waiting[name]; reject(new Error('cannot load ' + s.src)); };
+    s.onerror = () => { const all = failing[name] || []; delete waiting[name]; delete failing[name]; all.forEach(f => f(new Error('cannot load ' + s.src))); };
     document.head.appendChild(s);
   });
 }
@@ -228,10 +230,14 @@ function examples(r, kind) {
   if (!ex.length) return '<p class=note>none</p>';
   return ex.map(e => `<div class="example"><span class="val">${kind === 'quantile' ? 'q' + (e.rank + 1) + ' ' : ''}${num(e.activation, 2)}</span>${tokenSpans(e.tokens, e.acts, r.max_activation, e.center)}</div>`).join('');
 }
+const SAME = new Set(['retained', 'drifted']);
+function matched(s, r) { return !!(r.match && s.partner_key && r.match.partner >= 0 && SAME.has(r.match.category)); }
 function matchLine(s, r) {
-  if (!r.match) return '';
+  if (!r.match || !s.partner_key) return '';
   const m = r.match, cat = m.category || 'n/a';
-  const partner = m.partner >= 0 ? `matched to <a href="#sae=${s.partner_key}&f=${m.partner}">${SAES[s.partner_key].variant} feature ${m.partner}</a>, decoder cosine ${num(m.decoder_cos)}, activation correlation ${num(m.act_corr)}` : `no match (best decoder cosine ${num(m.best_cos)})`;
+  const partner = matched(s, r) ? `matched to <a href="#sae=${s.partner_key}&f=${m.partner}">${SAES[s.partner_key].variant} feature ${m.partner}</a>, decoder cosine ${num(m.decoder_cos)}, activation correlation ${num(m.act_corr)}` : m.partner >= 0
+    ? `no match: the matching paired it with ${SAES[s.partner_key].variant} feature <a href="#sae=${s.partner_key}&f=${m.partner}">${m.partner}</a> (decoder cosine ${num(m.decoder_cos)}), below the threshold or not firing`
+    : `no match (best decoder cosine ${num(m.best_cos)})`;
   return `<p><span class="pill ${cat}">${cat}</span> ${partner}</p>`;
 }
 function panel(s, r, selected) {
@@ -249,9 +255,11 @@ function panel(s, r, selected) {
 }
 const SHORT = {retained: 'ret', drifted: 'drift', overwritten: 'over', new: 'new', dead: 'dead'};
 let listKey = null, listRows = [];
-async function showList(key, f) {
+let generation = 0;
+async function showList(key, f, my = generation) {
   if (listKey !== key) {
     const idx = await load(`features/${key}/index`);
+    if (my !== generation) return;
     listKey = key;
     listRows = idx.feature.map((id, i) => ({id, frequency: idx.frequency[i], max: idx.max[i], best_class: idx.best_class[i], best_auroc: idx.best_auroc[i], top: idx.top[i], category: idx.category ? idx.category[i] : null}));
   }
@@ -263,6 +271,7 @@ async function showList(key, f) {
     (rows.length > 300 ? `<p class=note>${rows.length - 300} more: filter or sort</p>` : '');
 }
 async function show() {
+  const my = ++generation;
   const p = hashParams(), key = SAES[p.sae] ? p.sae : DATA.saes[0].key, s = SAES[key];
   const f = Math.min(Math.max(parseInt(p.f ?? s.default_feature, 10) || 0, 0), s.d_sae - 1);
   document.getElementById('sae').value = key;
@@ -270,14 +279,15 @@ async function show() {
   const r = await feature(key, f);
   await load(`features/${key}/index`);
   const panels = [[s, r, true]];
-  if (r.match && r.match.partner >= 0 && s.partner_key) {
+  if (matched(s, r)) {
     panels.push([SAES[s.partner_key], await feature(s.partner_key, r.match.partner), false]);
     await load(`features/${s.partner_key}/index`);
   }
+  if (my !== generation) return;
   panels.sort((a, b) => (a[0].variant === 'pretrained' ? 0 : 1) - (b[0].variant === 'pretrained' ? 0 : 1));
   document.getElementById('view').innerHTML = `<div class="panels">${panels.map(x => panel(...x)).join('')}</div>`;
   document.title = `${saeLabel(s)} feature ${f}`;
-  await showList(key, f);
+  await showList(key, f, my);
 }
 function go(key, f) { location.hash = `sae=${key}&f=${f}`; }
 document.getElementById('sae').innerHTML = DATA.saes.map(s => `<option value="${s.key}">${esc(saeLabel(s))}</option>`).join('');
@@ -285,7 +295,7 @@ document.getElementById('sae').onchange = e => go(e.target.value, SAES[e.target.
 document.getElementById('fid').onchange = e => go(document.getElementById('sae').value, e.target.value);
 document.getElementById('prev').onclick = () => go(document.getElementById('sae').value, Math.max(0, +document.getElementById('fid').value - 1));
 document.getElementById('next').onclick = () => go(document.getElementById('sae').value, +document.getElementById('fid').value + 1);
-document.getElementById('sort').onchange = document.getElementById('filter').oninput = () => showList(listKey, +document.getElementById('fid').value);
+document.getElementById('sort').onchange = document.getElementById('filter').oninput = () => { if (listKey) showList(listKey, +document.getElementById('fid').value); };
 window.addEventListener('hashchange', show);
 show().then(() => document.body.dataset.ready = '1');
 """
@@ -330,7 +340,8 @@ function chips(key, doc, tokens, show) {
   }).join('');
 }
 function render() {
-  const p = hashParams(), doc = Math.min(parseInt(p.doc || '0', 10) || 0, S.docs.length - 1);
+  if (!S.docs.length) { document.getElementById('sentence').innerHTML = '<p class=note>No sentences: features.sentence_docs is 0.</p>'; return; }
+  const p = hashParams(), doc = Math.max(0, Math.min(parseInt(p.doc || '0', 10) || 0, S.docs.length - 1));
   const recipes = RECIPES, recipe = recipes.includes(p.recipe) ? p.recipe : recipes[0];
   const show = parseInt(document.getElementById('show').value, 10);
   document.getElementById('doc').value = doc; document.getElementById('recipe').value = recipe;

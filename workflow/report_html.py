@@ -66,7 +66,7 @@ def page(title: str, body: str, script: str = "", data: dict | None = None) -> s
     """A whole HTML document; `data` is embedded as JSON in <script id="data"> for the page's script."""
     embedded = ""
     if data is not None:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
         embedded = f'<script id="data" type="application/json">{text}</script>'
     js = f"<script>{script}</script>" if script else ""
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
