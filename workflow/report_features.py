@@ -184,7 +184,7 @@ function tokenSpans(tokens, acts, max, center) {
 
 FEATURE_CSS = """
 body{max-width:110rem}.panel h2{font-size:1.15rem;margin-top:.2rem}.panel h3{font-size:.95rem;margin:.7rem 0 .2rem}
-.layout{display:grid;grid-template-columns:19rem 1fr;gap:1rem}#list{max-height:85vh;overflow:auto;font-size:.8rem}
+.layout{display:grid;grid-template-columns:25rem 1fr;gap:1rem}#list{max-height:85vh;overflow:auto;font-size:.8rem}
 #list table{margin:0}#list tr{cursor:pointer}#list tr.sel{background:#ffe8cc}.panels{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
 .panel{border:1px solid #ddd;border-radius:6px;padding:.6rem;min-width:0}.panel.sel{border-color:#f80}
 .example{font-family:ui-monospace,monospace;font-size:.8rem;margin:.15rem 0;overflow-wrap:anywhere}
