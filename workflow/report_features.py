@@ -37,15 +37,15 @@ def sae_key(e: dict) -> str:
 
 
 def describe_saes(sae_dirs: list[str]) -> list[dict]:
-    """One catalogue entry per SAE folder (eval.json and features.json), ordered by recipe, site, layer, variant."""
+    """One catalogue entry per SAE folder (eval.json and features.json): the recipe with most SAEs first, then by
+    recipe, site, layer and variant."""
     entries = []
     for folder in sae_dirs:
         e, f = io.read_json(Path(folder) / "eval.json"), io.read_json(Path(folder) / "features.json")
         entries.append({"key": sae_key(e), "folder": str(folder), "recipe": e["sae"], "architecture": e["architecture"],
                         "site": e["site"], "layer": e["layer"], "variant": e["variant"], "d_sae": e["d_sae"],
                         "fvu": finite(e["fvu"]), "l0": finite(e["l0"]), "dead": finite(e["dead_fraction"]),
-                        "labels": f["label_names"], "concepts": f["concepts"],
-                        "best_concept": {c: b and b["feature"] for c, b in f["best_feature_per_concept"].items()}})
+                        "labels": f["label_names"], "concepts": f["concepts"]})
     per_recipe = {r: sum(s["recipe"] == r for s in entries) for r in {s["recipe"] for s in entries}}
     entries.sort(key=lambda s: (-per_recipe[s["recipe"]], s["recipe"], s["site"], s["layer"], VARIANT_ORDER.get(s["variant"], 2)))
     by_place = {}
@@ -195,7 +195,7 @@ svg.hist rect{fill:#f80}svg.hist text{font-size:10px;fill:#444}.bar{display:inli
 FEATURE_JS = LOADER_JS + r"""
 const SAES = Object.fromEntries(DATA.saes.map(s => [s.key, s]));
 function saeLabel(s) { return `${s.recipe} ${s.site} L${s.layer} ${s.variant}`; }
-async function feature(key, f) { const s = SAES[key]; return (await load(`features/${key}/c${Math.floor(f / DATA.chunk)}`))[f % DATA.chunk]; }
+async function feature(key, f) { return (await load(`features/${key}/c${Math.floor(f / DATA.chunk)}`))[f % DATA.chunk]; }
 function histogram(r) {
   const h = r.hist_counts || [], w = 300, ht = 80, m = Math.max(1, ...h), bw = w / Math.max(h.length, 1);
   const bars = h.map((c, i) => `<rect x="${(i * bw).toFixed(1)}" y="${(ht - ht * c / m).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${(ht * c / m).toFixed(1)}"><title>${num(i * r.max_activation / h.length)}-${num((i + 1) * r.max_activation / h.length)}: ${c}</title></rect>`).join('');
