@@ -11,10 +11,6 @@ from workflow.report import SAE_COLUMNS, sae_rows
 from workflow.report_html import fmt
 
 
-def _fmt(x, digits: int = 4) -> str:
-    return fmt(x, digits)
-
-
 def summary(results: str = "results") -> str:
     """The README's tables (markdown) from a finished study's results folder."""
     root = Path(results)
@@ -51,7 +47,7 @@ def summary(results: str = "results") -> str:
             by_pair.setdefault(f"{e['model']} / {e['dataset']}", []).append(path)
         for pair, paths in by_pair.items():
             for row in sae_rows(paths):
-                lines.append(f"| {pair} | " + " | ".join(_fmt(v, 3) for v in row) + " |")
+                lines.append(f"| {pair} | " + " | ".join(fmt(v) for v in row) + " |")
     lines += concept_lines(root) + diff_lines(root) + probe_lines(root) + head_lines(root)
     heads = sorted(root.glob("heads/*/*/metrics.json"))
     if heads:
@@ -79,7 +75,7 @@ def concept_lines(root: Path) -> list[str]:
         lines += ["", title, "", head, "|---|---|---|---|" + "---|" * len(columns)]
         for (model, dataset, recipe, site, concept), cells in table.items():
             lines.append(f"| {model} / {dataset} | {recipe} | {site} | {concept} | "
-                         + " | ".join(_fmt(cells.get(c), 3) for c in columns) + " |")
+                         + " | ".join(fmt(cells.get(c)) for c in columns) + " |")
     return lines
 
 
@@ -105,8 +101,8 @@ def diff_lines(root: Path) -> list[str]:
             f"| {d['matched_cosine_median']:.3f} | {d['init_cosine_median']['pretrained']:.3f} / "
             f"{d['init_cosine_median']['finetuned']:.3f} | {pp['explained_variance']:.3f} / {ff['explained_variance']:.3f} "
             f"| {pf['explained_variance']:.3f} / {fp['explained_variance']:.3f} "
-            f"| {_fmt(ff['task_loss_recovered'], 3)} / {_fmt(pf['task_loss_recovered'], 3)} "
-            f"| {_fmt(pp['task_loss_recovered'], 3)} / {_fmt(fp['task_loss_recovered'], 3)} |")
+            f"| {fmt(ff['task_loss_recovered'])} / {fmt(pf['task_loss_recovered'])} "
+            f"| {fmt(pp['task_loss_recovered'])} / {fmt(fp['task_loss_recovered'])} |")
     return lines
 
 
@@ -194,6 +190,6 @@ def head_lines(root: Path, top: int = 5) -> list[str]:
                   "| head | JS distance | type pre -> ft | task loss change pre / ft (zero ablation) |", "|---|---|---|---|"]
         for r in change.sort("js_distance", descending=True).head(top).iter_rows(named=True):
             lines.append(f"| L{r['layer']}H{r['head']} | {r['js_distance']:.3f} | {r['type_pretrained']} -> "
-                         f"{r['type_finetuned']} | {_fmt(r.get('task_zero_delta_loss_pretrained'), 3)} / "
-                         f"{_fmt(r.get('task_zero_delta_loss_finetuned'), 3)} |")
+                         f"{r['type_finetuned']} | {fmt(r.get('task_zero_delta_loss_pretrained'))} / "
+                         f"{fmt(r.get('task_zero_delta_loss_finetuned'))} |")
     return lines
