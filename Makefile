@@ -7,7 +7,7 @@ CORES  ?= $(shell nproc)
 # Stages are run as `python -m workflow ...` by Snakemake: use the venv's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 # The study needs the runtime packages only; the tests add the `test` extra
 # (sae-lens and its dependencies, a minute more to install).
@@ -37,7 +37,15 @@ demo: setup
 # the SLURM cluster test needs Debian's slurm-wlm and munge, the report test chromium (installed when root; else they skip)
 test: $(VENV)/.installed-test
 	bash tests/install_system_packages.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# the code linter and formatter (configured in pyproject.toml) and Snakemake's own lint
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m snakemake --lint
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/extract.py

@@ -1,6 +1,7 @@
 # What fine-tuning changes inside a transformer: the study DAG.
 # This file only wires: config validation, the rule files, and `rule all`.
-# Every stage is `python -m workflow <stage>` (see workflow/); rules stay thin.
+# Every stage is `python -m workflow <stage>` (workflow/stages/); rules stay thin: paths come
+# from workflow/layout.py and the job plan from workflow/plan.py (wrapped in rules/common.smk).
 
 import os
 
@@ -19,24 +20,26 @@ STUDY = study.load(config)  # raises ConfigError naming every bad key before any
 
 include: "rules/common.smk"
 include: "rules/dataset.smk"
-include: "rules/tokenize.smk"
+include: "rules/tokens.smk"
 include: "rules/finetune.smk"
+include: "rules/frozen_classifier.smk"
 include: "rules/extract.smk"
 include: "rules/similarity.smk"
-include: "rules/sae.smk"
+include: "rules/train_sae.smk"
+include: "rules/evaluate_sae.smk"
 include: "rules/features.smk"
 include: "rules/diff.smk"
+include: "rules/diff_summary.smk"
 include: "rules/probe.smk"
+include: "rules/probe_summary.smk"
+include: "rules/kmeans.smk"
 include: "rules/heads.smk"
+include: "rules/heads_summary.smk"
 include: "rules/report.smk"
+include: "rules/report_index.smk"
 
 
 rule all:
     input:
-        "results/reports/index.html",
-        all_extractions(),
-        all_sae_evals(),
-        all_diff_summaries(),
-        all_probe_summaries(),
-        all_heads_summaries(),
+        PLAN.targets(),
     default_target: True

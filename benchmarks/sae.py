@@ -4,7 +4,7 @@ Both train the same TopK SAE (FVU loss, unit-norm decoder rows, Adam) on the
 same shuffled batches streamed from the same synthetic activation set. The
 reference, written here, is what a straightforward PyTorch SAE does: dense
 encoder with autograd through topk, scatter into a dense (tokens, d_sae) code,
-dense decoder matmul. Ours is `workflow.train_sae.train` (sparse encoder
+dense decoder matmul. Ours is `workflow.sae.training.train` (sparse encoder
 backward and embedding_bag decode, AuxK, dead-latent tracking, logging).
 
     python benchmarks/sae.py                      # d_in 768, 32x width, k 32 on the CPU
@@ -23,14 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workflow import io, train_sae
+from workflow.sae import recipe_from_dict, training
 from workflow.sae.stream import ShuffledRows
+from workflow.store.activations import ActivationSet, ActivationWriter
+from workflow.store.files import atomic_dir
 
 
 def synthetic_set(folder: Path, rows: int, d_in: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    with io.atomic_dir(folder) as tmp:
-        writer = io.ActivationWriter(tmp, d_in, "float16", 65536, {"hook_name": "blocks.0.hook_resid_post"})
+    with atomic_dir(folder) as tmp:
+        writer = ActivationWriter(tmp, d_in, "float16", 65536, {"hook_name": "blocks.0.hook_resid_post"})
         for start in range(0, rows, 16384):
             writer.append(rng.standard_normal((min(16384, rows - start), d_in), dtype=np.float32))
         writer.close()
@@ -38,7 +40,7 @@ def synthetic_set(folder: Path, rows: int, d_in: int, seed: int = 0) -> None:
 
 def reference_run(acts: Path, d_in: int, d_sae: int, k: int, batch_size: int, steps: int, device, amp) -> float:
     """tokens/s of the dense-decode reference over `steps` steps (after one warm-up step)."""
-    aset = io.ActivationSet(acts)
+    aset = ActivationSet(acts)
     scale = math.sqrt(d_in / aset.manifest["mean_sq_norm"])
     g = torch.Generator().manual_seed(0)
     W_dec = torch.randn(d_sae, d_in, generator=g)
@@ -75,11 +77,29 @@ def reference_run(acts: Path, d_in: int, d_sae: int, k: int, batch_size: int, st
 
 
 def ours_run(acts: Path, out: Path, d_sae: int, k: int, batch_size: int, steps: int, device, dtype: str) -> float:
-    recipe = dict(architecture="topk", d_sae=d_sae, k=k, aux_k=None, aux_coefficient=1 / 32, sparse_kernels=True,
-                  lr=1e-4, adam_betas=[0.9, 0.999], warmup_fraction=0.0, decay_fraction=0.0,
-                  train_tokens=(steps + 1) * batch_size, batch_size=batch_size, seed=0, dtype=dtype, normalize=True,
-                  b_dec_init="mean", dead_tokens=10**9, shuffle_buffer=65536, checkpoint_every=10**9, log_every=1)
-    train_sae.train(str(acts), recipe, str(out), {"study": {}}, device)
+    recipe = dict(
+        architecture="topk",
+        d_sae=d_sae,
+        k=k,
+        aux_k=None,
+        aux_coefficient=1 / 32,
+        sparse_kernels=True,
+        lr=1e-4,
+        adam_betas=[0.9, 0.999],
+        warmup_fraction=0.0,
+        decay_fraction=0.0,
+        train_tokens=(steps + 1) * batch_size,
+        batch_size=batch_size,
+        seed=0,
+        dtype=dtype,
+        normalize=True,
+        b_dec_init="mean",
+        dead_tokens=10**9,
+        shuffle_buffer=65536,
+        checkpoint_every=10**9,
+        log_every=1,
+    )
+    training.train(str(acts), recipe_from_dict(recipe), str(out), {"study": {}}, device)
     import polars as pl
 
     log = pl.read_parquet(out / "training_log.parquet")
@@ -113,13 +133,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         acts = Path(tmp) / "acts"
         synthetic_set(acts, args.rows, args.d_in)
-        print(f"TopK SAE: d_in {args.d_in}, d_sae {d_sae}, k {args.k}, batch {args.batch_size}, {args.steps} steps, "
-              f"{args.dtype} on {args.device} ({torch.get_num_threads()} threads)")
+        print(
+            f"TopK SAE: d_in {args.d_in}, d_sae {d_sae}, k {args.k}, batch {args.batch_size}, {args.steps} steps, "
+            f"{args.dtype} on {args.device} ({torch.get_num_threads()} threads)"
+        )
         ours = ours_run(acts, Path(tmp) / "sae", d_sae, args.k, args.batch_size, args.steps, device, args.dtype)
         print(f"ours (sparse kernels):   {ours:12,.0f} tokens/s")
         if not args.skip_reference:
-            ref = reference_run(acts, args.d_in, d_sae, args.k, args.batch_size, args.steps, device,
-                                args.dtype == "bfloat16")
+            ref = reference_run(
+                acts, args.d_in, d_sae, args.k, args.batch_size, args.steps, device, args.dtype == "bfloat16"
+            )
             print(f"reference (dense decode): {ref:11,.0f} tokens/s")
             print(f"ratio ours / reference: {ours / ref:.2f}")
 

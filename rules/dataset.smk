@@ -1,19 +1,17 @@
 rule dataset:
     input:
-        local_files,
+        lambda w: PLAN.local_files(w.dataset),
     output:
-        train="results/data/{dataset}/train.parquet",
-        test="results/data/{dataset}/test.parquet",
-        meta="results/data/{dataset}/meta.json",
+        **files(layout.DATA, "train", "test", "meta"),
     params:
         spec=lambda w: as_json(STUDY["datasets"][w.dataset]),
+        out=layout.DATA.pattern(),
         code=code_version("dataset"),
     conda:
         "../envs/workflow.yaml"
     log:
-        "logs/dataset/{dataset}.log",
+        layout.log("dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/dataset/{dataset}.tsv"
+        layout.benchmark("dataset", "{dataset}")
     shell:
-        "python -m workflow dataset --name {wildcards.dataset} --spec {params.spec:q}"
-        " --out-dir $(dirname {output.meta}) > {log} 2>&1"
+        "python -m workflow dataset --name {wildcards.dataset} --spec {params.spec:q} --out-dir {params.out} > {log} 2>&1"

@@ -5,15 +5,16 @@
 
 rule extract:
     input:
-        tokens="results/tokens/{model}/{dataset}/{split}.parquet",
-        model=variant_inputs,
+        tokens=layout.TOKENS.pattern("table"),
+        model=variant_weights,
     output:
-        "results/activations/{model}/{variant}/{dataset}/{split}/extract.json",
+        layout.ACTIVATIONS.pattern("summary"),
     params:
-        source=variant_source,
-        targets=lambda w: " ".join(extract_targets(w.model)),
+        source=lambda w: PLAN.variant_source(w.model, w.variant, w.dataset),
+        targets=lambda w: " ".join(PLAN.extract_targets(w.model)),
         meta=lambda w: as_json({"model": w.model, "variant": w.variant, "dataset": w.dataset, "split": w.split}),
-        cfg=as_json({k: v for k, v in STUDY["extract"].items() if k != "splits"}),
+        cfg=as_json(PLAN.extract_config()),
+        out=layout.ACTIVATIONS.pattern(),
         code=code_version("extract"),
     threads: STUDY["threads"]
     resources:
@@ -21,10 +22,10 @@ rule extract:
     conda:
         "../envs/workflow.yaml"
     log:
-        "logs/extract/{model}/{variant}/{dataset}/{split}.log",
+        layout.log("extract", "{model}/{variant}/{dataset}/{split}"),
     benchmark:
-        "results/benchmarks/extract/{model}/{variant}/{dataset}/{split}.tsv"
+        layout.benchmark("extract", "{model}/{variant}/{dataset}/{split}")
     shell:
         "python -m workflow extract --model {params.source:q} --tokens {input.tokens}"
         " --targets {params.targets} --meta {params.meta:q} --config {params.cfg:q}"
-        " --out-root $(dirname {output}) --summary {output} > {log} 2>&1"
+        " --out-root {params.out} --summary {output} > {log} 2>&1"

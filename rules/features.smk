@@ -1,20 +1,15 @@
 rule features:
     input:
-        weights=rules.train_sae.output.weights,
-        cfg=rules.train_sae.output.cfg,
-        acts="results/activations/{model}/{variant}/{dataset}/test/extract.json",
-        tokens="results/tokens/{model}/{dataset}/test.parquet",
-        meta="results/data/{dataset}/meta.json",
+        **files(layout.SAE, "weights", "cfg"),
+        acts=layout.ACTIVATIONS.pattern("summary", split="test"),
+        tokens=layout.TOKENS.pattern("table", split="test"),
+        meta=layout.DATA.pattern("meta"),
     output:
-        table=sae_folder_pattern() + "/features.parquet",
-        examples=sae_folder_pattern() + "/examples.parquet",
-        sentences=sae_folder_pattern() + "/sentences.parquet",
-        summary=sae_folder_pattern() + "/features.json",
-        heatmap=sae_folder_pattern() + "/features.png",
-        sentence=sae_folder_pattern() + "/sentence.png",
+        **files(layout.SAE, "features", "examples", "sentences", "features_summary", "heatmap", "sentence"),
     params:
-        acts="results/activations/{model}/{variant}/{dataset}/test/{site}/L{layer}",
-        cfg=as_json(STUDY["features"]),
+        sae=parent("cfg"),
+        acts=layout.ACTIVATION_SET.pattern(split="test"),
+        cfg=as_json(PLAN.section("features")),
         code=code_version("features"),
     threads: STUDY["sae_threads"]
     resources:
@@ -22,9 +17,9 @@ rule features:
     conda:
         "../envs/workflow.yaml"
     log:
-        "logs/features/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}.log",
+        layout.log("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"),
     benchmark:
-        "results/benchmarks/features/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}.tsv"
+        layout.benchmark("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
     shell:
-        "python -m workflow features --sae $(dirname {output.table}) --acts {params.acts} --tokens {input.tokens}"
+        "python -m workflow features --sae {params.sae} --acts {params.acts} --tokens {input.tokens}"
         " --meta {input.meta} --config {params.cfg:q} > {log} 2>&1"

@@ -1,14 +1,14 @@
 rule finetune:
     input:
-        train="results/tokens/{model}/{dataset}/train.parquet",
-        test="results/tokens/{model}/{dataset}/test.parquet",
-        meta="results/data/{dataset}/meta.json",
+        train=layout.TOKENS.pattern("table", split="train"),
+        test=layout.TOKENS.pattern("table", split="test"),
+        meta=layout.DATA.pattern("meta"),
     output:
-        metrics="results/models/{model}/{dataset}/metrics.json",
-        weights="results/models/{model}/{dataset}/model.safetensors",
+        **files(layout.FINETUNED, "metrics", "weights"),
     params:
-        source=lambda w: model_spec(w.model)["source"],
-        cfg=lambda w: as_json(model_spec(w.model)["finetune"]),
+        source=lambda w: PLAN.model(w.model)["source"],
+        cfg=lambda w: as_json(PLAN.finetune_config(w.model)),
+        out=layout.FINETUNED.pattern(),
         code=code_version("finetune"),
     threads: STUDY["threads"]
     resources:
@@ -16,10 +16,9 @@ rule finetune:
     conda:
         "../envs/workflow.yaml"
     log:
-        "logs/finetune/{model}/{dataset}.log",
+        layout.log("finetune", "{model}/{dataset}"),
     benchmark:
-        "results/benchmarks/finetune/{model}/{dataset}.tsv"
+        layout.benchmark("finetune", "{model}/{dataset}")
     shell:
         "python -m workflow finetune --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q}"
-        " --out-dir $(dirname {output.metrics}) > {log} 2>&1"
+        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"

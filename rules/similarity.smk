@@ -1,13 +1,13 @@
 rule similarity:
     input:
-        tokens=lambda w: f"results/tokens/{w.model}/{w.dataset}/{STUDY['similarity']['split']}.parquet",
-        weights="results/models/{model}/{dataset}/model.safetensors",
+        tokens=layout.TOKENS.pattern("table", split=STUDY["similarity"]["split"]),
+        weights=layout.FINETUNED.pattern("weights"),
     output:
-        table="results/analysis/{model}/{dataset}/similarity.parquet",
-        plot="results/analysis/{model}/{dataset}/similarity.png",
+        **files(layout.SIMILARITY, "table", "plot"),
     params:
-        source=lambda w: model_spec(w.model)["source"],
-        cfg=as_json(STUDY["similarity"]),
+        source=lambda w: PLAN.model(w.model)["source"],
+        finetuned=parent("weights"),
+        cfg=as_json(PLAN.section("similarity")),
         code=code_version("similarity"),
     threads: STUDY["threads"]
     resources:
@@ -15,10 +15,10 @@ rule similarity:
     conda:
         "../envs/workflow.yaml"
     log:
-        "logs/similarity/{model}/{dataset}.log",
+        layout.log("similarity", "{model}/{dataset}"),
     benchmark:
-        "results/benchmarks/similarity/{model}/{dataset}.tsv"
+        layout.benchmark("similarity", "{model}/{dataset}")
     shell:
-        "python -m workflow similarity --pretrained {params.source:q} --finetuned $(dirname {input.weights})"
+        "python -m workflow similarity --pretrained {params.source:q} --finetuned {params.finetuned}"
         " --tokens {input.tokens} --config {params.cfg:q} --out-table {output.table}"
         " --out-plot {output.plot} --title '{wildcards.model} on {wildcards.dataset}' > {log} 2>&1"

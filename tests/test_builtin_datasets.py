@@ -8,7 +8,8 @@ from itertools import combinations
 
 import pytest
 
-from workflow.datasets.builtin import CONCEPTS, TASKS, VOCAB, bow_baseline, generate
+from workflow.datasets.baseline import bow_baseline
+from workflow.datasets.builtin import CONCEPTS, TASKS, VOCAB, generate
 
 ALL_TASKS = sorted(TASKS)
 WORD_TO_CONCEPT = {w: c for c, words in VOCAB.items() for w in words}
@@ -81,7 +82,7 @@ def test_spans_are_sorted_disjoint_and_in_vocabulary(task_rows):
         assert spans, text
         for s in spans:
             assert s["concept"] in CONCEPTS[task]
-            assert text[s["start"]:s["end"]] in VOCAB[s["concept"]]
+            assert text[s["start"] : s["end"]] in VOCAB[s["concept"]]
         for a, b in zip(spans, spans[1:]):
             assert a["end"] < b["start"]
 
@@ -149,8 +150,9 @@ def test_label_noise_flips_requested_fraction_keeping_texts(task):
 @pytest.mark.parametrize("task", ALL_TASKS)
 def test_bow_baseline_is_imperfect_but_above_chance(task):
     train, test = generate(task, 2000, seed=0), generate(task, 500, seed=1)
-    result = bow_baseline([r["text"] for r in train], [r["label"] for r in train],
-                          [r["text"] for r in test], [r["label"] for r in test])
+    result = bow_baseline(
+        [r["text"] for r in train], [r["label"] for r in train], [r["text"] for r in test], [r["label"] for r in test]
+    )
     assert set(result) == {"accuracy", "macro_f1"}
     chance = 1 / len(TASKS[task])
     assert chance + 0.15 < result["accuracy"] < 0.95

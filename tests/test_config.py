@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import ROOT, run_snakemake
 from workflow import config as study
+from workflow.plan import Plan
 
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 
@@ -41,7 +42,7 @@ def test_default_config_is_valid_and_gets_defaults():
 def test_every_schema_property_is_commented_in_the_default_config():
     text = (ROOT / "config.yaml").read_text()
     schema = study.schema()
-    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff", "probe", "cluster", "heads"):
+    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff", "probe", "kmeans", "heads"):
         for key in schema["properties"][block]["properties"]:
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
     for key in schema["$defs"]["finetune"]["properties"]:
@@ -58,7 +59,7 @@ def test_sae_recipes_get_defaults_and_lose_keys_of_other_architectures():
     assert "bandwidth" not in topk and "target_l0" not in topk
     relu = cfg["saes"]["relu"]
     assert relu["l1_coefficient"] == 5.0 and "k" not in relu and "aux_k" not in relu
-    assert "datasets" not in study.sae_job_recipe(relu) and relu["datasets"] == ["movie_sentiment"]
+    assert "datasets" not in Plan(cfg).sae_recipe("relu") and relu["datasets"] == ["movie_sentiment"]
 
 
 def test_diff_thresholds_must_nest():
@@ -66,12 +67,6 @@ def test_diff_thresholds_must_nest():
     cfg["diff"]["match_cosine"] = 0.95
     with pytest.raises(study.ConfigError, match=r"diff.match_cosine: 0.95 is above diff.retained_cosine 0.9"):
         study.load(cfg)
-
-
-def test_sae_code_version_follows_the_architecture_modules():
-    assert study.code_version("train_sae", "topk") != study.code_version("train_sae", "relu")
-    assert "sae/topk.py" in study.ARCHITECTURE_MODULES["batchtopk"]  # batchtopk subclasses topk
-    assert "sae/topk.py" not in study.ARCHITECTURE_MODULES["relu"]
 
 
 def _problems(cfg) -> str:
@@ -82,48 +77,98 @@ def _problems(cfg) -> str:
 
 # Each case: (how to break the config, text the message must contain).
 CASES = {
-    "unknown_key": (lambda c, t: c.setdefault("finetune", {}).update(learning_rate=1e-3), "finetune: unknown key 'learning_rate'"),
+    "unknown_key": (
+        lambda c, t: c.setdefault("finetune", {}).update(learning_rate=1e-3),
+        "finetune: unknown key 'learning_rate'",
+    ),
     "wrong_type": (lambda c, t: c.setdefault("finetune", {}).update(epochs="two"), "finetune.epochs: 'two' is invalid"),
     "layer_beyond_depth": (lambda c, t: c.update(layers=[1, 9]), "\n  - layers: layer(s) [9] beyond the 2 blocks"),
-    "model_layer_beyond_depth": (lambda c, t: c["models"]["tiny"].update(layers=[3]), "models.tiny.layers: layer(s) [3]"),
-    "max_length_beyond_positions": (lambda c, t: c.update(tokenize={"max_length": 1000}),
-                                    "tokenize.max_length: 1000 tokens exceed the 256 positions"),
-    "model_without_tokenizer": (lambda c, t: c["models"]["tiny"].update(source=str(_config_only(c, t))),
-                                "no tokenizer in that folder"),
-    "one_class": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "one.csv", ["1", "1", "1"]))),
-                  "only one class"),
+    "model_layer_beyond_depth": (
+        lambda c, t: c["models"]["tiny"].update(layers=[3]),
+        "models.tiny.layers: layer(s) [3]",
+    ),
+    "max_length_beyond_positions": (
+        lambda c, t: c.update(tokenize={"max_length": 1000}),
+        "tokenize.max_length: 1000 tokens exceed the 256 positions",
+    ),
+    "model_without_tokenizer": (
+        lambda c, t: c["models"]["tiny"].update(source=str(_config_only(c, t))),
+        "no tokenizer in that folder",
+    ),
+    "one_class": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "one.csv", ["1", "1", "1"]))),
+        "only one class",
+    ),
     "unknown_site": (lambda c, t: c.update(sites=["resid_mid"]), "sites.0: 'resid_mid' is invalid"),
-    "missing_file": (lambda c, t: c["datasets"]["reviews"].update(path=str(t / "nope.csv")), "nope.csv' does not exist"),
-    "missing_label_column": (lambda c, t: c["datasets"]["reviews"].update(label_column="stars"),
-                             "no column 'stars' (from label_column)"),
-    "non_integer_labels": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "strings.csv", ["pos", "neg"]))),
-                           "labels must be integers"),
-    "empty_dataset": (lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "empty.csv", []))),
-                      "empty.csv: the dataset is empty"),
-    "model_path_missing": (lambda c, t: c["models"]["tiny"].update(source=str(t / "no-model")),
-                           "models.tiny.source: model source"),
-    "hub_model_offline": (lambda c, t: c["models"]["tiny"].update(source="bert-base-uncased"),
-                          "'bert-base-uncased' is a Hugging Face id that is not in the local cache"),
-    "hub_dataset_offline": (lambda c, t: c["datasets"].update(imdb={"source": "huggingface", "id": "stanfordnlp/imdb"}),
-                            "datasets.imdb.id: Hugging Face dataset 'stanfordnlp/imdb' cannot be loaded"),
-    "key_of_other_source": (lambda c, t: c["datasets"]["reviews"].update(task="news_topic"),
-                            "datasets.reviews.task: not used by source 'file'"),
+    "missing_file": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(t / "nope.csv")),
+        "nope.csv' does not exist",
+    ),
+    "missing_label_column": (
+        lambda c, t: c["datasets"]["reviews"].update(label_column="stars"),
+        "no column 'stars' (from label_column)",
+    ),
+    "non_integer_labels": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "strings.csv", ["pos", "neg"]))),
+        "labels must be integers",
+    ),
+    "empty_dataset": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "empty.csv", []))),
+        "empty.csv: the dataset is empty",
+    ),
+    "model_path_missing": (
+        lambda c, t: c["models"]["tiny"].update(source=str(t / "no-model")),
+        "models.tiny.source: model source",
+    ),
+    "hub_model_offline": (
+        lambda c, t: c["models"]["tiny"].update(source="bert-base-uncased"),
+        "'bert-base-uncased' is a Hugging Face id that is not in the local cache",
+    ),
+    "hub_dataset_offline": (
+        lambda c, t: c["datasets"].update(imdb={"source": "huggingface", "id": "stanfordnlp/imdb"}),
+        "datasets.imdb.id: Hugging Face dataset 'stanfordnlp/imdb' cannot be loaded",
+    ),
+    "key_of_other_source": (
+        lambda c, t: c["datasets"]["reviews"].update(task="news_topic"),
+        "datasets.reviews.task: not used by source 'file'",
+    ),
     "bad_model_name": (lambda c, t: c["models"].update({"my model": {"source": "x"}}), "name 'my model' may hold only"),
-    "sublayer_at_layer_0": (lambda c, t: c.update(layers=[0, 1], sites=["mlp_out"]), "sites ['mlp_out'] have no layer 0"),
-    "sae_k_beyond_width": (lambda c, t: c.update(saes={"s": {"architecture": "topk", "d_sae": 16, "k": 32}}),
-                           "saes.s.k: 32 is more than the 16 latents it has on model 'tiny'"),
-    "sae_unknown_architecture": (lambda c, t: c.update(saes={"s": {"architecture": "gated"}}),
-                                 "saes.s.architecture: 'gated' is invalid"),
-    "sae_negative_lr": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "lr": -1}}), "saes.s.lr: -1 is invalid"),
-    "sae_key_of_other_architecture": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "k": 8}}),
-                                      "saes.s.k: not used by architecture 'relu'"),
-    "sae_topk_without_k": (lambda c, t: c.update(saes={"s": {"architecture": "batchtopk"}}),
-                           "saes.s: architecture 'batchtopk' needs key 'k'"),
-    "sae_scope_unknown_dataset": (lambda c, t: c.update(saes={"s": {"architecture": "relu", "datasets": ["nope"]}}),
-                                  "saes.s.datasets: ['nope'] not in the study's datasets"),
-    "heads_scope_unknown_dataset": (lambda c, t: c.update(heads={"datasets": ["nope"]}),
-                                    "heads.datasets: ['nope'] not in the study's datasets"),
-    "heads_unknown_mode": (lambda c, t: c.update(heads={"modes": ["resample"]}), "heads.modes.0: 'resample' is invalid"),
+    "sublayer_at_layer_0": (
+        lambda c, t: c.update(layers=[0, 1], sites=["mlp_out"]),
+        "sites ['mlp_out'] have no layer 0",
+    ),
+    "sae_k_beyond_width": (
+        lambda c, t: c.update(saes={"s": {"architecture": "topk", "d_sae": 16, "k": 32}}),
+        "saes.s.k: 32 is more than the 16 latents it has on model 'tiny'",
+    ),
+    "sae_unknown_architecture": (
+        lambda c, t: c.update(saes={"s": {"architecture": "gated"}}),
+        "saes.s.architecture: 'gated' is invalid",
+    ),
+    "sae_negative_lr": (
+        lambda c, t: c.update(saes={"s": {"architecture": "relu", "lr": -1}}),
+        "saes.s.lr: -1 is invalid",
+    ),
+    "sae_key_of_other_architecture": (
+        lambda c, t: c.update(saes={"s": {"architecture": "relu", "k": 8}}),
+        "saes.s.k: not used by architecture 'relu'",
+    ),
+    "sae_topk_without_k": (
+        lambda c, t: c.update(saes={"s": {"architecture": "batchtopk"}}),
+        "saes.s: architecture 'batchtopk' needs key 'k'",
+    ),
+    "sae_scope_unknown_dataset": (
+        lambda c, t: c.update(saes={"s": {"architecture": "relu", "datasets": ["nope"]}}),
+        "saes.s.datasets: ['nope'] not in the study's datasets",
+    ),
+    "heads_scope_unknown_dataset": (
+        lambda c, t: c.update(heads={"datasets": ["nope"]}),
+        "heads.datasets: ['nope'] not in the study's datasets",
+    ),
+    "heads_unknown_mode": (
+        lambda c, t: c.update(heads={"modes": ["resample"]}),
+        "heads.modes.0: 'resample' is invalid",
+    ),
     "negative_lr_override": (lambda c, t: c["models"]["tiny"].update(finetune={"lr": -1}), "models.tiny.finetune.lr"),
 }
 
@@ -138,8 +183,9 @@ def _config_only(cfg, folder):
 
 def _write(folder, name, labels):
     path = folder / name
-    pl.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": labels},
-                 schema={"text": pl.Utf8, "label": pl.Utf8}).write_csv(path)
+    pl.DataFrame(
+        {"text": [f"t{i}" for i in range(len(labels))], "label": labels}, schema={"text": pl.Utf8, "label": pl.Utf8}
+    ).write_csv(path)
     return path
 
 
@@ -165,18 +211,3 @@ def test_string_labels_map_through_label_names(tiny_bert, tmp_path):
     assert study.load(cfg)["datasets"]["reviews"]["label_names"] == ["neg", "pos"]
     cfg["datasets"]["reviews"]["label_names"] = ["negative", "positive"]
     assert "are not in label_names" in _problems(cfg)
-
-
-def test_code_version_changes_with_the_stage_source(tmp_path, monkeypatch):
-    before = study.code_version("similarity")
-    assert before != study.code_version("extract")
-    fake_root = tmp_path
-    for module in set(m for mods in study.STAGE_MODULES.values() for m in mods):
-        target = fake_root / "workflow" / module
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((study.ROOT / "workflow" / module).read_bytes())
-    monkeypatch.setattr(study, "ROOT", fake_root)
-    assert study.code_version("similarity") == before
-    (fake_root / "workflow" / "similarity_stats.py").write_text("# edited\n")
-    assert study.code_version("similarity") != before
-    assert study.code_version("finetune") == study.code_version("finetune")

@@ -8,15 +8,20 @@ import io as stdio
 import polars as pl
 import pytest
 
-from workflow import dataset, io
 from workflow.datasets import sources
+from workflow.stages import dataset
+from workflow.store.files import read_json
 
 BASE = {"seed": 0, "max_train": None, "max_test": None}
 
 
 def _rows(n):
-    return pl.DataFrame({"body": [f"{'good' if i % 2 else 'bad'} thing {i}" for i in range(n)],
-                         "y": ["pos" if i % 2 else "neg" for i in range(n)]})
+    return pl.DataFrame(
+        {
+            "body": [f"{'good' if i % 2 else 'bad'} thing {i}" for i in range(n)],
+            "y": ["pos" if i % 2 else "neg" for i in range(n)],
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
@@ -24,8 +29,16 @@ def test_local_files_with_named_columns_and_string_labels(suffix, tmp_path):
     path = tmp_path / f"d.{suffix}"
     table = _rows(50)
     {"csv": table.write_csv, "jsonl": table.write_ndjson, "parquet": table.write_parquet}[suffix](path)
-    spec = {**BASE, "source": "file", "path": str(path), "test_path": None, "text_column": "body",
-            "label_column": "y", "label_names": ["neg", "pos"], "test_fraction": 0.2}
+    spec = {
+        **BASE,
+        "source": "file",
+        "path": str(path),
+        "test_path": None,
+        "text_column": "body",
+        "label_column": "y",
+        "label_names": ["neg", "pos"],
+        "test_fraction": 0.2,
+    }
     meta = dataset.run("d", spec, str(tmp_path / "out"))
     train, test = (pl.read_parquet(tmp_path / f"out/{s}.parquet") for s in ("train", "test"))
     assert (meta["n_train"], meta["n_test"]) == (40, 10) and meta["label_names"] == ["neg", "pos"]
@@ -44,8 +57,8 @@ def test_builtin_dataset_has_spans_and_a_baseline_below_one(tmp_path):
     assert 0.2 < meta["bow_baseline"]["accuracy"] < 1.0
     assert "negation" in meta["concepts"] and sum(meta["class_counts"]["train"].values()) == 400
     row = train.row(0, named=True)
-    assert all(row["text"][s["start"]:s["end"]].strip() == row["text"][s["start"]:s["end"]] for s in row["spans"])
-    assert io.read_json(tmp_path / "meta.json") == meta
+    assert all(row["text"][s["start"] : s["end"]].strip() == row["text"][s["start"] : s["end"]] for s in row["spans"])
+    assert read_json(tmp_path / "meta.json") == meta
 
 
 def test_rotten_tomatoes_split_by_movie(tmp_path):
@@ -53,7 +66,8 @@ def test_rotten_tomatoes_split_by_movie(tmp_path):
     train, test, names = sources.load_rotten_tomatoes(spec)
     assert names == ["rotten", "fresh"] and len(train) + len(test) == 7403 + 5405
     assert 0.15 < len(test) / (len(train) + len(test)) < 0.25
-    raw = pl.read_csv(stdio.BytesIO(bz2.open(sources._rotten_tomatoes_path()).read()))
+    with bz2.open(sources._rotten_tomatoes_path()) as packed:
+        raw = pl.read_csv(stdio.BytesIO(packed.read()))
     # a few snippets are quoted for several films: judge only texts that name one film
     movies = raw.group_by("text").agg(pl.col("movie_name").unique())
     movie_of = {t: m[0] for t, m in movies.iter_rows() if len(m) == 1}

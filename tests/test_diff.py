@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from workflow import diff, io
-from workflow.sae import ARCHITECTURES
+from tests.sae_helpers import bare_sae
+from workflow.analysis import matching
+from workflow.sae.metrics import measure
+from workflow.store.activations import ActivationSet, ActivationWriter
+from workflow.store.files import atomic_dir
 
 D_IN, D_SAE, N = 128, 64, 4000
 KEPT = list(range(0, 16)) + list(range(56, 64))
@@ -18,7 +21,7 @@ SHUFFLED = list(range(48, 56))  # same direction, but they fire on other tokens 
 
 def _sae(directions: np.ndarray):
     """ReLU SAE whose encoder and decoder are the (orthonormal) directions: code i = relu(<x, d_i> - 0.05)."""
-    sae = ARCHITECTURES["relu"](D_IN, len(directions), {"architecture": "relu"})
+    sae = bare_sae("relu", D_IN, len(directions))
     with torch.no_grad():
         sae.W_dec.copy_(torch.from_numpy(directions).float())
         sae.W_enc.copy_(torch.from_numpy(directions.T).float())
@@ -27,11 +30,11 @@ def _sae(directions: np.ndarray):
 
 
 def _set(folder, x):
-    with io.atomic_dir(folder) as tmp:
-        writer = io.ActivationWriter(tmp, x.shape[1], "float32", 1000, {"site": "resid_post", "layer": 1})
+    with atomic_dir(folder) as tmp:
+        writer = ActivationWriter(tmp, x.shape[1], "float32", 1000, {"site": "resid_post", "layer": 1})
         writer.append(x.astype(np.float32))
         writer.close()
-    return io.ActivationSet(folder)
+    return ActivationSet(folder)
 
 
 def constructed(tmp_path, angle_deg=40.0):
@@ -58,21 +61,30 @@ THRESHOLDS = {"match_cosine": 0.5, "retained_cosine": 0.9, "retained_correlation
 
 def test_constructed_relation_recovers_every_category(tmp_path):
     sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path)
-    partner, cos = diff.match_features(diff.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy()))
+    partner, cos = matching.match_features(
+        matching.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    )
     assert list(partner[KEPT + ROTATED + SHUFFLED]) == KEPT + ROTATED + SHUFFLED
     np.testing.assert_allclose(cos[ROTATED], np.cos(np.deg2rad(40)), atol=1e-5)
-    paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
+    paired = matching.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
     np.testing.assert_allclose(paired["corr"][KEPT + ROTATED], 1.0, atol=1e-6)
     assert np.abs(paired["corr"][SHUFFLED]).max() < 0.2
-    pre_cat, ft_cat = diff.categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS)
+    pre_cat, ft_cat = matching.categorize(
+        partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS
+    )
     expected_pre = np.empty(D_SAE, object)
-    expected_pre[KEPT], expected_pre[ROTATED], expected_pre[SHUFFLED], expected_pre[REPLACED] = "retained", "drifted", "drifted", "overwritten"
+    expected_pre[KEPT], expected_pre[ROTATED], expected_pre[SHUFFLED], expected_pre[REPLACED] = (
+        "retained",
+        "drifted",
+        "drifted",
+        "overwritten",
+    )
     expected_ft = expected_pre.copy()
     expected_ft[REPLACED] = "new"
     assert list(pre_cat) == list(expected_pre)
     assert list(ft_cat) == list(expected_ft)
-    table = diff.diff_table(partner, cos, paired, pre_cat, ft_cat)
-    counts = diff.category_counts(table)
+    table = matching.diff_table(partner, cos, paired, pre_cat, ft_cat)
+    counts = matching.category_counts(table)
     assert counts["pretrained"]["counts"] == {"retained": 24, "drifted": 24, "overwritten": 16, "dead": 0}
     assert counts["finetuned"]["counts"] == {"retained": 24, "drifted": 24, "new": 16, "dead": 0}
     # sign convention: fine-tuned minus pretrained
@@ -84,16 +96,20 @@ def test_a_small_turn_is_retained_and_dead_features_are_their_own_category(tmp_p
     sae_pre, sae_ft, (set_pre, set_ft) = constructed(tmp_path, angle_deg=10.0)  # cosine 0.985
     with torch.no_grad():
         sae_ft.b_enc[0] = -100.0  # fine-tuned feature 0 never fires: its pretrained partner is overwritten
-    live = {v: diff.firing_frequency(s, aset, float("inf"), None, 512, "cpu") > 0
-            for v, s, aset in (("pre", sae_pre, set_pre), ("ft", sae_ft, set_ft))}
+    live = {
+        v: matching.firing_frequency(s, aset, float("inf"), None, 512, "cpu") > 0
+        for v, s, aset in (("pre", sae_pre, set_pre), ("ft", sae_ft, set_ft))
+    }
     assert live["pre"].all() and list(np.flatnonzero(~live["ft"])) == [0]
-    sim = diff.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
-    partner, cos = diff.match_features(sim, live["pre"], live["ft"])
+    sim = matching.decoder_cosines(sae_pre.W_dec.detach().numpy(), sae_ft.W_dec.detach().numpy())
+    partner, cos = matching.match_features(sim, live["pre"], live["ft"])
     assert 0 not in partner  # a dead feature takes no live feature's partner
-    best_pre, best_ft = diff.best_cosines(sim, live["pre"], live["ft"])
+    best_pre, best_ft = matching.best_cosines(sim, live["pre"], live["ft"])
     assert best_pre[1] == pytest.approx(1.0, abs=1e-6) and best_pre[0] < 0.5
-    paired = diff.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
-    pre_cat, ft_cat = diff.categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS)
+    paired = matching.paired_activations(sae_pre, sae_ft, set_pre, set_ft, partner, None, 512)
+    pre_cat, ft_cat = matching.categorize(
+        partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], THRESHOLDS
+    )
     assert set(pre_cat[ROTATED]) == {"retained"}
     assert pre_cat[0] == "overwritten" and ft_cat[0] == "dead"
 
@@ -108,9 +124,12 @@ def test_outlier_tokens_do_not_decide_the_correlation(tmp_path):
     ft_x[0] = pre_x[0]  # (row 0 of ft_x came from a permuted row: replace it)
     set_pre, set_ft = _set(tmp_path / "p", pre_x), _set(tmp_path / "f", ft_x)
     partner = np.arange(D_SAE)
-    raw = diff.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512)
-    limits = {"pretrained": diff.outlier_limit(set_pre, 10.0, None, 512), "finetuned": diff.outlier_limit(set_ft, 10.0, None, 512)}
-    masked = diff.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512, limits)
+    raw = matching.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512)
+    limits = {
+        "pretrained": matching.outlier_limit(set_pre, 10.0, None, 512),
+        "finetuned": matching.outlier_limit(set_ft, 10.0, None, 512),
+    }
+    masked = matching.paired_activations(sae_pre, sae_pre, set_pre, set_ft, partner, None, 512, limits)
     assert np.nanmedian(raw["corr"]) > 0.9 and np.nanmedian(np.abs(masked["corr"])) < 0.1
     assert masked["n_tokens"] == N - 1
 
@@ -120,9 +139,12 @@ def test_transfer_leaves_out_outlier_norm_tokens(tmp_path):
     x = set_pre.read_all()
     x[7] *= 1000.0
     outlier_set = _set(tmp_path / "outlier", x)
-    limit = diff.outlier_limit(outlier_set, 10.0, None, 512)
-    rec = diff.transfer_reconstruction(sae_pre, outlier_set, limit, None, 512)
-    clean = diff.transfer_reconstruction(sae_pre, set_pre, diff.outlier_limit(set_pre, 10.0, None, 512), None, 512)
-    assert rec["n_outliers"] == 1 and clean["n_outliers"] == 0
+    limit = matching.outlier_limit(outlier_set, 10.0, None, 512)
+    stats, outliers = measure(sae_pre, outlier_set, None, 512, max_norm=limit)
+    clean_stats, clean_outliers = measure(
+        sae_pre, set_pre, None, 512, max_norm=matching.outlier_limit(set_pre, 10.0, None, 512)
+    )
+    rec, clean = stats.result(), clean_stats.result()
+    assert outliers == 1 and clean_outliers == 0
     assert rec["n_tokens"] == N - 1
     assert abs(rec["explained_variance"] - clean["explained_variance"]) < 0.01

@@ -1,4 +1,5 @@
-"""evaluate_sae with known answers: a lossless SAE recovers all loss; splicing hooks replace what they should."""
+"""Stage `evaluate_sae` with known answers: a lossless SAE recovers all the loss; a splice replaces exactly
+what a capture reads."""
 
 from __future__ import annotations
 
@@ -9,21 +10,30 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_bert, make_tiny_gpt2
-from workflow import evaluate_sae, extract, io, models, tokenize
-from workflow.linear_head import head_of
-from workflow.sae import ARCHITECTURES
-from workflow.splice import Splice, zeros
+from tests.sae_helpers import bare_sae
+from workflow.models import loading
+from workflow.models.classifier import classifier_layer
+from workflow.models.hooks import Capture, Splice
+from workflow.models.sites import hook_name
+from workflow.sae.downstream import zeros
+from workflow.stages import evaluate_sae, extract, tokens
+from workflow.store.activations import ActivationSet
 
 
 def _lossless_relu_sae(d: int, folder, layer: int):
     """W_enc = [I, -I], W_dec = [I; -I]: relu(x) - relu(-x) = x exactly."""
-    sae = ARCHITECTURES["relu"](d, 2 * d, {"architecture": "relu"})
+    sae = bare_sae("relu", d, 2 * d)
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.cat([eye, -eye], 1))
         sae.W_dec.copy_(torch.cat([eye, -eye], 0))
-    sae.save(folder, {"hook_name": models.hook_name("resid_post", layer),
-                      "study": {"site": "resid_post", "layer": layer, "variant": "finetuned"}})
+    sae.save(
+        folder,
+        {
+            "hook_name": hook_name("resid_post", layer),
+            "study": {"site": "resid_post", "layer": layer, "variant": "finetuned"},
+        },
+    )
     return folder
 
 
@@ -33,19 +43,30 @@ def _classifier_study(tmp_path, family):
 
     make = make_tiny_bert if family == "bert" else make_tiny_gpt2
     src = make(tmp_path / "model")
-    model = models.load_classifier(str(src), 2, models.load_tokenizer(str(src)).pad_token_id)
+    model = loading.load_classifier(str(src), 2, loading.load_tokenizer(str(src)).pad_token_id)
     with torch.no_grad():  # a random head barely reacts; a large one makes the loss depend on the input
-        head_of(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
+        classifier_layer(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
     model.config.id2label = {0: "a", 1: "b"}
     model.save_pretrained(tmp_path / "clf")
-    models.load_tokenizer(str(src)).save_pretrained(tmp_path / "clf")
+    loading.load_tokenizer(str(src)).save_pretrained(tmp_path / "clf")
     rng = np.random.default_rng(0)
-    data = pl.DataFrame({"id": list(range(40)), "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(40)],
-                         "label": rng.integers(0, 2, 40).tolist()})
+    data = pl.DataFrame(
+        {
+            "id": list(range(40)),
+            "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(40)],
+            "label": rng.integers(0, 2, 40).tolist(),
+        }
+    )
     data.write_parquet(tmp_path / "test.parquet")
-    tokenize.run(str(tmp_path / "test.parquet"), str(tmp_path / "clf"), 32, str(tmp_path / "tokens.parquet"))
-    extract.run(str(tmp_path / "clf"), str(tmp_path / "tokens.parquet"), [("resid_post", 1)], str(tmp_path / "acts"),
-                {"model": "tiny", "variant": "finetuned"}, dtype="float32")
+    tokens.run(str(tmp_path / "test.parquet"), str(tmp_path / "clf"), 32, str(tmp_path / "tokens.parquet"))
+    extract.run(
+        str(tmp_path / "clf"),
+        str(tmp_path / "tokens.parquet"),
+        [("resid_post", 1)],
+        str(tmp_path / "acts"),
+        {"model": "tiny", "variant": "finetuned"},
+        dtype="float32",
+    )
     return tmp_path / "clf", tmp_path / "tokens.parquet", tmp_path / "acts" / "resid_post" / "L1"
 
 
@@ -55,7 +76,7 @@ CFG = {"max_tokens": None, "batch_rows": 100, "dense_threshold": 0.1, "max_docs"
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_lossless_sae_recovers_all_the_loss(tmp_path, family):
     clf, tokens, acts = _classifier_study(tmp_path, family)
-    d = io.ActivationSet(acts).d_model
+    d = ActivationSet(acts).d_model
     sae_dir = _lossless_relu_sae(d, tmp_path / "sae", 1)
     lm = str(clf) if family == "gpt2" else None
     result = evaluate_sae.run(str(sae_dir), str(acts), str(tokens), str(clf), lm, CFG)
@@ -82,7 +103,7 @@ def test_lossless_sae_recovers_all_the_loss(tmp_path, family):
 @pytest.mark.parametrize("site,layer", [("resid_post", 0), ("resid_post", 2), ("attn_out", 1), ("mlp_out", 2)])
 def test_splice_replaces_exactly_what_capture_reads(tmp_path, family, site, layer):
     src = (make_tiny_bert if family == "bert" else make_tiny_gpt2)(tmp_path / "m")
-    model = models.load_base_model(str(src))
+    model = loading.load_base_model(str(src))
     ids = torch.randint(5, 100, (2, 7))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     with torch.no_grad():
@@ -97,7 +118,7 @@ def test_splice_replaces_exactly_what_capture_reads(tmp_path, family, site, laye
 
         with Splice(model, site, layer, record_and_zero):
             ablated = model(**inputs).last_hidden_state
-        with models.Capture(model, [(site, layer)], stop=False) as cap:
+        with Capture(model, [(site, layer)], stop=False) as cap:
             captured = cap.run(**inputs)[(site, layer)]
     torch.testing.assert_close(same, clean)
     torch.testing.assert_close(seen["a"], captured)  # the splice point is the capture point

@@ -7,12 +7,27 @@ import polars as pl
 import pytest
 import torch
 
-from workflow import features, io
-from workflow.codes import sparse_codes
-from workflow.sae import ARCHITECTURES
+from tests.sae_helpers import bare_sae
+from workflow.analysis import features as feature_stats
+from workflow.sae.codes import sparse_codes
+from workflow.stages import features
+from workflow.store.activations import ActivationSet, ActivationWriter
+from workflow.store.files import atomic_dir, read_json, write_json
 
-CFG = {"max_tokens": None, "batch_rows": 97, "top_tokens": 3, "min_token_count": 3, "n_top": 4, "n_quantiles": 3,
-       "per_quantile": 2, "window": 2, "sentence": 1, "sentence_docs": 3, "sentence_top": 2, "seed": 0}
+CFG = {
+    "max_tokens": None,
+    "batch_rows": 97,
+    "top_tokens": 3,
+    "min_token_count": 3,
+    "n_top": 4,
+    "n_quantiles": 3,
+    "per_quantile": 2,
+    "window": 2,
+    "sentence": 1,
+    "sentence_docs": 3,
+    "sentence_top": 2,
+    "seed": 0,
+}
 
 
 def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
@@ -30,23 +45,30 @@ def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
         if labels_doc[r // doc_len] == 1:
             x[r, 1] = rng.uniform(0.5, 1.0)
     token_ids = rng.integers(0, 12, n)
-    tokens = pl.DataFrame({
-        "row": np.arange(n), "doc_id": np.repeat(np.arange(n_docs), doc_len), "pos": np.tile(np.arange(doc_len), n_docs),
-        "token_id": token_ids, "token": [f"t{i}" for i in token_ids], "label": np.repeat(labels_doc, doc_len),
-        "is_special": np.zeros(n, bool), "concepts": [["c0"] if x[r, 0] > 0 else [] for r in range(n)],
-    })
+    tokens = pl.DataFrame(
+        {
+            "row": np.arange(n),
+            "doc_id": np.repeat(np.arange(n_docs), doc_len),
+            "pos": np.tile(np.arange(doc_len), n_docs),
+            "token_id": token_ids,
+            "token": [f"t{i}" for i in token_ids],
+            "label": np.repeat(labels_doc, doc_len),
+            "is_special": np.zeros(n, bool),
+            "concepts": [["c0"] if x[r, 0] > 0 else [] for r in range(n)],
+        }
+    )
     tokens.write_parquet(folder / "tokens.parquet")
-    with io.atomic_dir(folder / "acts") as tmp:
-        writer = io.ActivationWriter(tmp, d, "float32", 128, {"site": "resid_post", "layer": 1})
+    with atomic_dir(folder / "acts") as tmp:
+        writer = ActivationWriter(tmp, d, "float32", 128, {"site": "resid_post", "layer": 1})
         writer.append(x)
         writer.close()
-    sae = ARCHITECTURES["relu"](d, d, {"architecture": "relu"})
+    sae = bare_sae("relu", d, d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.eye(d))
         sae.W_dec.copy_(torch.eye(d))
         sae.b_enc.fill_(-0.1)
     sae.save(folder / "sae", {"hook_name": "blocks.0.hook_resid_post", "study": {"site": "resid_post", "layer": 1}})
-    io.write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
+    write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
     return x, tokens, sae
 
 
@@ -54,7 +76,13 @@ def test_tables_equal_a_naive_computation(tmp_path):
     from sklearn.metrics import roc_auc_score
 
     x, tokens, sae = planted_study(tmp_path)
-    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    features.run(
+        str(tmp_path / "sae"),
+        str(tmp_path / "acts"),
+        str(tmp_path / "tokens.parquet"),
+        str(tmp_path / "meta.json"),
+        CFG,
+    )
     table = pl.read_parquet(tmp_path / "sae/features.parquet")
     dense = sae.encode(torch.from_numpy(x)).detach().numpy()  # (n, d_sae)
     labels = tokens["label"].to_numpy()
@@ -73,20 +101,28 @@ def test_tables_equal_a_naive_computation(tmp_path):
         assert row["f1:c0"] == pytest.approx(2 * tp / ((a > 0).sum() + concept.sum()))
         means = {t: a[token_ids == t].mean() for t in np.unique(token_ids) if (token_ids == t).sum() >= 3}
         best = sorted(means, key=lambda t: -means[t])[:3]
-        expected_hist = np.histogram(a[a > 0], bins=features.HIST_BINS, range=(0, a.max()))[0] if a.max() > 0 else 0
+        expected_hist = (
+            np.histogram(a[a > 0], bins=feature_stats.HIST_BINS, range=(0, a.max()))[0] if a.max() > 0 else 0
+        )
         np.testing.assert_array_equal(row["hist_counts"], expected_hist)
         if (a > 0).any():
             assert row["top_tokens"] == [f"t{t}" for t in best if means[t] > 0][:3]
     # planted: feature 0 detects concept c0 exactly, feature 1 separates the classes
     assert table.row(0, named=True)["f1:c0"] == 1.0
     assert table.row(1, named=True)["auroc:pos"] == 1.0
-    summary = io.read_json(tmp_path / "sae/features.json")
+    summary = read_json(tmp_path / "sae/features.json")
     assert summary["best_feature_per_concept"]["c0"]["feature"] == 0
 
 
 def test_examples_are_the_top_activations_with_their_windows(tmp_path):
     x, tokens, sae = planted_study(tmp_path)
-    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    features.run(
+        str(tmp_path / "sae"),
+        str(tmp_path / "acts"),
+        str(tmp_path / "tokens.parquet"),
+        str(tmp_path / "meta.json"),
+        CFG,
+    )
     examples = pl.read_parquet(tmp_path / "sae/examples.parquet")
     dense = sae.encode(torch.from_numpy(x)).detach().numpy()
     doc = tokens["doc_id"].to_numpy()
@@ -96,18 +132,29 @@ def test_examples_are_the_top_activations_with_their_windows(tmp_path):
         np.testing.assert_allclose(top["activation"].to_numpy(), expected, rtol=1e-6)
         for ex in examples.filter(pl.col("feature") == f).iter_rows(named=True):
             r = ex["row"]
-            rows = [q for q in range(r - CFG["window"], r + CFG["window"] + 1) if 0 <= q < len(doc) and doc[q] == doc[r]]
+            rows = [
+                q for q in range(r - CFG["window"], r + CFG["window"] + 1) if 0 <= q < len(doc) and doc[q] == doc[r]
+            ]
             assert ex["tokens"] == tokens["token"].gather(rows).to_list()
             np.testing.assert_allclose(ex["acts"], dense[rows, f], rtol=1e-6)
             assert ex["acts"][ex["center"]] == pytest.approx(ex["activation"])
         quantile = examples.filter((pl.col("feature") == f) & (pl.col("kind") == "quantile"))
-        assert quantile["rank"].n_unique() == min(CFG["n_quantiles"], int((dense[:, f] > 0).sum())) or (dense[:, f] > 0).sum() < 3
+        assert (
+            quantile["rank"].n_unique() == min(CFG["n_quantiles"], int((dense[:, f] > 0).sum()))
+            or (dense[:, f] > 0).sum() < 3
+        )
     assert (tmp_path / "sae/features.png").stat().st_size > 0 and (tmp_path / "sae/sentence.png").stat().st_size > 0
 
 
 def test_sentences_hold_every_token_of_the_first_documents_with_its_strongest_features(tmp_path):
     x, tokens, sae = planted_study(tmp_path)
-    features.run(str(tmp_path / "sae"), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), CFG)
+    features.run(
+        str(tmp_path / "sae"),
+        str(tmp_path / "acts"),
+        str(tmp_path / "tokens.parquet"),
+        str(tmp_path / "meta.json"),
+        CFG,
+    )
     sentences = pl.read_parquet(tmp_path / "sae/sentences.parquet")
     dense = sae.encode(torch.from_numpy(x)).detach().numpy()
     assert sentences["doc_id"].to_list() == tokens.filter(pl.col("doc_id") < 3)["doc_id"].to_list()
@@ -121,7 +168,7 @@ def test_sentences_hold_every_token_of_the_first_documents_with_its_strongest_fe
 
 def test_codes_lookup_and_batching(tmp_path):
     x, _, sae = planted_study(tmp_path)
-    codes = sparse_codes(sae, io.ActivationSet(tmp_path / "acts"), max_tokens=250, batch_rows=64)
+    codes = sparse_codes(sae, ActivationSet(tmp_path / "acts"), max_tokens=250, batch_rows=64)
     dense = sae.encode(torch.from_numpy(x[:250])).detach().numpy()
     assert codes.n_rows == 250
     rows, feats = np.meshgrid(np.arange(250), np.arange(dense.shape[1]), indexing="ij")
@@ -134,8 +181,13 @@ def test_no_examples_and_all_dead_features_still_write_tables(tmp_path):
         sae.b_enc.fill_(-100.0)  # nothing fires
     sae.save(tmp_path / "dead", {"hook_name": "blocks.0.hook_resid_post", "study": {"site": "resid_post", "layer": 1}})
     for folder, n_top in (("sae", 0), ("dead", 4)):
-        summary = features.run(str(tmp_path / folder), str(tmp_path / "acts"), str(tmp_path / "tokens.parquet"),
-                               str(tmp_path / "meta.json"), {**CFG, "n_top": n_top})
+        summary = features.run(
+            str(tmp_path / folder),
+            str(tmp_path / "acts"),
+            str(tmp_path / "tokens.parquet"),
+            str(tmp_path / "meta.json"),
+            {**CFG, "n_top": n_top},
+        )
         table = pl.read_parquet(tmp_path / folder / "features.parquet")
         examples = pl.read_parquet(tmp_path / folder / "examples.parquet")
         assert len(table) == 16 and (tmp_path / folder / "features.png").exists()
@@ -148,10 +200,10 @@ def test_no_examples_and_all_dead_features_still_write_tables(tmp_path):
 
 
 def test_encoding_leaves_autograd_on_even_when_a_generator_is_left_unfinished(tmp_path):
-    from workflow.codes import encode_batches
+    from workflow.sae.codes import encode_batches
 
     x, _, sae = planted_study(tmp_path)
-    aset = io.ActivationSet(tmp_path / "acts")
+    aset = ActivationSet(tmp_path / "acts")
     for _ in zip(encode_batches(sae, aset, 100, 64), encode_batches(sae, aset, None, 64)):
         assert torch.is_grad_enabled()  # the longer generator stays suspended after zip stops
     assert torch.is_grad_enabled()

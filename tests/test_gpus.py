@@ -13,7 +13,7 @@ import time
 
 from tests.conftest import ROOT
 from workflow import gpus
-from workflow.__main__ import GPU_STAGES
+from workflow.stages import GPU_STAGES
 
 JOB = """
 import json, os, sys, time
@@ -31,8 +31,13 @@ def _env(tmp_path, cards: str) -> dict:
 
 
 def _start(tmp_path, cards: str, hold: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", JOB, str(hold)], env=_env(tmp_path, cards), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, str(hold)],
+        env=_env(tmp_path, cards),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_concurrent_jobs_never_share_a_card(tmp_path):

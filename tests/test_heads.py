@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_bert, make_tiny_gpt2
-from workflow import head_ablation, heads, heads_summary, models, tokenize
-from workflow.attention_stats import DEFAULT_THRESHOLDS, AttentionWeights, PatternStats, head_type, head_types
-from workflow.linear_head import head_of
-from workflow.tokenize import Documents
+from tests.references import naive_head_effects
+from workflow.analysis import ablation
+from workflow.analysis.attention import DEFAULT_THRESHOLDS, AttentionWeights, PatternStats, head_type, head_types
+from workflow.models import loading
+from workflow.models.classifier import classifier_layer
+from workflow.stages import heads, tokens
+from workflow.store.tokens import Documents, batches
 
 
 def _docs(n: int, seed: int = 0, lo: int = 4, hi: int = 12, n_labels: int = 2, vocab: int = 900) -> Documents:
@@ -34,14 +37,14 @@ def _docs(n: int, seed: int = 0, lo: int = 4, hi: int = 12, n_labels: int = 2, v
 def _classifier(tmp_path, family: str, layers: int = 2, scale: float = 5.0):
     make = make_tiny_bert if family == "bert" else make_tiny_gpt2
     src = make(tmp_path / family, layers=layers)
-    model = models.load_classifier(str(src), 2, 0).eval()
+    model = loading.load_classifier(str(src), 2, 0).eval()
     with torch.no_grad():  # a larger head makes the loss depend on the input
-        head_of(model).weight.normal_(0, scale, generator=torch.Generator().manual_seed(0))
+        classifier_layer(model).weight.normal_(0, scale, generator=torch.Generator().manual_seed(0))
     return src, model
 
 
 def _inputs(docs: Documents, pad_id: int = 0) -> dict:
-    return next(tokenize.batches(docs, len(docs.token_ids), pad_id))[1]
+    return next(batches(docs, len(docs.token_ids), pad_id))[1]
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -73,7 +76,7 @@ def _previous_token_bert(tmp_path, alpha: float = 30.0):
     """A tiny BERT whose head 0 of block 1 attends to the previous token by construction: word embeddings are
     zero, so block 1 reads position vectors h_i only; W_K maps h_j to e_j, W_Q maps h_i to alpha * e_(i-1)."""
     src = make_tiny_bert(tmp_path / "built", layers=1)
-    model = models.load_base_model(str(src))
+    model = loading.load_base_model(str(src))
     emb = model.embeddings
     n_pos = dh = 8  # one key direction per position: as many positions as the head has dimensions
     with torch.no_grad():
@@ -124,7 +127,7 @@ def test_pattern_statistics_match_a_direct_computation():
     stats.update(0, weights, mask, special, causal=False)
     got = stats.result()
     expect = {k: np.zeros(h) for k in ("entropy", "distance", "self", "previous", "first", "separator")}
-    counts = {k: 0 for k in expect}
+    counts = dict.fromkeys(expect, 0)
     for d in range(b):
         n = int(mask[d].sum())
         for q in range(n):
@@ -144,8 +147,16 @@ def test_pattern_statistics_match_a_direct_computation():
 
 
 def test_head_types_follow_the_documented_rules():
-    base = {"entropy": 1.0, "entropy_norm": 0.5, "distance": 5.0, "self": 0.1, "previous": 0.1, "next": 0.1,
-            "first": 0.1, "separator": float("nan")}
+    base = {
+        "entropy": 1.0,
+        "entropy_norm": 0.5,
+        "distance": 5.0,
+        "self": 0.1,
+        "previous": 0.1,
+        "next": 0.1,
+        "first": 0.1,
+        "separator": float("nan"),
+    }
     t = DEFAULT_THRESHOLDS
     assert head_type(base, t) == "mixed"
     assert head_type({**base, "first": 0.7, "self": 0.6}, t) == "first"  # the largest share wins
@@ -159,11 +170,9 @@ def test_head_types_follow_the_documented_rules():
 def test_batched_ablation_equals_one_forward_per_head(tmp_path, family):
     _, model = _classifier(tmp_path, family, layers=3)
     docs = _docs(10)
-    means = head_ablation.head_means(model, docs, 4, 0, "cpu")
-    clean, batched = head_ablation.head_effects(model, docs, head_ablation.task_measure, ["zero", "mean"], means,
-                                                4, 20, 0, "cpu")
-    clean_naive, naive = head_ablation.naive_head_effects(model, docs, head_ablation.task_measure, ["zero", "mean"],
-                                                          means, 4, 0, "cpu")
+    means = ablation.head_means(model, docs, 4, 0, "cpu")
+    clean, batched = ablation.head_effects(model, docs, ablation.task_measure, ["zero", "mean"], means, 4, 20, 0, "cpu")
+    clean_naive, naive = naive_head_effects(model, docs, ablation.task_measure, ["zero", "mean"], means, 4, 0, "cpu")
     np.testing.assert_allclose(clean, clean_naive, rtol=1e-6)
     np.testing.assert_allclose(batched, naive, rtol=1e-5, atol=1e-5)
     assert batched.shape == (2, 3, 4, 2)
@@ -175,9 +184,8 @@ def test_a_head_with_zero_output_projection_has_zero_ablation_effect(tmp_path):
     with torch.no_grad():  # block 2, head 1: its columns of W_O are zero, so it writes nothing
         model.base_model.encoder.layer[1].attention.output.dense.weight[:, 8:16] = 0.0
     docs = _docs(12)
-    means = head_ablation.head_means(model, docs, 4, 0, "cpu")
-    clean, ablated = head_ablation.head_effects(model, docs, head_ablation.task_measure, ["zero", "mean"], means,
-                                                4, 64, 0, "cpu")
+    means = ablation.head_means(model, docs, 4, 0, "cpu")
+    clean, ablated = ablation.head_effects(model, docs, ablation.task_measure, ["zero", "mean"], means, 4, 64, 0, "cpu")
     np.testing.assert_allclose(ablated[:, 1, 1, :], np.broadcast_to(clean, (2, 2)), rtol=1e-6, atol=1e-6)
     others = np.delete(ablated[..., 0].reshape(2, -1), 4 + 1, axis=1)
     assert np.abs(others - clean[0]).min() > 0  # every other head changes the loss
@@ -190,9 +198,9 @@ def test_mean_ablation_writes_the_heads_mean_output(tmp_path):
         core = model.base_model.encoder.layer[0].attention.self
         core.value.weight[:8] = 0.0
     docs = _docs(8)
-    means = head_ablation.head_means(model, docs, 4, 0, "cpu")
+    means = ablation.head_means(model, docs, 4, 0, "cpu")
     np.testing.assert_allclose(means[0][0].numpy(), core.value.bias[:8].detach().numpy(), rtol=1e-5, atol=1e-6)
-    clean, ablated = head_ablation.head_effects(model, docs, head_ablation.task_measure, ["mean"], means, 4, 64, 0, "cpu")
+    clean, ablated = ablation.head_effects(model, docs, ablation.task_measure, ["mean"], means, 4, 64, 0, "cpu")
     np.testing.assert_allclose(ablated[0, 0, 0], clean, rtol=1e-5)
 
 
@@ -202,8 +210,8 @@ def test_lm_ablation_equals_naive_on_gpt2(tmp_path):
     src = make_tiny_gpt2(tmp_path / "lm", layers=2)
     lm = AutoModelForCausalLM.from_pretrained(str(src)).eval()
     docs = _docs(6)
-    clean, batched = head_ablation.head_effects(lm, docs, head_ablation.lm_measure, ["zero"], None, 3, 12, 0, "cpu")
-    _, naive = head_ablation.naive_head_effects(lm, docs, head_ablation.lm_measure, ["zero"], None, 3, 0, "cpu")
+    clean, batched = ablation.head_effects(lm, docs, ablation.lm_measure, ["zero"], None, 3, 12, 0, "cpu")
+    _, naive = naive_head_effects(lm, docs, ablation.lm_measure, ["zero"], None, 3, 0, "cpu")
     np.testing.assert_allclose(batched, naive, rtol=1e-5)
     assert clean[1] == sum(len(t) - 1 for t in docs.token_ids)  # every next token counted once
 
@@ -212,7 +220,7 @@ def _stage_inputs(tmp_path, family: str, seed: int):
     """A tiny classifier folder (its body seeded differently per variant) and a tokens table."""
     make = make_tiny_bert if family == "bert" else make_tiny_gpt2
     src = make(tmp_path / f"src-{family}", layers=2)
-    model = models.load_classifier(str(src), 2, models.load_tokenizer(str(src)).pad_token_id)
+    model = loading.load_classifier(str(src), 2, loading.load_tokenizer(str(src)).pad_token_id)
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -220,22 +228,35 @@ def _stage_inputs(tmp_path, family: str, seed: int):
     model.config.id2label = {0: "a", 1: "b"}
     folder = tmp_path / f"clf-{family}-{seed}"
     model.save_pretrained(folder)
-    models.load_tokenizer(str(src)).save_pretrained(folder)
+    loading.load_tokenizer(str(src)).save_pretrained(folder)
     rng = np.random.default_rng(0)
-    data = pl.DataFrame({"id": list(range(30)), "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(30)],
-                         "label": rng.integers(0, 2, 30).tolist()})
+    data = pl.DataFrame(
+        {
+            "id": list(range(30)),
+            "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(30)],
+            "label": rng.integers(0, 2, 30).tolist(),
+        }
+    )
     data.write_parquet(tmp_path / "test.parquet")
-    tokens = tmp_path / f"tokens-{family}.parquet"
-    tokenize.run(str(tmp_path / "test.parquet"), str(folder), 32, str(tokens))
-    return folder, tokens
+    tokens_path = tmp_path / f"tokens-{family}.parquet"
+    tokens.run(str(tmp_path / "test.parquet"), str(folder), 32, str(tokens_path))
+    return folder, tokens_path
 
 
-CFG = {"max_docs": 20, "modes": ["zero", "mean"], "batch_size": 8, "max_rows": 64, "pattern_docs": 4,
-       "pattern_max_tokens": 32, "types": {}, "seed": 0}
+CFG = {
+    "max_docs": 20,
+    "modes": ["zero", "mean"],
+    "batch_size": 8,
+    "max_rows": 64,
+    "pattern_docs": 4,
+    "pattern_max_tokens": 32,
+    "types": {},
+    "seed": 0,
+}
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_stage_and_summary(tmp_path, family):
+def test_stage_writes_statistics_ablations_and_patterns(tmp_path, family):
     pre, tokens = _stage_inputs(tmp_path, family, 1)
     ft, _ = _stage_inputs(tmp_path, family, 2)
     lm = {"pre": str(pre), "ft": str(ft)} if family == "gpt2" else {"pre": None, "ft": None}
@@ -245,8 +266,16 @@ def test_stage_and_summary(tmp_path, family):
         summary = heads.run(str(tokens), str(folder), lm[name], family, CFG, str(out[name]))
         assert summary["n_docs"] == 20 and summary["n_layers"] == 2 and summary["n_heads"] == 4
     table = pl.read_parquet(out["ft"] / "heads.parquet")
-    assert len(table) == 8 and set(table["type"]) <= {"self", "previous", "next", "first", "separator", "local",
-                                                      "broad", "mixed"}
+    assert len(table) == 8 and set(table["type"]) <= {
+        "self",
+        "previous",
+        "next",
+        "first",
+        "separator",
+        "local",
+        "broad",
+        "mixed",
+    }
     if family == "gpt2":
         assert table["separator"].null_count() == 8  # GPT-2 adds no [SEP]
         assert table["next"].max() == 0.0  # causal: nothing attends ahead
@@ -254,8 +283,11 @@ def test_stage_and_summary(tmp_path, family):
     measures = {"task", "lm"} if family == "gpt2" else {"task"}
     assert set(ablation["measure"]) == measures and len(ablation) == 8 * 2 * len(measures)
     clean = json.loads((out["ft"] / "heads.json").read_text())["clean"]["task"]["loss"]
-    np.testing.assert_allclose((ablation.filter(pl.col("measure") == "task")["loss"] - clean).to_numpy(),
-                               ablation.filter(pl.col("measure") == "task")["delta_loss"].to_numpy(), atol=1e-9)
+    np.testing.assert_allclose(
+        (ablation.filter(pl.col("measure") == "task")["loss"] - clean).to_numpy(),
+        ablation.filter(pl.col("measure") == "task")["delta_loss"].to_numpy(),
+        atol=1e-9,
+    )
     from safetensors.numpy import load_file
 
     examples = json.loads((out["ft"] / "patterns.json").read_text())
@@ -265,17 +297,3 @@ def test_stage_and_summary(tmp_path, family):
         p = patterns[f"doc{ex['doc_id']}"].astype(np.float32)
         assert p.shape == (2, 4, len(ex["tokens"]), len(ex["tokens"]))
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=5e-3)  # every query row is a distribution
-
-    same = heads_summary.run(str(out["pre"]), str(out["pre"]), 2, "same", str(tmp_path / "same"))
-    assert same["pattern_docs"] == 4
-    change = pl.read_parquet(tmp_path / "same/changes.parquet")
-    assert change["js_distance"].max() < 1e-6 and change["task_zero_delta_loss_change"].abs().max() == 0.0
-    heads_summary.run(str(out["pre"]), str(out["ft"]), 2, "tiny", str(tmp_path / "diff"))
-    change = pl.read_parquet(tmp_path / "diff/changes.parquet")
-    assert len(change) == 8 and 0.0 < change["js_distance"].min() and change["js_distance"].max() <= 1.0
-    page = (tmp_path / "diff/patterns.html").read_text()
-    data = json.loads(page.split('<script id="data" type="application/json">')[1].split("</script>")[0])
-    assert len(data["examples"]) == 2 and data["layers"] == 2 and data["heads"] == 4
-    assert "http://" not in page and "https://" not in page  # nothing fetched at view time
-    for name in ("ablation.png", "pattern_change.png"):
-        assert (tmp_path / "diff" / name).stat().st_size > 5000

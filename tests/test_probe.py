@@ -8,15 +8,29 @@ import polars as pl
 import pytest
 import torch
 
-from workflow import io, pooling, probe
-from workflow.sae import ARCHITECTURES
+from tests.sae_helpers import bare_sae
+from workflow.analysis import pooling, probes
+from workflow.stages import probe
+from workflow.store.activations import ActivationSet, ActivationWriter
+from workflow.store.files import atomic_dir, write_json
 
-CFG = {"Cs": [1e-2, 1e-1, 1.0, 10.0], "folds": 3, "max_iter": 1000, "tol": 1e-4, "max_train_docs": None, "ks": [1, 2, 4, 8],
-       "sparse_pooling": "mean", "token_max_tokens": None, "token_saes": True, "batch_rows": 7, "seed": 0}
+CFG = {
+    "Cs": [1e-2, 1e-1, 1.0, 10.0],
+    "folds": 3,
+    "max_iter": 1000,
+    "tol": 1e-4,
+    "max_train_docs": None,
+    "ks": [1, 2, 4, 8],
+    "sparse_pooling": "mean",
+    "token_max_tokens": None,
+    "token_saes": True,
+    "batch_rows": 7,
+    "seed": 0,
+}
 
 
 def _identity_sae(d: int, folder):
-    sae = ARCHITECTURES["relu"](d, d, {"architecture": "relu"})
+    sae = bare_sae("relu", d, d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.eye(d))
         sae.W_dec.copy_(torch.eye(d))
@@ -25,19 +39,33 @@ def _identity_sae(d: int, folder):
     return sae
 
 
-def _write_split(folder, name: str, x: np.ndarray, doc_len: np.ndarray, labels: np.ndarray, concept: np.ndarray,
-                 first_id: int):
+def _write_split(
+    folder, name: str, x: np.ndarray, doc_len: np.ndarray, labels: np.ndarray, concept: np.ndarray, first_id: int
+):
     n = len(x)
     doc = np.repeat(np.arange(len(doc_len)), doc_len)
     pos = np.concatenate([np.arange(k) for k in doc_len])
-    tokens = pl.DataFrame({
-        "row": np.arange(n), "doc_id": doc + first_id, "pos": pos.astype(np.int32), "token_id": (pos % 5).astype(np.int32),
-        "token": [f"t{p % 5}" for p in pos], "label": labels[doc].astype(np.int32), "is_special": pos == 0,
-        "concepts": [["c0"] if c else [] for c in concept],
-    })
+    tokens = pl.DataFrame(
+        {
+            "row": np.arange(n),
+            "doc_id": doc + first_id,
+            "pos": pos.astype(np.int32),
+            "token_id": (pos % 5).astype(np.int32),
+            "token": [f"t{p % 5}" for p in pos],
+            "label": labels[doc].astype(np.int32),
+            "is_special": pos == 0,
+            "concepts": [["c0"] if c else [] for c in concept],
+        }
+    )
     tokens.write_parquet(folder / f"{name}.parquet")
-    with io.atomic_dir(folder / f"acts_{name}") as tmp:
-        writer = io.ActivationWriter(tmp, x.shape[1], "float32", 50, {"site": "resid_post", "layer": 1})
+    with atomic_dir(folder / f"acts_{name}") as tmp:
+        writer = ActivationWriter(
+            tmp,
+            x.shape[1],
+            "float32",
+            50,
+            {"model": "tiny", "variant": "finetuned", "dataset": "planted", "site": "resid_post", "layer": 1},
+        )
         writer.append(x)
         writer.close()
 
@@ -61,7 +89,9 @@ def planted_split(rng, n_docs: int, d: int, labels: np.ndarray | None = None):
     return x, doc_len, labels, concept
 
 
-def planted_study(folder, d: int = 16, n_train: int = 150, n_test: int = 400, seed: int = 0, shuffle_test: bool = False):
+def planted_study(
+    folder, d: int = 16, n_train: int = 150, n_test: int = 400, seed: int = 0, shuffle_test: bool = False
+):
     rng = np.random.default_rng(seed)
     train = planted_split(rng, n_train, d)
     test = planted_split(rng, n_test, d)
@@ -69,14 +99,20 @@ def planted_study(folder, d: int = 16, n_train: int = 150, n_test: int = 400, se
     _write_split(folder, "train", train[0], train[1], train[2], train[3], 0)
     _write_split(folder, "test", test[0], test[1], test_labels, test[3], 10_000)
     _identity_sae(d, folder / "sae")
-    io.write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
+    write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
     return train, test
 
 
 def run_probe(folder, cfg=CFG, family="bert"):
-    return probe.run({s: str(folder / f"acts_{s}") for s in ("train", "test")},
-                     {s: str(folder / f"{s}.parquet") for s in ("train", "test")}, str(folder / "meta.json"), family,
-                     {"identity": str(folder / "sae")}, cfg, str(folder / "out"))
+    return probe.run(
+        {s: str(folder / f"acts_{s}") for s in ("train", "test")},
+        {s: str(folder / f"{s}.parquet") for s in ("train", "test")},
+        str(folder / "meta.json"),
+        family,
+        {"identity": str(folder / "sae")},
+        cfg,
+        str(folder / "out"),
+    )
 
 
 def test_pooling_equals_a_naive_computation():
@@ -99,7 +135,7 @@ def test_sae_pooling_pools_the_codes(tmp_path):
     train, _ = planted_study(tmp_path)
     sae = _identity_sae(16, tmp_path / "sae2")
     offsets = np.concatenate([[0], np.cumsum(train[1])])
-    pooled = pooling.pool_set(io.ActivationSet(tmp_path / "acts_train"), offsets, "last", sae, batch_rows=13)
+    pooled = pooling.pool_set(ActivationSet(tmp_path / "acts_train"), offsets, "last", sae, batch_rows=13)
     codes = np.maximum(train[0] - 0.1, 0)
     np.testing.assert_allclose(pooled.mean[3], codes[offsets[3] : offsets[4]].mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pooled.position[3], codes[offsets[4] - 1], rtol=1e-5, atol=1e-6)
@@ -109,10 +145,10 @@ def test_one_carrying_feature_gives_a_1_sparse_probe_at_100_percent_and_shuffled
     rng = np.random.default_rng(0)
     x_train, x_test = rng.standard_normal((300, 50)), rng.standard_normal((1000, 50))
     y_train, y_test = (x_train[:, 7] > 0).astype(int), (x_test[:, 7] > 0).astype(int)
-    rows, order, _ = probe.sparse_probes(x_train, y_train, x_test, y_test, [1, 4], CFG)
+    rows, order, _ = probes.sparse_probes(x_train, y_train, x_test, y_test, [1, 4], CFG)
     assert order[0] == 7 and rows[0]["features"] == [7]
     assert rows[0]["accuracy"] >= 0.98
-    shuffled = probe.sparse_probes(x_train, rng.permutation(y_train), x_test, rng.permutation(y_test), [1], CFG)[0]
+    shuffled = probes.sparse_probes(x_train, rng.permutation(y_train), x_test, rng.permutation(y_test), [1], CFG)[0]
     assert abs(shuffled[0]["accuracy"] - 0.5) < 0.08
 
 
@@ -122,7 +158,7 @@ def test_a_memorising_probe_scores_chance_on_shuffled_labels():
     rng = np.random.default_rng(0)
     x_train, x_test = rng.standard_normal((200, 500)), rng.standard_normal((1000, 500))
     y_train, y_test = rng.integers(0, 2, 200), rng.integers(0, 2, 1000)
-    result = probe.fit_probe(x_train, y_train, x_test, y_test, {**CFG, "Cs": [1e4]})
+    result = probes.fit_probe(x_train, y_train, x_test, y_test, {**CFG, "Cs": [1e4]})
     assert result["train_accuracy"] == 1.0
     assert abs(result["accuracy"] - 0.5) < 0.06
 
@@ -161,12 +197,12 @@ def test_stage_fits_on_train_only(tmp_path):
     sparse = pl.read_parquet(tmp_path / "out/sparse.parquet")
     assert (sparse["accuracy"] - 0.5).abs().max() < 0.12, sparse
     # the same probe fitted on the test split itself (a leak) memorises the shuffled labels
-    from workflow.pooling import pool_set
-    from workflow.tokenize import read_documents
+    from workflow.analysis.pooling import pool_set
+    from workflow.store.tokens import read_documents
 
     docs = read_documents(tmp_path / "test.parquet")
-    x = pool_set(io.ActivationSet(tmp_path / "acts_test"), docs.offsets, "first").mean
-    leaky = probe.fit_probe(x, docs.labels, x, docs.labels, cfg)
+    x = pool_set(ActivationSet(tmp_path / "acts_test"), docs.offsets, "first").mean
+    leaky = probes.fit_probe(x, docs.labels, x, docs.labels, cfg)
     assert leaky["accuracy"] == 1.0
 
 
@@ -177,4 +213,4 @@ def test_bad_inputs_fail_clearly(tmp_path):
     y = np.zeros(20, int)
     y[0] = 1
     with pytest.raises(ValueError, match="1 train example"):
-        probe.fit_probe(np.ones((20, 2)), y, np.ones((5, 2)), np.zeros(5, int), CFG)
+        probes.fit_probe(np.ones((20, 2)), y, np.ones((5, 2)), np.zeros(5, int), CFG)

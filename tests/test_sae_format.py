@@ -8,12 +8,16 @@ import pytest
 import torch
 
 from tests.sae_helpers import planted_dictionary_set, recipe
-from workflow import train_sae
-from workflow.io import ActivationSet
-from workflow.sae import load
+from workflow.sae import load, training
+from workflow.store.activations import ActivationSet
 
 CPU = torch.device("cpu")
-META = {"model_name": "tiny", "hook_name": "blocks.0.hook_resid_post", "hook_layer": 0, "study": {"site": "resid_post", "layer": 1}}
+META = {
+    "model_name": "tiny",
+    "hook_name": "blocks.0.hook_resid_post",
+    "hook_layer": 0,
+    "study": {"site": "resid_post", "layer": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +28,15 @@ def trained(tmp_path_factory):
     out = {}
     for arch in ("relu", "topk", "batchtopk", "jumprelu"):
         r = recipe(arch, d_sae=96, train_tokens=20000, batch_size=500)
-        sae = train_sae.train(str(root / "acts"), r, str(root / arch), META, CPU)
+        training.train(str(root / "acts"), r, str(root / arch), META, CPU)
         out[arch] = root / arch
     x = torch.from_numpy(ActivationSet(root / "acts").read_all()[:500].copy())
     return out, x
 
 
-@pytest.mark.parametrize("arch,saelens_name", [("relu", "standard"), ("topk", "topk"), ("batchtopk", "jumprelu"),
-                                               ("jumprelu", "jumprelu")])
+@pytest.mark.parametrize(
+    "arch,saelens_name", [("relu", "standard"), ("topk", "topk"), ("batchtopk", "jumprelu"), ("jumprelu", "jumprelu")]
+)
 def test_cfg_and_tensors_follow_the_saelens_layout(trained, arch, saelens_name):
     from safetensors.torch import load_file
 

@@ -12,22 +12,22 @@ import polars as pl
 import pytest
 import yaml
 
-from tests import slurm_cluster
+from tests import slurm_node
 from tests.conftest import ROOT, run_snakemake
-from workflow import io
-from workflow.__main__ import GPU_STAGES
+from workflow.stages import GPU_STAGES
+from workflow.store.files import read_json
 
 pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    why = slurm_cluster.missing()
+def node(tmp_path_factory):
+    why = slurm_node.missing()
     if why and os.environ.get("STUDY_REQUIRE_SLURM"):  # CI sets it: there the test must run, not skip
         pytest.fail(f"STUDY_REQUIRE_SLURM is set but no SLURM cluster can run here: {why}")
     if why:
         pytest.skip(f"no SLURM cluster here: {why}")
-    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
+    c = slurm_node.SlurmNode(tmp_path_factory.mktemp("slurm"))
     c.start()
     yield c
     c.stop()
@@ -58,19 +58,46 @@ def _test_overrides() -> list[str]:
     """The one-node test cluster is small and has no accounting: every job asks for 500 MB and 10 min,
     status comes from squeue, and logs are kept."""
     profile = yaml.safe_load((ROOT / "profiles/slurm/profile.yaml").read_text())
-    small = [f"{rule}:{key}={value}" for rule in profile["set-resources"] for key, value in
-             (("mem_mb", 500), ("runtime", 10))]
-    return ["--default-resources", "mem_mb=500", "runtime=10", "--set-resources", *small,
-            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-            "--seconds-between-status-checks", "1", "--slurm-keep-successful-logs", "--jobs", "2", "--latency-wait", "5"]
+    small = [
+        f"{rule}:{key}={value}"
+        for rule in profile["set-resources"]
+        for key, value in (("mem_mb", 500), ("runtime", 10))
+    ]
+    return [
+        "--default-resources",
+        "mem_mb=500",
+        "runtime=10",
+        "--set-resources",
+        *small,
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        "--jobs",
+        "2",
+        "--latency-wait",
+        "5",
+    ]
 
 
-def test_tiny_study_on_slurm_equals_a_local_run(cluster, tiny_bert, tmp_path):
+def test_tiny_study_on_slurm_equals_a_local_run(node, tiny_bert, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     _study(on_slurm, tiny_bert)
     _study(local, tiny_bert)
-    result = run_snakemake(on_slurm, "--workflow-profile", str(ROOT / "profiles/slurm"), "--configfile", "study.yaml",
-                           "--verbose", *_test_overrides(), env={**cluster.env, "SBATCH_PARTITION": "main"}, timeout=1500)
+    result = run_snakemake(
+        on_slurm,
+        "--workflow-profile",
+        str(ROOT / "profiles/slurm"),
+        "--configfile",
+        "study.yaml",
+        "--verbose",
+        *_test_overrides(),
+        env={**node.env, "SBATCH_PARTITION": "main"},
+        timeout=1500,
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     calls = [line for line in log.splitlines() if line.lstrip().startswith("sbatch call:")]
@@ -81,7 +108,9 @@ def test_tiny_study_on_slurm_equals_a_local_run(cluster, tiny_bert, tmp_path):
         by_rule.setdefault(name, []).append(call)
     gpu_rules = set(by_rule) & set(GPU_STAGES)
     cpu_rules = set(by_rule) - set(GPU_STAGES)
-    assert {"finetune", "extract", "heads"} <= gpu_rules and {"dataset", "tokenize", "report"} <= cpu_rules, by_rule.keys()
+    assert {"finetune", "extract", "heads"} <= gpu_rules and {"dataset", "tokenize", "report"} <= cpu_rules, (
+        by_rule.keys()
+    )
     for rule in gpu_rules:
         assert all("--gpus=1" in c for c in by_rule[rule]), by_rule[rule]
     for rule in cpu_rules:
@@ -90,15 +119,17 @@ def test_tiny_study_on_slurm_equals_a_local_run(cluster, tiny_bert, tmp_path):
 
     result = run_snakemake(local, "--cores", "2", "--configfile", "study.yaml")
     assert result.returncode == 0, result.stderr[-4000:]
-    same = ["results/models/bert/reviews/metrics.json", "results/heads/bert/reviews/metrics.json"]
+    same = ["results/models/bert/reviews/metrics.json", "results/frozen_classifiers/bert/reviews/metrics.json"]
     for path in same:
-        a, b = io.read_json(on_slurm / path), io.read_json(local / path)
+        a, b = read_json(on_slurm / path), read_json(local / path)
         for variant in ("pretrained", "finetuned"):
             if variant in a:
                 assert a[variant]["accuracy"] == b[variant]["accuracy"], path
-    for table in ("results/analysis/bert/reviews/similarity.parquet",
-                  "results/analysis/bert/reviews/heads_summary/ablation.parquet",
-                  "results/analysis/bert/reviews/probe_summary/probes.parquet"):
+    for table in (
+        "results/analysis/bert/reviews/similarity.parquet",
+        "results/analysis/bert/reviews/heads_summary/ablation.parquet",
+        "results/analysis/bert/reviews/probe_summary/probes.parquet",
+    ):
         a, b = pl.read_parquet(on_slurm / table), pl.read_parquet(local / table)
         assert a.drop(pl.selectors.contains("seconds")).equals(b.drop(pl.selectors.contains("seconds"))), table
     for shard in sorted((local / "results/activations/bert/finetuned/reviews/test/resid_post/L1").glob("*.npy")):

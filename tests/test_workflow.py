@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import run_snakemake
-from workflow import io
-from workflow.similarity_stats import linear_cka
+from tests.references import linear_cka
+from workflow.store.activations import ActivationSet
+from workflow.store.files import read_json
 
 pytestmark = pytest.mark.workflow
 
@@ -39,10 +40,29 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         "extract": {"batch_size": 16, "shard_rows": 500},
         "similarity": {"max_tokens": 100000},
         "saes": {
-            "topk": {"architecture": "topk", "datasets": ["reviews"], "layers": [2], "sites": ["resid_post"],
-                     "d_sae": 64, "k": 4, "lr": 3e-3, "train_tokens": 6000, "batch_size": 256, "log_every": 5},
-            "relu": {"architecture": "relu", "datasets": ["reviews"], "layers": [2], "sites": ["resid_post"],
-                     "expansion_factor": 2, "l1_coefficient": 1.0, "lr": 3e-3, "train_tokens": 6000, "batch_size": 256},
+            "topk": {
+                "architecture": "topk",
+                "datasets": ["reviews"],
+                "layers": [2],
+                "sites": ["resid_post"],
+                "d_sae": 64,
+                "k": 4,
+                "lr": 3e-3,
+                "train_tokens": 6000,
+                "batch_size": 256,
+                "log_every": 5,
+            },
+            "relu": {
+                "architecture": "relu",
+                "datasets": ["reviews"],
+                "layers": [2],
+                "sites": ["resid_post"],
+                "expansion_factor": 2,
+                "l1_coefficient": 1.0,
+                "lr": 3e-3,
+                "train_tokens": 6000,
+                "batch_size": 256,
+            },
         },
         "sae_eval": {"max_docs": 40},
         "probe": {"sites": ["resid_post"], "layers": [2], "token_max_tokens": 3000},
@@ -59,10 +79,10 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
 def test_finetuning_learned_the_tasks(study):
     work, _ = study
     for model in ("bert", "gpt2"):
-        metrics = io.read_json(work / f"results/models/{model}/reviews/metrics.json")
+        metrics = read_json(work / f"results/models/{model}/reviews/metrics.json")
         assert metrics["finetuned"]["accuracy"] >= 0.9, (model, metrics["finetuned"])  # one word decides
         assert metrics["finetuned"]["accuracy"] > metrics["pretrained"]["accuracy"]
-        news = io.read_json(work / f"results/models/{model}/news/metrics.json")
+        news = read_json(work / f"results/models/{model}/news/metrics.json")
         assert news["train"]["steps"] == 3 * 19  # ceil(300 / 16) steps an epoch
         assert news["pretrained"]["n_docs"] == news["finetuned"]["n_docs"] == 60
 
@@ -74,11 +94,11 @@ def test_activation_sets_cover_every_token_of_both_variants(study):
         sets = {}
         for variant in ("pretrained", "finetuned"):
             root = work / f"results/activations/{model}/{variant}/news/test"
-            summary = io.read_json(root / "extract.json")
+            summary = read_json(root / "extract.json")
             assert summary["sets"] == ["resid_post/L1", "mlp_out/L1", "resid_post/L2", "mlp_out/L2"]
             for site in ("resid_post", "mlp_out"):
                 for layer in (1, 2):
-                    s = io.ActivationSet(root / site / f"L{layer}")
+                    s = ActivationSet(root / site / f"L{layer}")
                     assert s.n_rows == len(tokens) and s.manifest["variant"] == variant
                     sets[(variant, site, layer)] = s
         pre, ft = sets[("pretrained", "resid_post", 2)].read_all(), sets[("finetuned", "resid_post", 2)].read_all()
@@ -91,22 +111,27 @@ def test_similarity_matches_the_stored_activations(study):
     for model in ("bert", "gpt2"):
         table = pl.read_parquet(work / f"results/analysis/{model}/news/similarity.parquet").sort("layer")
         assert table["layer"].to_list() == [0, 1, 2]
-        assert table["hook_name"].to_list() == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+        assert table["hook_name"].to_list() == [
+            "blocks.0.hook_resid_pre",
+            "blocks.0.hook_resid_post",
+            "blocks.1.hook_resid_post",
+        ]
         row = table.row(2, named=True)
         base = work / f"results/activations/{model}/{{}}/news/test/resid_post/L2"
-        x = io.ActivationSet(str(base).format("pretrained")).read_all().astype(np.float64)
-        y = io.ActivationSet(str(base).format("finetuned")).read_all().astype(np.float64)
+        x = ActivationSet(str(base).format("pretrained")).read_all().astype(np.float64)
+        y = ActivationSet(str(base).format("finetuned")).read_all().astype(np.float64)
         assert row["n_tokens"] == len(x)
         assert row["cka_biased"] == pytest.approx(linear_cka(x, y, debiased=False), abs=2e-3)
         assert row["cka_debiased"] == pytest.approx(linear_cka(x, y, debiased=True), abs=2e-3)
         assert row["mean_cosine"] == pytest.approx(
-            x.mean(0) @ y.mean(0) / np.linalg.norm(x.mean(0)) / np.linalg.norm(y.mean(0)), abs=1e-3)
+            x.mean(0) @ y.mean(0) / np.linalg.norm(x.mean(0)) / np.linalg.norm(y.mean(0)), abs=1e-3
+        )
         assert ((table["cka_debiased"] <= 1 + 1e-9) & (table["token_cosine"] <= 1 + 1e-9)).all()
 
 
 def test_reports_show_the_numbers(study):
     work, _ = study
-    metrics = io.read_json(work / "results/models/gpt2/reviews/metrics.json")
+    metrics = read_json(work / "results/models/gpt2/reviews/metrics.json")
     page = (work / "results/reports/gpt2/reviews/index.html").read_text()
     assert f"{metrics['finetuned']['accuracy']:.4f}" in page and 'src="img/similarity.png"' in page
     assert (work / "results/reports/gpt2/reviews/img/similarity.png").stat().st_size > 1000
@@ -121,7 +146,7 @@ def test_reports_show_the_numbers(study):
 def _data_file(path) -> object:
     """The payload of a report data file: reportData("name", payload);"""
     text = path.read_text()
-    return json.loads(text[text.index(",") + 1: text.rindex(")")])
+    return json.loads(text[text.index(",") + 1 : text.rindex(")")])
 
 
 def test_feature_data_files_hold_every_feature_with_its_examples_and_match(study):
@@ -143,7 +168,9 @@ def test_feature_data_files_hold_every_feature_with_its_examples_and_match(study
             mine = examples.filter(pl.col("feature") == r["feature"])
             assert len(r["examples"]) == len(mine)
             top = [e["activation"] for e in r["examples"] if e["kind"] == "top"]
-            assert top == pytest.approx(mine.filter(pl.col("kind") == "top").sort("rank")["activation"].to_list(), abs=1e-4)
+            assert top == pytest.approx(
+                mine.filter(pl.col("kind") == "top").sort("rank")["activation"].to_list(), abs=1e-4
+            )
             match = side.row(r["feature"], named=True)
             assert r["match"]["partner"] == match["partner"] and r["match"]["category"] == match["category"]
         index = _data_file(data / "index.js")
@@ -157,14 +184,21 @@ def test_report_in_a_browser(study, tmp_path):
 
     work, _ = study
     reports = work / "results/reports"
-    metrics = io.read_json(work / "results/models/bert/reviews/metrics.json")
+    metrics = read_json(work / "results/models/bert/reviews/metrics.json")
     folder = work / "results/saes/bert/finetuned/reviews/resid_post/L2/topk"
     table = pl.read_parquet(folder / "features.parquet")
     feature = table.sort("n_active", descending=True).row(0, named=True)
-    examples = pl.read_parquet(folder / "examples.parquet").filter(
-        (pl.col("feature") == feature["feature"]) & (pl.col("kind") == "top")).sort("rank")
-    partner, category = pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet").filter(
-        (pl.col("side") == "finetuned") & (pl.col("feature") == feature["feature"])).select("partner", "category").row(0)
+    examples = (
+        pl.read_parquet(folder / "examples.parquet")
+        .filter((pl.col("feature") == feature["feature"]) & (pl.col("kind") == "top"))
+        .sort("rank")
+    )
+    partner, category = (
+        pl.read_parquet(work / "results/analysis/bert/reviews/resid_post/L2/topk/diff.parquet")
+        .filter((pl.col("side") == "finetuned") & (pl.col("feature") == feature["feature"]))
+        .select("partner", "category")
+        .row(0)
+    )
     sentences = pl.read_parquet(work / "results/saes/bert/pretrained/reviews/resid_post/L2/topk/sentences.parquet")
     with open_browser() as page:
         page.goto((reports / "index.html").as_uri())
@@ -223,20 +257,26 @@ def test_report_in_a_browser(study, tmp_path):
             links = pre.nth(i).locator("a.feat")
             assert links.count() == min(3, len(fired))
             if fired:
-                assert links.first.get_attribute("href") == f"feature.html#sae=pretrained-resid_post-L2-topk&f={fired[0]}"
+                assert (
+                    links.first.get_attribute("href") == f"feature.html#sae=pretrained-resid_post-L2-topk&f={fired[0]}"
+                )
         page.screenshot(path=tmp_path / "sentences.png", full_page=True)
         assert page.errors == []
-        assert all(url.startswith("file://") for url in page.requests), [u for u in page.requests if not u.startswith("file://")]
+        assert all(url.startswith("file://") for url in page.requests), [
+            u for u in page.requests if not u.startswith("file://")
+        ]
     for name in ("index", "report", "feature", "sentences"):
         assert_not_blank(tmp_path / f"{name}.png")
 
 
-def test_summary_prints_the_readme_tables(study):
-    from workflow.report_summary import summary
+def test_summary_prints_the_readme_tables(study, monkeypatch):
+    from workflow import config
+    from workflow.report.summary import summary
 
     work, _ = study
-    text = summary(str(work / "results"))
-    metrics = io.read_json(work / "results/models/bert/news/metrics.json")
+    monkeypatch.chdir(work)  # the study's dataset file is relative to it
+    text = summary(config.load_file(work / "study.yaml"), str(work / "results"))
+    metrics = read_json(work / "results/models/bert/news/metrics.json")
     assert f"| bert / news | 300 / 60 | {metrics['pretrained']['accuracy']:.3f} |" in text
     assert text.count("\n| 2 | ") == 1 and "gpt2 / reviews" in text
 
@@ -257,12 +297,24 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
     out = result.stdout + result.stderr
     assert result.returncode == 0
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    # news only: 1 dataset, 2 models x 2 splits tokenize, 2 finetune, 2 linear heads, 2 x 2 x 2 extract,
-    # 2 similarity, 2 x 2 probes (L2 resid_post), 2 probe summaries, 2 cluster jobs, 2 reports, index
+    # news only: 1 dataset, 2 models x 2 splits tokens, 2 finetune, 2 frozen classifiers, 2 x 2 x 2 extract,
+    # 2 similarity, 2 x 2 probes (L2 resid_post), 2 probe summaries, 2 k-means jobs, 2 reports, index
     # (no SAE recipe covers news)
-    assert jobs == {"dataset": "1", "tokenize": "4", "finetune": "2", "linear_head": "2", "extract": "8",
-                    "similarity": "2", "probe": "4", "cluster": "2", "probe_summary": "2", "report": "2",
-                    "report_index": "1", "all": "1", "total": "31"}
+    assert jobs == {
+        "dataset": "1",
+        "tokens": "4",
+        "finetune": "2",
+        "frozen_classifier": "2",
+        "extract": "8",
+        "similarity": "2",
+        "probe": "4",
+        "kmeans": "2",
+        "probe_summary": "2",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "31",
+    }
 
 
 def _dry_run_jobs(work, cfg, name):
@@ -278,11 +330,21 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     cfg["saes"]["relu"]["l1_coefficient"] = 2.0
     # relu on reviews at L2 resid_post: 2 models x 2 variants, trained and evaluated; the 2 pages and the index
     # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries; the probes and
-    # clusters of that layer (they read the relu latents) and their 2 summaries
-    assert _dry_run_jobs(work, cfg, "recipe.yaml") == {"train_sae": "4", "evaluate_sae": "4", "features": "4", "diff": "2",
-                                                       "diff_summary": "2", "probe": "4", "cluster": "2",
-                                                       "probe_summary": "2", "report": "2", "report_index": "1",
-                                                       "all": "1", "total": "28"}
+    # k-means of that layer (they read the relu latents) and their 2 summaries
+    assert _dry_run_jobs(work, cfg, "recipe.yaml") == {
+        "train_sae": "4",
+        "evaluate_sae": "4",
+        "features": "4",
+        "diff": "2",
+        "diff_summary": "2",
+        "probe": "4",
+        "kmeans": "2",
+        "probe_summary": "2",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "28",
+    }
     cfg["saes"]["relu"]["l1_coefficient"] = 1.0
     cfg["saes"]["relu"]["datasets"] = ["reviews", "news"]  # widening the scope adds jobs, re-runs none
     jobs = _dry_run_jobs(work, cfg, "scope.yaml")
@@ -291,12 +353,46 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     cfg["saes"]["relu"]["datasets"] = ["reviews"]
     cfg["probe"]["layers"] = [1, 2]  # widening the probe scope adds the L1 probes; re-runs only the gathering jobs
     jobs = _dry_run_jobs(work, cfg, "probe_scope.yaml")  # and the 4 report pages that show probes, and the index
-    assert jobs == {"probe": "8", "cluster": "4", "probe_summary": "4", "report": "4", "report_index": "1", "all": "1",
-                    "total": "22"}, jobs
+    assert jobs == {
+        "probe": "8",
+        "kmeans": "4",
+        "probe_summary": "4",
+        "report": "4",
+        "report_index": "1",
+        "all": "1",
+        "total": "22",
+    }, jobs
 
 
-def test_editing_one_stage_source_reruns_that_stage_and_its_dependants(study, tmp_path):
-    """A copy of the workflow with one stage module edited: its jobs and their dependants re-run, no others."""
+# features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs and 4 recipe summaries; the
+# 4 probes and 2 k-means jobs that read the features tables, and 2 probe summaries; the 2 report pages with
+# feature pages (reviews) and the index
+AFTER_FEATURES = {
+    "features": "8",
+    "diff": "4",
+    "diff_summary": "4",
+    "probe": "4",
+    "kmeans": "2",
+    "probe_summary": "2",
+    "report": "2",
+    "report_index": "1",
+    "all": "1",
+    "total": "28",
+}
+
+
+@pytest.mark.parametrize(
+    "edited,expected",
+    [
+        ("workflow/stages/features.py", AFTER_FEATURES),
+        # train_sae reaches it only through workflow.sae.training, diff through training too: every SAE is
+        # trained again, and everything that reads an SAE follows
+        ("workflow/sae/losses.py", {"train_sae": "8", "evaluate_sae": "8", **AFTER_FEATURES, "total": "44"}),
+    ],
+)
+def test_editing_one_module_reruns_the_stages_that_import_it_and_their_dependants(study, tmp_path, edited, expected):
+    """A copy of the workflow with one module edited: the jobs of every stage that imports it, directly or
+    through other modules, and their dependants re-run; no others."""
     import shutil
 
     from tests.conftest import ROOT
@@ -308,18 +404,15 @@ def test_editing_one_stage_source_reruns_that_stage_and_its_dependants(study, tm
         shutil.copy(ROOT / name, src / name)
     for name in ("rules", "workflow", "schemas", "envs", "profiles"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(src / "workflow/features.py", "a") as f:
+    with open(src / edited, "a") as f:
         f.write("\n# an edit\n")
     (work / "same.yaml").write_text(yaml.safe_dump(cfg))
-    result = run_snakemake(work, "--cores", "1", "--configfile", "same.yaml", "--dry-run", "--quiet", "rules",
-                           snakefile=src / "Snakefile")
+    result = run_snakemake(
+        work, "--cores", "1", "--configfile", "same.yaml", "--dry-run", "--quiet", "rules", snakefile=src / "Snakefile"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
-    # features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs and 4 recipe
-    # summaries; the 4 probes and 2 cluster jobs that read the features tables, and 2 probe summaries; the 2
-    # report pages with feature pages (reviews) and the index
-    assert jobs == {"features": "8", "diff": "4", "diff_summary": "4", "probe": "4", "cluster": "2",
-                    "probe_summary": "2", "report": "2", "report_index": "1", "all": "1", "total": "28"}, jobs
+    assert jobs == expected, jobs
 
 
 def test_adding_a_dataset_adds_only_its_jobs(study):
@@ -344,7 +437,7 @@ def test_saes_are_trained_evaluated_and_reported(study):
         for variant in ("pretrained", "finetuned"):
             for recipe in ("topk", "relu"):
                 folder = work / f"results/saes/{model}/{variant}/reviews/resid_post/L2/{recipe}"
-                e = io.read_json(folder / "eval.json")
+                e = read_json(folder / "eval.json")
                 assert e["variant"] == variant and e["layer"] == 2 and e["architecture"] == recipe
                 assert 0 < e["explained_variance"] <= 1 and e["fvu"] < 0.9, e
                 assert e["l0"] > 0 and 0 <= e["dead_fraction"] < 1
@@ -358,10 +451,10 @@ def test_saes_are_trained_evaluated_and_reported(study):
                 assert sae.cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
                 log = pl.read_parquet(folder / "training_log.parquet")
                 assert log["step"][-1] == 24  # ceil(6000 / 256)
-        head = io.read_json(work / f"results/heads/{model}/reviews/metrics.json")
+        head = read_json(work / f"results/frozen_classifiers/{model}/reviews/metrics.json")
         assert head["n_docs"] == 80
     page = (work / "results/reports/bert/reviews/index.html").read_text()
-    assert 'class="saes"' in page and "fitted linear head" in page
+    assert 'class="saes"' in page and "fitted linear classifier" in page
     assert page.count("<tr>") >= 8
 
 
@@ -372,7 +465,7 @@ def test_features_and_diffs_of_the_tiny_study(study):
             for variant in ("pretrained", "finetuned"):
                 folder = work / f"results/saes/{model}/{variant}/reviews/resid_post/L2/{recipe}"
                 table = pl.read_parquet(folder / "features.parquet")
-                e = io.read_json(folder / "eval.json")
+                e = read_json(folder / "eval.json")
                 assert len(table) == d_sae
                 assert table["frequency"].sum() == pytest.approx(e["l0"], rel=1e-4)  # same test tokens
                 assert ((table["auroc:0"] >= 0) & (table["auroc:0"] <= 1)).all()
@@ -380,16 +473,18 @@ def test_features_and_diffs_of_the_tiny_study(study):
                 live = table.filter(pl.col("n_active") > 0)
                 assert set(examples["feature"].unique()) == set(live["feature"])
             out = work / f"results/analysis/{model}/reviews/resid_post/L2/{recipe}"
-            summary = io.read_json(out / "diff.json")
+            summary = read_json(out / "diff.json")
             for side in ("pretrained", "finetuned"):
                 assert sum(summary["categories"][side]["counts"].values()) == d_sae
             transfer = pl.read_parquet(out / "transfer.parquet")
             assert len(transfer) == 4 and transfer["own"].sum() == 2
             for row in transfer.filter(pl.col("own")).iter_rows(named=True):
-                e = io.read_json(work / f"results/saes/{model}/{row['sae']}/reviews/resid_post/L2/{recipe}/eval.json")
+                e = read_json(work / f"results/saes/{model}/{row['sae']}/reviews/resid_post/L2/{recipe}/eval.json")
                 if row["n_outliers"] == 0:  # then the same tokens and documents as evaluate_sae
                     assert row["explained_variance"] == pytest.approx(e["explained_variance"], abs=1e-6)
-                    assert row["task_loss_recovered"] == pytest.approx(e["downstream"]["task"]["loss_recovered"], abs=1e-6)
+                    assert row["task_loss_recovered"] == pytest.approx(
+                        e["downstream"]["task"]["loss_recovered"], abs=1e-6
+                    )
             assert ("lm_loss_recovered" in transfer.columns) == (model == "gpt2")
         cats = pl.read_parquet(work / f"results/analysis/{model}/reviews/diff/topk/categories.parquet")
         assert cats.filter(pl.col("side") == "pretrained")["fraction"].sum() == pytest.approx(1.0)
@@ -416,8 +511,10 @@ def test_probes_and_clusters_of_the_tiny_study(study):
         for row in ranked.filter(pl.col("rank") < 5).iter_rows(named=True):  # joined from the features tables
             table = pl.read_parquet(work / row["examples"].replace("examples.parquet", "features.parquet"))
             assert row["top_tokens"] == table.row(row["feature"], named=True)["top_tokens"]
-            assert row["examples"] == f"results/saes/{model}/{row['variant']}/reviews/resid_post/L2/topk/examples.parquet"
-        scores = pl.read_parquet(work / f"results/analysis/{model}/reviews/clusters/scores.parquet")
+            assert (
+                row["examples"] == f"results/saes/{model}/{row['variant']}/reviews/resid_post/L2/topk/examples.parquet"
+            )
+        scores = pl.read_parquet(work / f"results/analysis/{model}/reviews/kmeans/scores.parquet")
         assert len(scores) == 6 and scores["ari"].is_between(-1, 1).all() and scores["purity"].min() >= 0.5
         assert (folder / "probe_accuracy.png").stat().st_size > 1000
         news = work / f"results/analysis/{model}/news/probe_summary"
@@ -432,10 +529,10 @@ def test_heads_of_the_tiny_study(study):
     for model in ("bert", "gpt2"):
         folder = work / f"results/analysis/{model}/reviews"
         for variant in ("pretrained", "finetuned"):
-            summary = io.read_json(folder / f"heads/{variant}/heads.json")
+            summary = read_json(folder / f"heads/{variant}/heads.json")
             assert summary["n_docs"] == 24 and summary["n_layers"] == 2 and summary["n_heads"] == 4
             assert ("lm" in summary["clean"]) == (model == "gpt2")  # the LM head is measured where there is one
-        fine_tuned = io.read_json(folder / "heads/finetuned/heads.json")["clean"]["task"]
+        fine_tuned = read_json(folder / "heads/finetuned/heads.json")["clean"]["task"]
         assert fine_tuned["accuracy"] >= 0.9, fine_tuned  # the classifier ablations start from: one word decides
         change = pl.read_parquet(folder / "heads_summary/changes.parquet")
         assert len(change) == 8 and change["js_distance"].is_between(0, 1).all()
@@ -450,12 +547,23 @@ def test_heads_scope_and_viewer_edits_rerun_only_their_jobs(study):
     work, cfg = study
     cfg = json.loads(json.dumps(cfg))
     cfg["heads"]["n_examples"] = 2  # only the viewer shows it (and the 2 report pages that carry the viewer)
-    assert _dry_run_jobs(work, cfg, "heads_view.yaml") == {"heads_summary": "2", "report": "2", "report_index": "1",
-                                                           "all": "1", "total": "6"}
+    assert _dry_run_jobs(work, cfg, "heads_view.yaml") == {
+        "heads_summary": "2",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "6",
+    }
     cfg["heads"]["n_examples"] = 3
     cfg["heads"]["datasets"] = ["reviews", "news"]  # widening the scope adds the news heads (and their 2 pages)
-    assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {"heads": "4", "heads_summary": "2", "report": "2",
-                                                            "report_index": "1", "all": "1", "total": "10"}
+    assert _dry_run_jobs(work, cfg, "heads_scope.yaml") == {
+        "heads": "4",
+        "heads_summary": "2",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "10",
+    }
 
 
 def test_gpu_jobs_never_share_a_card(study):
@@ -463,7 +571,7 @@ def test_gpu_jobs_never_share_a_card(study):
     held one card at the same time, and both cards were used."""
     from datetime import datetime
 
-    from workflow.__main__ import GPU_STAGES
+    from workflow.stages import GPU_STAGES
 
     work, _ = study
     held: dict[str, list] = {}
@@ -475,7 +583,8 @@ def test_gpu_jobs_never_share_a_card(study):
             assert claimed and released, f"{log} does not say which card it used"
             assert claimed.group(1) == claimed.group(3) == released.group(1)
             held.setdefault(claimed.group(1), []).append(
-                (datetime.fromisoformat(claimed.group(2)), datetime.fromisoformat(released.group(2)), log))
+                (datetime.fromisoformat(claimed.group(2)), datetime.fromisoformat(released.group(2)), log)
+            )
     assert set(held) == {"0", "1"}, held.keys()
     assert sum(len(v) for v in held.values()) >= 30
     for card, spans in held.items():
@@ -504,17 +613,22 @@ def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "slow").mkdir()
     (tmp_path / "slow/sitecustomize.py").write_text(  # every stored window takes 0.3 s longer
-        "import time, workflow.io as io\n"
-        "orig = io.ActivationWriter.append\n"
-        "io.ActivationWriter.append = lambda self, a: (time.sleep(0.3), orig(self, a))[1]\n"
+        "import time\n"
+        "from workflow.store.activations import ActivationWriter\n"
+        "orig = ActivationWriter.append\n"
+        "ActivationWriter.append = lambda self, a: (time.sleep(0.3), orig(self, a))[1]\n"
     )
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(tmp_path / "slow")}
+    env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(tmp_path / "slow"),
+    }
     base = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1"]
     # --configfile takes several values: it goes last, after the target
     cmd = [*base, "results/activations/bert/pretrained/apps/train/extract.json", "--configfile", "study.yaml"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     root = tmp_path / "results/activations/bert/pretrained/apps/train/resid_post"
     deadline = time.time() + 120
     while time.time() < deadline and not any(root.glob(".L*.partial-*/shard-00001.npy")):
@@ -525,11 +639,12 @@ def test_killed_during_extract_resumes_to_complete_sets(tiny_bert, tmp_path):
     assert not (root / "L1" / "manifest.json").exists() and not (root.parent / "extract.json").exists()
     env["PYTHONPATH"] = ""
     # a killed Snakemake leaves its lock behind: --unlock, then run again (rerun-incomplete is in the profile)
-    subprocess.run([*base, "--unlock", "--configfile", "study.yaml"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*base, "--unlock", "--configfile", "study.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     n_tokens = len(pl.read_parquet(tmp_path / "results/tokens/bert/apps/train.parquet"))
     for layer in (1, 2):
-        assert io.ActivationSet(root / f"L{layer}").n_rows == n_tokens
+        assert ActivationSet(root / f"L{layer}").n_rows == n_tokens
     assert not any(root.glob(".L*.partial-*"))

@@ -1,4 +1,4 @@
-"""Study configuration: schema validation, up-front checks and per-job slices.
+"""Study configuration: schema validation and the checks that can be made before any job starts.
 
 `load(config)` fills defaults from ``schemas/config.schema.yaml``, validates
 types, then checks what can be seen before any job starts: model sources
@@ -14,48 +14,18 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from workflow import models
 from workflow.datasets import sources
+from workflow.models import families
+from workflow.models import sources as model_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schemas" / "config.schema.yaml"
 
-# Modules each stage's output depends on; a change to any re-runs the stage.
-STAGE_MODULES = {
-    "dataset": ["dataset.py", "datasets/builtin.py", "datasets/sources.py", "io.py"],
-    "tokenize": ["tokenize.py", "models.py", "io.py"],
-    "finetune": ["finetune.py", "tokenize.py", "models.py", "io.py"],
-    "extract": ["extract.py", "tokenize.py", "models.py", "io.py"],
-    "similarity": ["similarity.py", "similarity_stats.py", "tokenize.py", "models.py", "io.py"],
-    "linear_head": ["linear_head.py", "finetune.py", "tokenize.py", "models.py", "io.py"],
-    "train_sae": ["train_sae.py", "sae/__init__.py", "sae/base.py", "sae/losses.py", "sae/stream.py", "io.py"],
-    "evaluate_sae": ["evaluate_sae.py", "codes.py", "reconstruction.py", "splice.py", "sae/__init__.py", "sae/base.py",
-                     "tokenize.py", "models.py", "io.py"],
-    "features": ["features.py", "codes.py", "sae/__init__.py", "sae/base.py", "io.py"],
-    "diff": ["diff.py", "codes.py", "reconstruction.py", "evaluate_sae.py", "splice.py", "train_sae.py", "sae/__init__.py",
-             "sae/base.py", "tokenize.py", "models.py", "io.py"],
-    "diff_summary": ["diff_summary.py", "diff.py", "io.py"],
-    "probe": ["probe.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
-    "cluster": ["cluster.py", "pooling.py", "codes.py", "sae/__init__.py", "sae/base.py", "tokenize.py", "io.py"],
-    "probe_summary": ["probe_summary.py", "io.py"],
-    "heads": ["heads.py", "head_ablation.py", "attention_stats.py", "tokenize.py", "models.py", "io.py"],
-    "heads_summary": ["heads_summary.py", "io.py"],
-    "report": ["report.py", "report_features.py", "report_html.py", "io.py"],
-}
-# Each SAE architecture's own modules: editing one re-runs only SAEs of that architecture.
-ARCHITECTURE_MODULES = {
-    "relu": ["sae/relu.py"],
-    "topk": ["sae/topk.py", "sae/kernels.py"],
-    "batchtopk": ["sae/batchtopk.py", "sae/topk.py", "sae/kernels.py"],
-    "jumprelu": ["sae/jumprelu.py"],
-}
 # Dataset keys that only make sense for some sources.
 SOURCE_KEYS = {
     "builtin": {"task", "n_train", "n_test", "label_noise"},
@@ -64,18 +34,6 @@ SOURCE_KEYS = {
     "huggingface": {"id", "config", "train_split", "test_split", "text_column", "label_column", "label_names"},
 }
 REQUIRED_KEYS = {"builtin": ["task"], "file": ["path"], "huggingface": ["id"]}
-# SAE recipe keys that only make sense for some architectures.
-ARCHITECTURE_KEYS = {
-    "relu": {"l1_coefficient", "target_l0", "sparsity_warmup_fraction"},
-    "topk": {"k", "aux_k", "aux_coefficient", "sparse_kernels"},
-    "batchtopk": {"k", "aux_k", "aux_coefficient", "sparse_kernels", "threshold_momentum"},
-    "jumprelu": {"l0_coefficient", "target_l0", "sparsity_warmup_fraction", "bandwidth", "threshold_init"},
-}
-SAE_SCOPE_KEYS = ("datasets", "layers", "sites")  # where a recipe runs; not part of the job's recipe
-SHARED_SAE_KEYS = {*SAE_SCOPE_KEYS, "architecture", "expansion_factor", "d_sae", "lr", "adam_betas", "warmup_fraction", "decay_fraction",
-                   "train_tokens", "batch_size", "seed", "dtype", "normalize", "b_dec_init", "dead_tokens",
-                   "shuffle_buffer", "checkpoint_every", "log_every"}
-DEFAULT_COEFFICIENTS = {"relu": ("l1_coefficient", 5.0), "jumprelu": ("l0_coefficient", 1.0)}
 
 
 class ConfigError(ValueError):
@@ -111,7 +69,9 @@ def schema() -> dict:
 
 
 def _path(error, prefix: str) -> str:
-    return ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path)) or "(top level)"
+    return (
+        ".".join([prefix, *map(str, error.absolute_path)] if prefix else map(str, error.absolute_path)) or "(top level)"
+    )
 
 
 def _message(error, prefix: str) -> str:
@@ -144,23 +104,26 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
         spec.setdefault("layers", cfg["layers"])
         spec.setdefault("max_length", cfg["tokenize"]["max_length"])
         try:
-            resolved = models.resolve_source(spec["source"])
-            model_cfg = models.read_model_config(resolved)
-            models.model_family(model_cfg)
-            spec["family"] = models.model_family(model_cfg)
-            depth = models.n_layers(model_cfg)
-            positions = models.n_positions(model_cfg)
-            spec["d_model"] = int(model_cfg.get("hidden_size") or model_cfg.get("n_embd"))
+            model_cfg = model_sources.read_model_config(model_sources.resolve_source(spec["source"]))
+            spec["family"] = families.model_family(model_cfg)
+            depth = model_sources.n_layers(model_cfg)
+            positions = model_sources.n_positions(model_cfg)
+            spec["d_model"] = model_sources.d_model(model_cfg)
         except Exception as exc:  # SourceError, or a hub error for an uncached id
             problems.append(f"{where}.source: {exc}")
             continue
         too_deep = [layer for layer in spec["layers"] if layer > depth]
         if too_deep:
-            problems.append(f"{layers_key}: layer(s) {too_deep} beyond the {depth} blocks of model {name!r} ({spec['source']})")
+            problems.append(
+                f"{layers_key}: layer(s) {too_deep} beyond the {depth} blocks of model {name!r} ({spec['source']})"
+            )
         if 0 in spec["layers"] and set(cfg["sites"]) - {"resid_post"}:
-            problems.append(f"{layers_key}: layer 0 is the embedding output; sites {sorted(set(cfg['sites']) - {'resid_post'})} have no layer 0")
+            inner = sorted(set(cfg["sites"]) - {"resid_post"})
+            problems.append(f"{layers_key}: layer 0 is the embedding output; sites {inner} have no layer 0")
         if positions is not None and spec["max_length"] > positions:
-            problems.append(f"{length_key}: {spec['max_length']} tokens exceed the {positions} positions of model {name!r}")
+            problems.append(
+                f"{length_key}: {spec['max_length']} tokens exceed the {positions} positions of model {name!r}"
+            )
 
 
 def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
@@ -170,7 +133,9 @@ def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> No
         kind = spec["source"]
         allowed = SOURCE_KEYS[kind] | {"source", "seed", "max_train", "max_test"}
         for key in sorted(given[name] - allowed):
-            problems.append(f"{where}.{key}: not used by source {kind!r} (keys for it: {', '.join(sorted(SOURCE_KEYS[kind]))})")
+            problems.append(
+                f"{where}.{key}: not used by source {kind!r} (keys for it: {', '.join(sorted(SOURCE_KEYS[kind]))})"
+            )
         missing = [k for k in REQUIRED_KEYS.get(kind, []) if k not in spec]
         problems += [f"{where}: source {kind!r} needs key {k!r}" for k in missing]
         if missing or kind not in sources.CHECKS:
@@ -178,33 +143,50 @@ def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> No
         problems += sources.CHECKS[kind](spec, where)
 
 
+@functools.cache
+def architecture_keys() -> tuple[set[str], dict[str, set[str]], dict[str, list[str]]]:
+    """From the schema's SAE recipe: the keys every architecture shares, each architecture's own keys
+    (marked x-architectures) and the keys each needs (x-required-by)."""
+    properties = schema()["$defs"]["sae"]["properties"]
+    names = properties["architecture"]["enum"]
+    shared = {k for k, p in properties.items() if "x-architectures" not in p}
+    own = {name: {k for k, p in properties.items() if name in p.get("x-architectures", [])} for name in names}
+    required = {name: [k for k, p in properties.items() if name in p.get("x-required-by", [])] for name in names}
+    return shared, own, required
+
+
 def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
     """Architecture-specific keys, width and k against every model's d_model, scopes."""
+    shared, own, required = architecture_keys()
     for name, recipe in cfg["saes"].items():
         where = f"saes.{name}"
         arch = recipe["architecture"]
-        for key in sorted(given[name] - SHARED_SAE_KEYS - ARCHITECTURE_KEYS[arch]):
+        for key in sorted(given[name] - shared - own[arch]):
             problems.append(f"{where}.{key}: not used by architecture {arch!r}")
         if "expansion_factor" in recipe and "d_sae" in recipe:
             problems.append(f"{where}: give expansion_factor or d_sae, not both")
         if "d_sae" not in recipe:
             recipe.setdefault("expansion_factor", 8)
-        if arch in ("topk", "batchtopk") and "k" not in recipe:
-            problems.append(f"{where}: architecture {arch!r} needs key 'k' (latents per token)")
-        if arch in DEFAULT_COEFFICIENTS:
-            key, default = DEFAULT_COEFFICIENTS[arch]
-            recipe.setdefault(key, default)
-        for key in set(recipe) - SHARED_SAE_KEYS - ARCHITECTURE_KEYS[arch]:
+        for key in required[arch]:
+            if key not in recipe:
+                problems.append(f"{where}: architecture {arch!r} needs key {key!r}")
+        for key in set(recipe) - shared - own[arch]:
             recipe.pop(key)  # schema defaults of other architectures
-        for model, spec in cfg["models"].items():
-            if "d_model" not in spec:
-                continue
-            d_sae = recipe.get("d_sae") or recipe["expansion_factor"] * spec["d_model"]
-            if recipe.get("k") and recipe["k"] > d_sae:
-                problems.append(f"{where}.k: {recipe['k']} is more than the {d_sae} latents it has on model {model!r}")
-            if (recipe.get("aux_k") or 0) > d_sae:
-                problems.append(f"{where}.aux_k: {recipe['aux_k']} is more than the {d_sae} latents it has on model {model!r}")
+        _check_width(cfg, recipe, where, problems)
         _check_scope(cfg, recipe, where, problems)
+
+
+def _check_width(cfg: dict, recipe: dict, where: str, problems: list[str]) -> None:
+    """k and aux_k must not exceed the latents a recipe has on any model."""
+    for model, spec in cfg["models"].items():
+        if "d_model" not in spec:
+            continue
+        d_sae = recipe.get("d_sae") or recipe["expansion_factor"] * spec["d_model"]
+        for key in ("k", "aux_k"):
+            if (recipe.get(key) or 0) > d_sae:
+                problems.append(
+                    f"{where}.{key}: {recipe[key]} is more than the {d_sae} latents it has on model {model!r}"
+                )
 
 
 def _check_scope(cfg: dict, section: dict, where: str, problems: list[str]) -> None:
@@ -233,8 +215,10 @@ def load(raw: dict) -> dict:
     _check_scope(cfg, cfg["heads"], "heads", problems)
     diff = cfg["diff"]
     if diff["match_cosine"] > diff["retained_cosine"]:
-        problems.append(f"diff.match_cosine: {diff['match_cosine']} is above diff.retained_cosine "
-                        f"{diff['retained_cosine']}; a retained pair must also count as matched")
+        problems.append(
+            f"diff.match_cosine: {diff['match_cosine']} is above diff.retained_cosine "
+            f"{diff['retained_cosine']}; a retained pair must also count as matched"
+        )
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -242,35 +226,3 @@ def load(raw: dict) -> dict:
 
 def load_file(path: str | Path) -> dict:
     return load(yaml.safe_load(Path(path).read_text()) or {})
-
-
-# ------------------------------------------------------------ per-job slices
-
-
-def code_version(stage: str, architecture: str | None = None) -> str:
-    """Hash of the sources a stage runs: a params entry, so editing a stage re-runs it.
-    SAE stages add the modules of their recipe's `architecture`."""
-    digest = hashlib.sha256()
-    for module in STAGE_MODULES[stage] + ARCHITECTURE_MODULES.get(architecture, []):
-        digest.update((ROOT / "workflow" / module).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def sae_job_recipe(recipe: dict) -> dict:
-    """What one SAE job receives: the recipe without the keys that say where it runs."""
-    return {k: v for k, v in recipe.items() if k not in SAE_SCOPE_KEYS}
-
-
-def heads_job_config(section: dict) -> dict:
-    """What a heads job receives: the section without its scope and the viewer's example count."""
-    return {k: v for k, v in section.items() if k not in ("datasets", "n_examples")}
-
-
-def probe_job_config(section: dict) -> dict:
-    """What a probe or cluster job receives: its section without the scope keys."""
-    return {k: v for k, v in section.items() if k not in SAE_SCOPE_KEYS}
-
-
-def as_json(obj) -> str:
-    """Canonical JSON of a config slice, passed to a stage and compared by Snakemake."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

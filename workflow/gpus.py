@@ -57,7 +57,7 @@ def lock_dir() -> Path:
 
 def _try(card: str, folder: Path):
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in card)
-    handle = open(folder / f"gpu{safe}.lock", "a+")
+    handle = open(folder / f"gpu{safe}.lock", "a+")  # noqa: SIM115 (held open: the lock lasts as long as the file)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -69,8 +69,11 @@ def _try(card: str, folder: Path):
 def claim(poll_seconds: float = 0.5) -> str | None:
     """Claim a free card for the rest of this process; return its id (None: no cards, or already chosen)."""
     if os.environ.get("SLURM_JOB_ID") and "STUDY_GPUS" not in os.environ:
-        log.info("GPU: SLURM job %s; using the cards SLURM gave it (CUDA_VISIBLE_DEVICES=%r)",
-                 os.environ["SLURM_JOB_ID"], os.environ.get("CUDA_VISIBLE_DEVICES"))
+        log.info(
+            "GPU: SLURM job %s; using the cards SLURM gave it (CUDA_VISIBLE_DEVICES=%r)",
+            os.environ["SLURM_JOB_ID"],
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
         return None
     cards = pool()
     if not cards:
@@ -84,8 +87,14 @@ def claim(poll_seconds: float = 0.5) -> str | None:
             if handle is not None:
                 _held.append(handle)
                 os.environ["CUDA_VISIBLE_DEVICES"] = card
-                log.info("GPU: claimed card %s at %s (CUDA_VISIBLE_DEVICES=%s, lock %s/gpu%s.lock)", card,
-                         _now(), card, folder, card)
+                log.info(
+                    "GPU: claimed card %s at %s (CUDA_VISIBLE_DEVICES=%s, lock %s/gpu%s.lock)",
+                    card,
+                    _now(),
+                    card,
+                    folder,
+                    card,
+                )
                 atexit.register(_release, card)
                 return card
         if waited - last_note >= 60 or waited == 0:

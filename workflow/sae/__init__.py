@@ -1,53 +1,71 @@
 """Sparse autoencoders: one architecture per module, registered by name.
 
-`ARCHITECTURES` maps the recipe name (``relu``, ``topk``, ``batchtopk``,
-``jumprelu``; written to cfg.json as ``metadata.architecture``) to its class;
-each class also names the SAELens architecture it is saved as (``standard``,
-``topk``, ``jumprelu``). `create` builds one from a recipe, `load` reads a
-saved folder back (weights with the input scale folded in).
+`ARCHITECTURES` maps a recipe's ``architecture`` (written to cfg.json as
+``metadata.architecture``) to the class that implements it; each class names
+its typed recipe (`recipe_type`) and the SAELens architecture it is saved as
+(``standard``, ``topk``, ``jumprelu``). Modules are imported when first used, so
+a stage's code version (`workflow.codehash`) covers only the architecture its
+recipe names. Adding an architecture: one module with its recipe and class, its
+line here, and its keys in the config schema.
+
+`create` builds an SAE from a recipe, `load` reads a saved folder back (weights
+with the input scale folded in).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from workflow.sae.base import CFG, WEIGHTS, SparseAutoencoder, read_cfg
-from workflow.sae.batchtopk import BatchTopKSAE
-from workflow.sae.jumprelu import JumpReluSAE
-from workflow.sae.relu import ReluSAE
-from workflow.sae.topk import TopKSAE
-
-ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {cls.name: cls for cls in (ReluSAE, TopKSAE, BatchTopKSAE, JumpReluSAE)}
-SAELENS_NAMES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-
-
-def d_sae_of(recipe: dict, d_in: int) -> int:
-    return int(recipe["d_sae"]) if recipe.get("d_sae") else int(recipe["expansion_factor"]) * d_in
+ARCHITECTURES = {
+    "relu": "workflow.sae.relu:ReluSAE",
+    "topk": "workflow.sae.topk:TopKSAE",
+    "batchtopk": "workflow.sae.batchtopk:BatchTopKSAE",
+    "jumprelu": "workflow.sae.jumprelu:JumpReluSAE",
+}
+SAELENS_NAMES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}  # SAELens architecture -> ours
+WEIGHTS = "sae_weights.safetensors"
+CFG = "cfg.json"
 
 
-def create(recipe: dict, d_in: int) -> SparseAutoencoder:
-    name = recipe["architecture"]
+def architecture(name: str):
+    """The SAE class registered under `name`."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown SAE architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](d_in, d_sae_of(recipe, d_in), recipe)
+    module, _, cls = ARCHITECTURES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
-def load(folder: str | Path, device="cpu") -> SparseAutoencoder:
+def recipe_from_dict(values: dict):
+    """The typed recipe of a config entry (scope keys already removed)."""
+    return architecture(values["architecture"]).recipe_type.from_dict(values)
+
+
+def create(recipe, d_in: int):
+    """A new SAE of `recipe` (typed) on inputs of width `d_in`, weights not yet initialised."""
+    return architecture(recipe.architecture)(d_in, recipe.d_sae_for(d_in), recipe)
+
+
+def load(folder: str | Path, device="cpu"):
     """A saved SAE (ours or any SAELens folder of a known architecture), in eval mode."""
     from safetensors.torch import load_file
 
+    from workflow.sae.base import read_cfg
+
     cfg = read_cfg(folder)
     meta = cfg.get("metadata", {})
-    name = meta.get("architecture") if meta.get("architecture") in ARCHITECTURES else SAELENS_NAMES.get(cfg["architecture"])
+    name = (
+        meta.get("architecture")
+        if meta.get("architecture") in ARCHITECTURES
+        else SAELENS_NAMES.get(cfg["architecture"])
+    )
     if name is None:
         raise ValueError(f"{Path(folder) / CFG}: unsupported architecture {cfg['architecture']!r}")
-    recipe = {**meta.get("recipe", {}), "architecture": name}
+    values = {**meta.get("recipe", {}), "architecture": name}
     if "k" in cfg:
-        recipe["k"] = cfg["k"]
-    sae = ARCHITECTURES[name](cfg["d_in"], cfg["d_sae"], recipe)
+        values["k"] = cfg["k"]
+    cls = architecture(name)
+    sae = cls(cfg["d_in"], cfg["d_sae"], cls.recipe_type.from_dict(values))
     sae.load_tensors(load_file(str(Path(folder) / WEIGHTS)))
     sae.cfg = cfg
     return sae.to(device).eval()
-
-
-__all__ = ["ARCHITECTURES", "CFG", "WEIGHTS", "SparseAutoencoder", "create", "load", "d_sae_of"]

@@ -3,8 +3,8 @@
 All architectures encode ``pre = (x - b_dec) @ W_enc + b_enc`` and decode
 ``acts @ W_dec + b_dec``; they differ in the activation that turns `pre` into
 sparse `acts` and in the training loss. An architecture is one module that
-subclasses `SparseAutoencoder` and registers itself under the name written
-into ``cfg.json`` (see `workflow.sae.ARCHITECTURES`).
+subclasses `SparseAutoencoder` (with its typed recipe) and is registered under
+the name written into ``cfg.json`` (see `workflow.sae.ARCHITECTURES`).
 
 Input normalisation: training inputs are multiplied by ``scale`` so that their
 mean squared norm is d_in (SAELens' ``expected_average_only_in``). On save the
@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workflow import io
-
-WEIGHTS = "sae_weights.safetensors"
-CFG = "cfg.json"
+from workflow.sae import CFG, WEIGHTS
+from workflow.sae.recipe import Recipe
+from workflow.store.files import atomic_path, write_json
 
 
 class SparseAutoencoder(nn.Module):
@@ -34,9 +33,12 @@ class SparseAutoencoder(nn.Module):
     saelens_architecture: str = ""  # what SAELens loads it as (cfg.json architecture)
     unit_norm_decoder: bool = True
 
-    def __init__(self, d_in: int, d_sae: int, recipe: dict | None = None):
+    recipe_type: type[Recipe] = Recipe
+    initial_decoder_norm: float = 1.0
+
+    def __init__(self, d_in: int, d_sae: int, recipe: Recipe):
         super().__init__()
-        self.d_in, self.d_sae, self.recipe = d_in, d_sae, dict(recipe or {})
+        self.d_in, self.d_sae, self.recipe = d_in, d_sae, recipe
         self.W_enc = nn.Parameter(torch.zeros(d_in, d_sae))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.zeros(d_sae, d_in))
@@ -45,7 +47,9 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------ init
 
-    def initialise(self, generator: torch.Generator, b_dec: torch.Tensor | None = None, decoder_norm: float = 1.0) -> None:
+    def initialise(
+        self, generator: torch.Generator, b_dec: torch.Tensor | None = None, decoder_norm: float = 1.0
+    ) -> None:
         """Random unit decoder rows (times `decoder_norm`), W_enc = W_dec^T, b_enc = 0."""
         with torch.no_grad():
             w = torch.randn(self.d_sae, self.d_in, generator=generator)
@@ -125,7 +129,7 @@ class SparseAutoencoder(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with io.atomic_path(folder / WEIGHTS) as tmp:
+        with atomic_path(folder / WEIGHTS) as tmp:
             save_file(self.saelens_tensors(), str(tmp))
         cfg = {
             "architecture": self.saelens_architecture,
@@ -141,10 +145,10 @@ class SparseAutoencoder(nn.Module):
                 **metadata,
                 "architecture": self.name,
                 "activation_scale": float(self.scale),
-                "recipe": self.recipe,
+                "recipe": self.recipe.as_dict(),
             },
         }
-        io.write_json(cfg, folder / CFG)
+        write_json(cfg, folder / CFG)
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():

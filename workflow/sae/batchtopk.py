@@ -10,18 +10,27 @@ and the same sparse kernels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from workflow.sae.topk import TopKSAE
+from workflow.sae.topk import TopKRecipe, TopKSAE
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchTopKRecipe(TopKRecipe):
+    threshold_momentum: float = 0.99
+    """Momentum of the running average that becomes the inference threshold."""
 
 
 class BatchTopKSAE(TopKSAE):
     name = "batchtopk"
     saelens_architecture = "jumprelu"
+    recipe_type = BatchTopKRecipe
 
-    def __init__(self, d_in: int, d_sae: int, recipe: dict | None = None):
+    def __init__(self, d_in: int, d_sae: int, recipe: BatchTopKRecipe):
         super().__init__(d_in, d_sae, recipe)
-        self.momentum = float(self.recipe.get("threshold_momentum", 0.99))
+        self.momentum = float(recipe.threshold_momentum)
         self.register_buffer("threshold", torch.zeros(d_sae))
         self._threshold_seen = False
 

@@ -11,12 +11,29 @@ towards that L0.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from workflow.sae.base import SparseAutoencoder
 from workflow.sae.losses import reconstruction_terms
+from workflow.sae.recipe import PenaltyRecipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class JumpReluRecipe(PenaltyRecipe):
+    l0_coefficient: float = 1.0
+    """Weight of the L0 penalty."""
+
+    bandwidth: float = 0.05
+    """Width of the straight-through rectangle kernel, in normalised units."""
+
+    threshold_init: float = 0.05
+    """Initial threshold of every latent."""
+
+    def coefficient(self) -> float:
+        return float(self.l0_coefficient)
 
 
 def _rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -57,11 +74,12 @@ class _Step(torch.autograd.Function):
 class JumpReluSAE(SparseAutoencoder):
     name = "jumprelu"
     saelens_architecture = "jumprelu"
+    recipe_type = JumpReluRecipe
 
-    def __init__(self, d_in: int, d_sae: int, recipe: dict | None = None):
+    def __init__(self, d_in: int, d_sae: int, recipe: JumpReluRecipe):
         super().__init__(d_in, d_sae, recipe)
-        self.bandwidth = float(self.recipe.get("bandwidth", 0.05))
-        init = float(self.recipe.get("threshold_init", 0.05))
+        self.bandwidth = float(recipe.bandwidth)
+        init = float(recipe.threshold_init)
         self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(init)))
 
     @property
@@ -82,8 +100,12 @@ class JumpReluSAE(SparseAutoencoder):
         l0 = _Step.apply(pre, threshold, self.bandwidth).sum() / len(x)
         loss = mse + step["coefficient"] * l0
         fired_mask = acts.detach() > 0
-        terms = {"fvu": fvu.detach(), "mse": mse.detach(), "l0": l0.detach(),
-                 "coefficient": torch.tensor(step["coefficient"])}
+        terms = {
+            "fvu": fvu.detach(),
+            "mse": mse.detach(),
+            "l0": l0.detach(),
+            "coefficient": torch.tensor(step["coefficient"]),
+        }
         return loss, terms, fired_mask.nonzero()[:, 1]
 
     def saelens_tensors(self):

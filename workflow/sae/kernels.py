@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 
-def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, n_rows: int) -> torch.Tensor:
+def sparse_decode(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, n_rows: int
+) -> torch.Tensor:
     """sum_{i: rows[i] = r} vals[i] * W_dec[cols[i]] for each r < n_rows -> (n_rows, d_in).
 
     `rows` must be sorted (token-major), as produced by topk or BatchTopK selection.
@@ -30,7 +32,9 @@ def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, W_
     return F.embedding_bag(cols, W_dec, offsets, mode="sum", per_sample_weights=vals.to(W_dec.dtype))
 
 
-def dense_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, n_rows: int) -> torch.Tensor:
+def dense_decode(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, n_rows: int
+) -> torch.Tensor:
     """Reference twin of `sparse_decode`: scatter into (n_rows, d_sae), then matmul."""
     acts = torch.zeros(n_rows, W_dec.shape[0], dtype=W_dec.dtype, device=W_dec.device)
     acts = acts.index_put((rows, cols), vals.to(W_dec.dtype), accumulate=True)

@@ -11,15 +11,28 @@ its `standard` architecture.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from workflow.sae.base import SparseAutoencoder
 from workflow.sae.losses import reconstruction_terms
+from workflow.sae.recipe import PenaltyRecipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReluRecipe(PenaltyRecipe):
+    l1_coefficient: float = 5.0
+    """Weight of the decoder-norm-weighted L1 penalty, on inputs scaled to mean squared norm d_in."""
+
+    def coefficient(self) -> float:
+        return float(self.l1_coefficient)
 
 
 class ReluSAE(SparseAutoencoder):
     name = "relu"
     saelens_architecture = "standard"
+    recipe_type = ReluRecipe
     unit_norm_decoder = False
     initial_decoder_norm = 0.1
 
@@ -34,6 +47,11 @@ class ReluSAE(SparseAutoencoder):
         l1 = (acts * self.W_dec.norm(dim=1)).sum() / len(x)
         loss = mse + step["coefficient"] * l1
         fired_mask = acts.detach() > 0
-        terms = {"fvu": fvu.detach(), "mse": mse.detach(), "l1": l1.detach(),
-                 "l0": fired_mask.sum() / len(x), "coefficient": torch.tensor(step["coefficient"])}
+        terms = {
+            "fvu": fvu.detach(),
+            "mse": mse.detach(),
+            "l1": l1.detach(),
+            "l0": fired_mask.sum() / len(x),
+            "coefficient": torch.tensor(step["coefficient"]),
+        }
         return loss, terms, fired_mask.nonzero()[:, 1]

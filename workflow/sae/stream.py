@@ -13,19 +13,21 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from workflow.io import ActivationSet
+from workflow.store.activations import ActivationSet
 
 
 class ShuffledRows:
-    def __init__(self, aset: ActivationSet, batch_size: int, seed: int, buffer_rows: int = 65536, chunk_rows: int = 256):
+    def __init__(
+        self, aset: ActivationSet, batch_size: int, seed: int, buffer_rows: int = 65536, chunk_rows: int = 256
+    ):
         if aset.n_rows == 0:
             raise ValueError(f"{aset.folder}: the activation set has no rows")
         self.aset, self.batch_size, self.seed = aset, batch_size, seed
-        self.arrays = [aset._load(s["file"]) for s in aset.manifest["shards"]]
+        self.arrays = [aset.load_shard(s["file"]) for s in aset.manifest["shards"]]
         self.chunks = [  # (shard, start, stop) in set order
             (i, start, min(start + chunk_rows, len(arr)))
             for i, arr in enumerate(self.arrays)

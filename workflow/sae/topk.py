@@ -9,23 +9,42 @@ decoder rows. The encoder backward and the decode are sparse
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from workflow.sae import kernels
 from workflow.sae.base import SparseAutoencoder
 from workflow.sae.losses import reconstruction_terms
+from workflow.sae.recipe import Recipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopKRecipe(Recipe):
+    k: int
+    """Latents kept per token (BatchTopK: on average over the batch)."""
+
+    aux_k: int | None = None
+    """Dead latents the AuxK loss reconstructs the residual with (None: d_in / 2)."""
+
+    aux_coefficient: float = 1 / 32
+    """Weight of the AuxK loss (sparsify's default)."""
+
+    sparse_kernels: bool = True
+    """Sparse encoder backward and embedding_bag decode (False: the dense reference twins)."""
 
 
 class TopKSAE(SparseAutoencoder):
     name = "topk"
     saelens_architecture = "topk"
+    recipe_type = TopKRecipe
 
-    def __init__(self, d_in: int, d_sae: int, recipe: dict | None = None):
+    def __init__(self, d_in: int, d_sae: int, recipe: TopKRecipe):
         super().__init__(d_in, d_sae, recipe)
-        self.k = int(self.recipe.get("k") or 32)
-        self.aux_k = int(self.recipe.get("aux_k") or d_in // 2)
-        self.aux_coefficient = float(self.recipe.get("aux_coefficient", 1 / 32))
-        sparse = self.recipe.get("sparse_kernels", True)
+        self.k = int(recipe.k)
+        self.aux_k = int(recipe.aux_k or d_in // 2)
+        self.aux_coefficient = float(recipe.aux_coefficient)
+        sparse = recipe.sparse_kernels
         self._preacts = kernels.selected_preacts if sparse else kernels.dense_selected_preacts
         self._decode = kernels.sparse_decode if sparse else kernels.dense_decode
 

@@ -1,0 +1,21 @@
+# One recipe's diffs across every (site, layer) of a (model, dataset).
+
+
+rule diff_summary:
+    input:
+        lambda w: [f"{d}/{layout.DIFF.names['summary']}" for d in PLAN.diff_dirs(w.model, w.dataset, w.sae)],
+    output:
+        **files(layout.DIFF_SUMMARY, "categories", "transfer", "categories_plot", "transfer_plot", "cosine_plot"),
+    params:
+        diffs=lambda w: " ".join(PLAN.diff_dirs(w.model, w.dataset, w.sae)),
+        title="{model} on {dataset}, recipe {sae}",
+        out=layout.DIFF_SUMMARY.pattern(),
+        code=code_version("diff_summary"),
+    conda:
+        "../envs/workflow.yaml"
+    log:
+        layout.log("diff_summary", "{model}/{dataset}/{sae}"),
+    benchmark:
+        layout.benchmark("diff_summary", "{model}/{dataset}/{sae}")
+    shell:
+        "python -m workflow diff_summary --diffs {params.diffs} --title {params.title:q} --out-dir {params.out} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# One SAE per (model, variant, dataset, site, layer, recipe). Each job gets only its own
+# recipe (and its architecture's code version) as params, so editing one recipe re-runs
+# that recipe's SAEs and their dependants.
+
+
+rule train_sae:
+    input:
+        layout.ACTIVATIONS.pattern("summary", split="train"),
+    output:
+        **files(layout.SAE, "weights", "cfg", "training_log"),
+    params:
+        acts=layout.ACTIVATION_SET.pattern(split="train"),
+        recipe=lambda w: as_json(PLAN.sae_recipe(w.sae)),
+        code=lambda w: code_version("train_sae", PLAN.sae_recipe(w.sae)["architecture"]),
+        source=lambda w: PLAN.model(w.model)["source"],
+        max_length=lambda w: PLAN.model(w.model)["max_length"],
+        out=layout.SAE.pattern(),
+    threads: STUDY["sae_threads"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/workflow.yaml"
+    log:
+        layout.log("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"),
+    benchmark:
+        layout.benchmark("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+    shell:
+        "python -m workflow train_sae --acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae}"
+        " --source {params.source:q} --max-length {params.max_length} --out {params.out} > {log} 2>&1"

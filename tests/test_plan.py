@@ -1,0 +1,120 @@
+"""The job plan as plain functions of the validated config: scopes, job slices, sources, gathering inputs,
+targets. No Snakemake here; tests/test_workflow.py checks the same plan through the DAG."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from workflow import config, layout
+from workflow.plan import Plan
+
+
+@pytest.fixture(scope="module")
+def plan(tiny_bert, tiny_gpt2, tmp_path_factory) -> Plan:
+    folder = tmp_path_factory.mktemp("plan")
+    pl.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]}).write_csv(folder / "r.csv")
+    study = config.load(
+        {
+            "models": {"bert": {"source": str(tiny_bert)}, "gpt2": {"source": str(tiny_gpt2), "layers": [2, 1]}},
+            "datasets": {
+                "news": {"source": "builtin", "task": "news_topic"},
+                "reviews": {"source": "file", "path": str(folder / "r.csv")},
+            },
+            "layers": [2, 1],
+            "sites": ["mlp_out", "resid_post"],
+            "saes": {
+                "topk": {
+                    "architecture": "topk",
+                    "k": 4,
+                    "datasets": ["reviews"],
+                    "layers": [2],
+                    "sites": ["resid_post"],
+                },
+                "relu": {"architecture": "relu"},
+            },
+            "probe": {"datasets": ["reviews"], "layers": [2]},
+            "heads": {"datasets": ["news"], "n_examples": 2},
+        }
+    )
+    return Plan(study)
+
+
+def test_scopes_filter_and_keep_a_canonical_order(plan):
+    # layers ascending, sites in SITES order (resid_post, attn_out, mlp_out), whatever the config's order
+    assert plan.stored("gpt2") == [("resid_post", 1), ("mlp_out", 1), ("resid_post", 2), ("mlp_out", 2)]
+    assert plan.extract_targets("bert") == ["resid_post:1", "mlp_out:1", "resid_post:2", "mlp_out:2"]
+    assert plan.sae_scope("bert", "reviews", "topk") == [("resid_post", 2)]
+    assert plan.sae_scope("bert", "news", "topk") == []
+    assert plan.sae_scope("bert", "news", "relu") == plan.stored("bert")  # no scope keys: everywhere
+    assert plan.probe_scope("bert", "reviews") == [("resid_post", 2), ("mlp_out", 2)]
+    assert plan.probe_scope("bert", "news") == []
+    assert plan.heads_datasets() == ["news"]
+    assert plan.recipes("bert", "reviews") == ["topk", "relu"] and plan.recipes("gpt2", "news") == ["relu"]
+    assert plan.layer_saes("bert", "finetuned", "reviews", "resid_post", "2") == {
+        "topk": "results/saes/bert/finetuned/reviews/resid_post/L2/topk",
+        "relu": "results/saes/bert/finetuned/reviews/resid_post/L2/relu",
+    }
+
+
+def test_each_job_gets_only_its_slice(plan):
+    topk = plan.sae_recipe("topk")
+    assert topk["architecture"] == "topk" and topk["k"] == 4 and not {"datasets", "layers", "sites"} & set(topk)
+    assert "l1_coefficient" not in topk and plan.sae_recipe("relu")["l1_coefficient"] == 5.0
+    assert "n_examples" not in plan.heads_config() and "datasets" not in plan.heads_config()
+    assert not {"datasets", "layers", "sites"} & set(plan.probe_config()) and "splits" not in plan.extract_config()
+    assert set(plan.frozen_config("bert")) == {"seed", "max_train_docs", "eval_batch_size"}
+
+
+def test_each_variant_has_its_sources(plan):
+    assert plan.variant_source("bert", "finetuned", "news") == "results/models/bert/news"
+    assert plan.variant_source("bert", "pretrained", "news") == plan.model("bert")["source"]
+    assert plan.classifier("bert", "pretrained", "news") == "results/frozen_classifiers/bert/news"
+    assert plan.classifier("gpt2", "finetuned", "news") == "results/models/gpt2/news"
+    assert plan.lm_source("bert", "finetuned", "news") == ""  # the BERT family has no LM head
+    assert plan.lm_source("gpt2", "finetuned", "news") == "results/models/gpt2/news"
+    assert plan.lm_source("gpt2", "pretrained", "news") == plan.model("gpt2")["source"]
+
+
+def test_gathering_jobs_read_what_their_scopes_cover(plan):
+    assert plan.diff_dirs("bert", "reviews", "topk") == ["results/analysis/bert/reviews/resid_post/L2/topk"]
+    assert len(plan.sae_dirs("bert", "reviews")) == 2 * (1 + 4)  # topk at one place, relu at four, two variants
+    assert plan.probe_dirs("bert", "reviews")[0] == "results/analysis/bert/reviews/probes/pretrained/resid_post/L2"
+    kmeans = plan.kmeans_plan("bert", "reviews")
+    assert [e["acts"] for e in kmeans[:2]] == [
+        "results/activations/bert/pretrained/reviews/test/resid_post/L2",
+        "results/activations/bert/pretrained/reviews/test/mlp_out/L2",
+    ]
+    assert set(kmeans[0]["saes"]) == {"topk", "relu"} and set(kmeans[1]["saes"]) == {"relu"}
+
+
+def test_report_inputs_are_the_files_it_shows(plan):
+    news, reviews = plan.report_inputs("bert", "news"), plan.report_inputs("bert", "reviews")
+    assert news["probes"] == news["kmeans"] == [] and reviews["heads"] == []
+    assert news["heads"][-1] == "results/analysis/bert/news/heads_summary/patterns.html"
+    assert reviews["kmeans"] == [
+        "results/analysis/bert/reviews/kmeans/scores.parquet",
+        "results/analysis/bert/reviews/kmeans/clusters.parquet",
+        "results/analysis/bert/reviews/kmeans/clusters.png",
+    ]
+    assert len(reviews["saes"]) == 5 * 10 and len(reviews["diffs"]) == 3 * 5
+    assert reviews["frozen"] == ["results/frozen_classifiers/bert/reviews/metrics.json"]
+    args = plan.report_args("bert", "reviews")
+    assert args[args.index("--diff-summaries") + 1 :][:2] == [
+        "topk=results/analysis/bert/reviews/diff/topk",
+        "relu=results/analysis/bert/reviews/diff/relu",
+    ]
+    assert "--heads-summary" not in args and "--kmeans" in args
+    news_args = plan.report_args("gpt2", "news")
+    assert "--heads-summary" in news_args and "--kmeans" not in news_args
+    assert news_args[news_args.index("--diff-summaries") + 1] == "relu=results/analysis/gpt2/news/diff/relu"
+
+
+def test_targets_cover_every_pair(plan):
+    targets = plan.targets()
+    assert targets[0] == layout.REPORT_INDEX.file("page")
+    assert "results/analysis/gpt2/news/heads_summary/changes.parquet" in targets
+    assert "results/analysis/gpt2/reviews/kmeans/kmeans.json" in targets
+    assert "results/analysis/bert/news/kmeans/kmeans.json" not in targets
+    assert sum(t.endswith("/eval.json") for t in targets) == sum(len(plan.sae_dirs(m, d)) for m, d in plan.pairs())
+    assert len(plan.report_pages()) == 4

@@ -1,0 +1,46 @@
+"""Stage `tokens`: the tokens table contract, and reading documents back."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tests.conftest import tokens_table
+from workflow.models import loading
+from workflow.stages import tokens
+from workflow.store.tokens import read_documents
+
+
+def test_tokens_table_contract(data_dir, tiny_bert, tmp_path):
+    table = tokens.run(str(data_dir / "train.parquet"), str(tiny_bert), 64, str(tmp_path / "t.parquet"))
+    data = pl.read_parquet(data_dir / "train.parquet")
+    assert table["row"].to_list() == list(range(len(table)))
+    assert table["doc_id"].unique(maintain_order=True).to_list() == data["id"].to_list()
+    tokenizer = loading.load_tokenizer(str(tiny_bert))
+    assert tokenizer.pad_token_id not in table.filter(~pl.col("is_special"))["token_id"].to_list()
+    first = table.filter(pl.col("doc_id") == data["id"][0])
+    assert first["pos"].to_list() == list(range(len(first)))
+    assert first["token_id"].to_list() == tokenizer(data["text"][0])["input_ids"]
+    # [CLS] and [SEP] are kept and flagged; they carry no concept
+    specials = table.filter(pl.col("is_special"))
+    assert set(specials["token"]) == {"[CLS]", "[SEP]"} and specials["concepts"].list.len().sum() == 0
+    # planted concepts land on the tokens that spell them
+    negations = table.filter(pl.col("concepts").list.contains("negation"))
+    assert len(negations) > 0 and set(negations["token"]) <= {"not", "never", "hardly", "barely", "scarcely"}
+    tagged = table.filter(pl.col("token").is_in(["not", "never"]))
+    assert tagged["concepts"].list.contains("negation").all()
+
+
+def test_document_sample_is_seeded_capped_and_in_table_order(data_dir, tiny_bert, tmp_path):
+    docs = read_documents(tokens_table(data_dir, tiny_bert, tmp_path, split="train"))
+    assert docs.n_tokens == sum(len(t) for t in docs.token_ids) and len(docs.special) == len(docs.token_ids)
+    sub = docs.sample(max_tokens=300, seed=1)
+    assert 0 < sub.n_tokens <= 300 and sub.n_tokens + max(len(t) for t in docs.token_ids) > 300
+    again = docs.sample(max_tokens=300, seed=1)
+    assert [t.tolist() for t in sub.token_ids] == [t.tolist() for t in again.token_ids]
+    other = docs.sample(max_tokens=300, seed=2)
+    assert [t.tolist() for t in sub.token_ids] != [t.tolist() for t in other.token_ids]
+    positions = [next(i for i, t in enumerate(docs.token_ids) if np.array_equal(t, s)) for s in sub.token_ids]
+    assert positions == sorted(positions)  # table order kept
+    assert len(docs.sample(max_docs=5).token_ids) == 5 and docs.sample().n_tokens == docs.n_tokens
+    assert all(s[0] and s[-1] and not s[1:-1].any() for s in sub.special)  # [CLS] ... [SEP]

@@ -1,0 +1,165 @@
+"""Every path of a study, once: folder templates and the files each folder holds.
+
+Templates use Snakemake's wildcard syntax (``{model}``, ``{dataset}``, ...); rules
+take their outputs from here (`Folder.pattern`), the plan fills them in
+(`Folder.path`, `Folder.file`), and stages name the files they write inside a
+folder they are given (`Folder.names`). A stage never parses a folder's name for
+what it holds: that is in the manifest, cfg.json or summary JSON beside the data.
+
+>>> SAE.pattern("eval")
+'results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}/eval.json'
+>>> TOKENS.file("table", model="minilm", dataset="news", split="test")
+'results/tokens/minilm/news/test.parquet'
+>>> TOKENS.pattern("table", split="train")
+'results/tokens/{model}/{dataset}/train.parquet'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RESULTS = "results"
+
+
+class _Keep(dict):
+    """format_map mapping that writes a missing wildcard back as itself."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder template and the names of the files inside it."""
+
+    template: str
+    names: dict[str, str] = field(default_factory=dict)
+
+    def pattern(self, name: str | None = None, **fixed) -> str:
+        """The template of the folder, or of file `name` inside it, with the wildcards in `fixed`
+        filled in and the others left as they are."""
+        template = self.template if name is None else f"{self.template}/{self.names[name]}"
+        return template.format_map(_Keep(fixed)) if fixed else template
+
+    def path(self, **wildcards) -> str:
+        """The folder of these wildcards."""
+        return self.template.format(**wildcards)
+
+    def file(self, name: str, **wildcards) -> str:
+        """File `name` in the folder of these wildcards."""
+        return self.pattern(name).format(**wildcards)
+
+    def files(self, *names: str, **wildcards) -> list[str]:
+        return [self.file(name, **wildcards) for name in names]
+
+
+DATA = Folder(
+    "results/data/{dataset}",
+    {"train": "train.parquet", "test": "test.parquet", "split": "{split}.parquet", "meta": "meta.json"},
+)
+TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet"})
+CLASSIFIER_FILES = {"weights": "model.safetensors", "metrics": "metrics.json", "config": "config.json"}
+FINETUNED = Folder("results/models/{model}/{dataset}", CLASSIFIER_FILES)  # a save_pretrained folder
+FROZEN = Folder("results/frozen_classifiers/{model}/{dataset}", CLASSIFIER_FILES)  # pretrained body + fitted classifier
+ACTIVATIONS = Folder("results/activations/{model}/{variant}/{dataset}/{split}", {"summary": "extract.json"})
+SET_SUBFOLDER = "{site}/L{layer}"  # an activation set inside its extract folder
+ACTIVATION_SET = Folder(f"{ACTIVATIONS.template}/{SET_SUBFOLDER}", {"manifest": "manifest.json"})
+ANALYSIS = "results/analysis/{model}/{dataset}"
+SIMILARITY = Folder(ANALYSIS, {"table": "similarity.parquet", "plot": "similarity.png"})
+SAE = Folder(
+    "results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}",
+    {
+        "weights": "sae_weights.safetensors",  # SAELens' names: the folder loads with SAE.load_from_disk
+        "cfg": "cfg.json",
+        "training_log": "training_log.parquet",
+        "eval": "eval.json",
+        "sparsity": "sparsity.safetensors",
+        "features": "features.parquet",
+        "examples": "examples.parquet",
+        "sentences": "sentences.parquet",
+        "features_summary": "features.json",
+        "heatmap": "features.png",
+        "sentence": "sentence.png",
+    },
+)
+DIFF = Folder(
+    ANALYSIS + "/{site}/L{layer}/{sae}",
+    {"table": "diff.parquet", "transfer": "transfer.parquet", "changed": "changed.parquet", "summary": "diff.json"},
+)
+DIFF_SUMMARY = Folder(
+    ANALYSIS + "/diff/{sae}",
+    {
+        "categories": "categories.parquet",
+        "transfer": "transfer.parquet",
+        "categories_plot": "categories.png",
+        "transfer_plot": "transfer.png",
+        "cosine_plot": "decoder_cosine.png",
+    },
+)
+PROBE = Folder(
+    ANALYSIS + "/probes/{variant}/{site}/L{layer}",
+    {
+        "sequence": "sequence.parquet",
+        "sparse": "sparse.parquet",
+        "ranked": "ranked.parquet",
+        "tokens": "tokens.parquet",
+        "summary": "probe.json",
+    },
+)
+PROBE_SUMMARY = Folder(
+    ANALYSIS + "/probe_summary",
+    {
+        "probes": "probes.parquet",
+        "sparse": "sparse.parquet",
+        "ranked": "ranked.parquet",
+        "tokens": "tokens.parquet",
+        "accuracy_plot": "probe_accuracy.png",
+        "sparse_plot": "sparse.png",
+    },
+)
+KMEANS = Folder(
+    ANALYSIS + "/kmeans",
+    {"clusters": "clusters.parquet", "scores": "scores.parquet", "plot": "clusters.png", "summary": "kmeans.json"},
+)
+HEADS = Folder(
+    ANALYSIS + "/heads/{variant}",
+    {
+        "heads": "heads.parquet",
+        "ablation": "ablation.parquet",
+        "patterns": "patterns.safetensors",
+        "examples": "patterns.json",
+        "summary": "heads.json",
+    },
+)
+HEADS_SUMMARY = Folder(
+    ANALYSIS + "/heads_summary",
+    {
+        "heads": "heads.parquet",
+        "ablation": "ablation.parquet",
+        "changes": "changes.parquet",
+        "ablation_plot": "ablation.png",
+        "change_plot": "pattern_change.png",
+        "viewer": "patterns.html",
+    },
+)
+REPORT = Folder(
+    "results/reports/{model}/{dataset}",
+    {
+        "page": "index.html",
+        "features": "feature.html",
+        "sentences": "sentences.html",
+        "heads": "heads.html",
+        "summary": "summary.json",
+    },
+)
+REPORT_INDEX = Folder("results/reports", {"page": "index.html"})
+
+
+def log(rule: str, wildcards: str = "") -> str:
+    """The log file of a rule's job: logs/<rule>/<wildcards>.log (`wildcards` like ``{model}/{dataset}``)."""
+    return f"logs/{rule}/{wildcards or rule}.log"
+
+
+def benchmark(rule: str, wildcards: str = "") -> str:
+    """The benchmark TSV of a rule's job, beside the results."""
+    return f"{RESULTS}/benchmarks/{rule}/{wildcards or rule}.tsv"

@@ -1,0 +1,275 @@
+"""The job plan of a study: plain functions of the validated config, unit-tested without Snakemake.
+
+`Plan(study)` answers what the rules ask: which (site, layer) pairs a section's scope
+covers (`scope`: one function for the SAE recipes, the probes and k-means, and the
+attention heads), which slice of the config each job receives (so that editing one
+recipe re-runs one recipe), where each variant's model comes from, what every
+gathering job reads, and the study's final targets. Paths come from `workflow.layout`.
+``rules/common.smk`` only wraps these methods for Snakemake.
+
+Orders are canonical (layers ascending, sites in `SITES` order, recipes as
+configured), so reordering a config list re-runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from workflow import layout
+from workflow.models.families import FAMILIES
+from workflow.models.sites import SITES
+
+VARIANTS = ("pretrained", "finetuned")
+SCOPE_KEYS = ("datasets", "layers", "sites")  # where a section runs; never passed to its jobs
+FROZEN_KEYS = ("seed", "max_train_docs", "eval_batch_size")  # the finetune keys the frozen classifier reads
+
+
+def as_json(obj) -> str:
+    """Canonical JSON of a config slice, passed to a stage and compared by Snakemake."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def without(section: dict, keys) -> dict:
+    """A config section without some of its keys (scope keys, display-only keys)."""
+    return {k: v for k, v in section.items() if k not in keys}
+
+
+class Plan:
+    def __init__(self, study: dict):
+        self.study = study
+        self.models = list(study["models"])
+        self.datasets = list(study["datasets"])
+        self.saes = list(study["saes"])
+        self.sites = sorted(study["sites"], key=SITES.index)
+
+    # ------------------------------------------------------------ models
+
+    def model(self, model: str) -> dict:
+        return self.study["models"][model]
+
+    def family(self, model: str) -> str:
+        return self.model(model)["family"]
+
+    def variant_source(self, model: str, variant: str, dataset: str) -> str:
+        """What a variant's body is loaded from: the configured source, or the fine-tuned folder."""
+        if variant == "pretrained":
+            return self.model(model)["source"]
+        return layout.FINETUNED.path(model=model, dataset=dataset)
+
+    def classifier(self, model: str, variant: str, dataset: str) -> str:
+        """The task classifier of a variant: the fine-tuned model, or the pretrained body with a
+        classifier fitted on its frozen features (stage `frozen_classifier`)."""
+        folder = layout.FROZEN if variant == "pretrained" else layout.FINETUNED
+        return folder.path(model=model, dataset=dataset)
+
+    def lm_source(self, model: str, variant: str, dataset: str) -> str:
+        """Causal-LM source of a variant, or '' where the family has no LM head."""
+        if not FAMILIES[self.family(model)].lm_head:
+            return ""
+        return self.variant_source(model, variant, dataset)
+
+    def local_files(self, dataset: str) -> list[str]:
+        """The files a `source: file` dataset reads: editing them re-runs the dataset."""
+        spec = self.study["datasets"][dataset]
+        return [spec[key] for key in ("path", "test_path") if spec.get(key)]
+
+    # ------------------------------------------------------------ scopes
+
+    def stored(self, model: str) -> list[tuple[str, int]]:
+        """(site, layer) of every activation set of a model, layers ascending, sites in SITES order."""
+        return [(site, layer) for layer in sorted(self.model(model)["layers"]) for site in self.sites]
+
+    def extract_targets(self, model: str) -> list[str]:
+        """The extract job's site:layer arguments, e.g. ['resid_post:2', ...]."""
+        return [f"{site}:{layer}" for site, layer in self.stored(model)]
+
+    def scope(self, section: dict, model: str, dataset: str) -> list[tuple[str, int]]:
+        """(site, layer) pairs of (model, dataset) that a section's `datasets`, `sites` and `layers`
+        keys cover (a missing or null key covers everything)."""
+        if not self.covers(section, dataset):
+            return []
+        sites = section.get("sites") or self.sites
+        layers = section.get("layers") or self.model(model)["layers"]
+        return [(site, layer) for site, layer in self.stored(model) if site in sites and layer in layers]
+
+    @staticmethod
+    def covers(section: dict, dataset: str) -> bool:
+        return not section.get("datasets") or dataset in section["datasets"]
+
+    def sae_scope(self, model: str, dataset: str, sae: str) -> list[tuple[str, int]]:
+        return self.scope(self.study["saes"][sae], model, dataset)
+
+    def probe_scope(self, model: str, dataset: str) -> list[tuple[str, int]]:
+        """Where probes and k-means run (the `probe` section's scope)."""
+        return self.scope(self.study["probe"], model, dataset)
+
+    def heads_datasets(self) -> list[str]:
+        return [d for d in self.datasets if self.covers(self.study["heads"], d)]
+
+    def recipes(self, model: str, dataset: str) -> list[str]:
+        """SAE recipes with at least one SAE on (model, dataset)."""
+        return [sae for sae in self.saes if self.sae_scope(model, dataset, sae)]
+
+    def layer_saes(self, model: str, variant: str, dataset: str, site: str, layer: int) -> dict[str, str]:
+        """{recipe: SAE folder} of every SAE of a variant at this (site, layer)."""
+        return {
+            sae: layout.SAE.path(model=model, variant=variant, dataset=dataset, site=site, layer=layer, sae=sae)
+            for sae in self.saes
+            if (site, int(layer)) in self.sae_scope(model, dataset, sae)
+        }
+
+    # ------------------------------------------------------------ job slices
+
+    def finetune_config(self, model: str) -> dict:
+        return self.model(model)["finetune"]
+
+    def frozen_config(self, model: str) -> dict:
+        return {k: self.finetune_config(model)[k] for k in FROZEN_KEYS}
+
+    def extract_config(self) -> dict:
+        return without(self.study["extract"], ("splits",))
+
+    def sae_recipe(self, sae: str) -> dict:
+        """One SAE job's recipe: editing another recipe, or this one's scope, changes nothing here."""
+        return without(self.study["saes"][sae], SCOPE_KEYS)
+
+    def probe_config(self) -> dict:
+        return without(self.study["probe"], SCOPE_KEYS)
+
+    def heads_config(self) -> dict:
+        """A heads job's section: without its scope and the viewer's example count."""
+        return without(self.study["heads"], ("datasets", "n_examples"))
+
+    def section(self, name: str) -> dict:
+        return self.study[name]
+
+    # ------------------------------------------------------------ what gathering jobs read
+
+    def sae_dirs(self, model: str, dataset: str) -> list[str]:
+        """Every SAE folder of (model, dataset): recipe, then (site, layer), then variant."""
+        return [
+            layout.SAE.path(model=model, variant=v, dataset=dataset, site=site, layer=layer, sae=sae)
+            for sae in self.saes
+            for site, layer in self.sae_scope(model, dataset, sae)
+            for v in VARIANTS
+        ]
+
+    def diff_dirs(self, model: str, dataset: str, sae: str | None = None) -> list[str]:
+        """Diff folders of one recipe (or of all) on (model, dataset)."""
+        return [
+            layout.DIFF.path(model=model, dataset=dataset, site=site, layer=layer, sae=name)
+            for name in ([sae] if sae else self.saes)
+            for site, layer in self.sae_scope(model, dataset, name)
+        ]
+
+    def probe_dirs(self, model: str, dataset: str) -> list[str]:
+        return [
+            layout.PROBE.path(model=model, dataset=dataset, variant=v, site=site, layer=layer)
+            for v in VARIANTS
+            for site, layer in self.probe_scope(model, dataset)
+        ]
+
+    def kmeans_plan(self, model: str, dataset: str) -> list[dict]:
+        """What the k-means job clusters: each variant's test set at each probed (site, layer), and its SAEs."""
+        return [
+            {
+                "acts": layout.ACTIVATION_SET.path(
+                    model=model, variant=v, dataset=dataset, split="test", site=site, layer=layer
+                ),
+                "saes": self.layer_saes(model, v, dataset, site, layer),
+            }
+            for v in VARIANTS
+            for site, layer in self.probe_scope(model, dataset)
+        ]
+
+    def extract_summaries(self, model: str, dataset: str, splits=None) -> list[str]:
+        return [
+            layout.ACTIVATIONS.file("summary", model=model, variant=v, dataset=dataset, split=split)
+            for v in VARIANTS
+            for split in splits or self.study["extract"]["splits"]
+        ]
+
+    def report_inputs(self, model: str, dataset: str) -> dict[str, list[str]]:
+        """Every file the report folder of (model, dataset) shows, by kind: the report job reads them,
+        and Snakemake re-runs it when any of them changes."""
+        w = {"model": model, "dataset": dataset}
+        probed = bool(self.probe_scope(model, dataset))
+        sae_files = ("eval", "features_summary", "features", "examples", "sentences")
+        return {
+            "meta": [layout.DATA.file("meta", dataset=dataset)],
+            "metrics": [layout.FINETUNED.file("metrics", **w)],
+            "frozen": [layout.FROZEN.file("metrics", **w)],
+            "similarity": layout.SIMILARITY.files("table", "plot", **w),
+            "extracts": self.extract_summaries(model, dataset),
+            "saes": [f"{d}/{layout.SAE.names[n]}" for d in self.sae_dirs(model, dataset) for n in sae_files],
+            "diffs": [
+                f"{d}/{layout.DIFF.names[n]}"
+                for d in self.diff_dirs(model, dataset)
+                for n in ("summary", "table", "changed")
+            ],
+            "diff_summaries": [
+                layout.DIFF_SUMMARY.file(n, sae=sae, **w)
+                for sae in self.recipes(model, dataset)
+                for n in ("categories_plot", "transfer_plot", "cosine_plot")
+            ],
+            "probes": layout.PROBE_SUMMARY.files(*layout.PROBE_SUMMARY.names, **w) if probed else [],
+            "kmeans": layout.KMEANS.files("scores", "clusters", "plot", **w) if probed else [],
+            "heads": layout.HEADS_SUMMARY.files("changes", "ablation_plot", "change_plot", "viewer", **w)
+            if dataset in self.heads_datasets()
+            else [],
+        }
+
+    def report_args(self, model: str, dataset: str) -> list[str]:
+        """The report job's command-line arguments for its inputs."""
+        w = {"model": model, "dataset": dataset}
+        inputs = self.report_inputs(model, dataset)
+        args = [
+            "--meta",
+            *inputs["meta"],
+            "--metrics",
+            *inputs["metrics"],
+            "--frozen",
+            *inputs["frozen"],
+            "--similarity",
+            inputs["similarity"][0],
+            "--plot",
+            inputs["similarity"][1],
+            "--extracts",
+            *inputs["extracts"],
+        ]
+        if self.recipes(model, dataset):
+            args += [
+                "--saes",
+                *self.sae_dirs(model, dataset),
+                "--diffs",
+                *self.diff_dirs(model, dataset),
+                "--diff-summaries",
+                *(f"{sae}={layout.DIFF_SUMMARY.path(sae=sae, **w)}" for sae in self.recipes(model, dataset)),
+            ]
+        if inputs["probes"]:
+            args += ["--probe-summary", layout.PROBE_SUMMARY.path(**w), "--kmeans", layout.KMEANS.path(**w)]
+        if inputs["heads"]:
+            args += ["--heads-summary", layout.HEADS_SUMMARY.path(**w)]
+        return args
+
+    # ------------------------------------------------------------ targets
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(m, d) for m in self.models for d in self.datasets]
+
+    def targets(self) -> list[str]:
+        """What `rule all` asks for: every report, extraction, SAE evaluation and summary."""
+        out = [layout.REPORT_INDEX.file("page")]
+        for model, dataset in self.pairs():
+            w = {"model": model, "dataset": dataset}
+            out += self.extract_summaries(model, dataset)
+            out += [f"{d}/{layout.SAE.names['eval']}" for d in self.sae_dirs(model, dataset)]
+            out += [layout.DIFF_SUMMARY.file("categories", sae=sae, **w) for sae in self.recipes(model, dataset)]
+            if self.probe_scope(model, dataset):
+                out += [layout.PROBE_SUMMARY.file("probes", **w), layout.KMEANS.file("summary", **w)]
+            if dataset in self.heads_datasets():
+                out.append(layout.HEADS_SUMMARY.file("changes", **w))
+        return out
+
+    def report_pages(self) -> list[str]:
+        return [layout.REPORT.path(model=m, dataset=d) for m, d in self.pairs()]

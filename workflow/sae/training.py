@@ -1,0 +1,253 @@
+"""Training one SAE on one activation set (the train split).
+
+Batches stream from the memmapped shards through a seeded shuffle buffer
+(`workflow.sae.stream`); inputs are scaled to mean squared norm d_in; b_dec
+starts at the geometric median of a sample (or the mean, or zero); the lr warms
+up linearly, holds, then decays linearly to zero. Dead latents (no firing for
+`dead_tokens` training tokens) are tracked and feed AuxK in the TopK family.
+Every `checkpoint_every` steps the full training state is saved beside the
+output; a re-run of an interrupted job resumes from it and ends with the same
+weights as an uninterrupted run. A non-finite loss stops the job with an error
+that names the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import polars as pl
+
+from workflow.codehash import code_version
+from workflow.models.loading import autocast_dtype, describe_device, pick_device
+from workflow.sae import create
+from workflow.sae.base import geometric_median, lr_at
+from workflow.sae.losses import adapt_coefficient
+from workflow.sae.recipe import Recipe
+from workflow.sae.stream import ShuffledRows
+from workflow.store.activations import ActivationSet
+from workflow.store.files import atomic_path, write_parquet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOG_TABLE = "training_log.parquet"
+B_DEC_SAMPLE = 16384  # rows for the geometric median
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def initial_sae(recipe: Recipe, d_in: int, b_dec=None):
+    """The SAE before training: a function of the recipe's seed only, so the pretrained and
+    fine-tuned SAEs of a recipe start from the same weights (`diff` reports how far each moved)."""
+    import torch
+
+    torch.manual_seed(recipe.seed)
+    sae = create(recipe, d_in)
+    sae.initialise(torch.Generator().manual_seed(recipe.seed), b_dec, sae.initial_decoder_norm)
+    return sae
+
+
+def fingerprint(recipe: Recipe, aset: ActivationSet) -> str:
+    """What a checkpoint must match to be resumed: recipe, data and trainer code."""
+    keys = ("n_rows", "d_model", "mean_sq_norm", "hook_name", "model", "variant", "dataset")
+    data = {k: aset.manifest.get(k) for k in keys}
+    blob = json.dumps([recipe.as_dict(), data, code_version("train_sae", recipe.architecture)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _initial_b_dec(stream: ShuffledRows, how: str, scale: float, d_in: int):
+    import torch
+
+    sample = torch.from_numpy(stream.sample(B_DEC_SAMPLE)) * scale
+    return {
+        "geometric_median": lambda: geometric_median(sample),
+        "mean": lambda: sample.mean(0),
+        "zeros": lambda: torch.zeros(d_in),
+    }[how]()
+
+
+class Trainer:
+    """The training state of one SAE: `fit()` runs every step from where a checkpoint left off."""
+
+    def __init__(self, aset: ActivationSet, recipe: Recipe, out: Path, device):
+        import torch
+
+        self.aset, self.recipe, self.out, self.device = aset, recipe, out, device
+        self.n_steps = max(1, math.ceil(recipe.train_tokens / recipe.batch_size))
+        self.stream = ShuffledRows(aset, recipe.batch_size, recipe.seed, recipe.shuffle_buffer)
+        d_in = aset.d_model
+        self.scale = math.sqrt(d_in / aset.manifest["mean_sq_norm"]) if recipe.normalize else 1.0
+        self.amp = autocast_dtype(recipe.dtype, device)
+        self.sae = initial_sae(recipe, d_in, _initial_b_dec(self.stream, recipe.b_dec_init, self.scale, d_in))
+        self.sae.scale.fill_(self.scale)
+        self.sae.to(device).train()
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas))
+        self.fingerprint = fingerprint(recipe, aset)
+        self.state = {
+            "step": 0,
+            "coefficient": recipe.coefficient(),
+            "log": [],
+            "seconds": 0.0,
+            "since_fired": torch.zeros(self.sae.d_sae, dtype=torch.long),
+        }
+        self._resume()
+        self.since_fired = self.state["since_fired"].to(device)
+
+    def _resume(self) -> None:
+        import torch
+
+        checkpoint = self.out / CHECKPOINT
+        if not checkpoint.exists():
+            return
+        saved = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        if saved.get("fingerprint") != self.fingerprint:
+            log.info("ignoring %s: written for another recipe, data set or trainer version", checkpoint)
+            return
+        self.sae.load_state_dict(saved["model"])
+        self.sae.load_extra_state(saved["extra"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = saved["state"]
+        log.info("resuming from %s at step %d/%d", checkpoint, self.state["step"], self.n_steps)
+
+    def _coefficient(self, step: int) -> float:
+        """The sparsity coefficient of `step`: adapted towards a target L0, or ramped up over the warmup."""
+        warm_steps = math.ceil(self.recipe.coefficient_warmup() * self.n_steps)
+        if self.recipe.l0_target() is None and warm_steps:
+            return self.recipe.coefficient() * min(1.0, (step + 1) / warm_steps)
+        return self.state["coefficient"]
+
+    def _train_step(self, step: int, x) -> tuple[float, object, dict]:
+        """One optimiser step on the normalised batch `x`; returns (lr, loss, terms)."""
+        import torch
+
+        recipe = self.recipe
+        lr = lr_at(step, self.n_steps, recipe.lr, recipe.warmup_fraction, recipe.decay_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        dead = self.since_fired >= recipe.dead_tokens
+        with torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
+            loss, terms, fired = self.sae.training_loss(x, {"dead_mask": dead, "coefficient": self._coefficient(step)})
+        if not torch.isfinite(loss):
+            described = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise NonFiniteError(
+                f"{self.out}: loss is {float(loss)} at step {step} ({described}); "
+                f"lower lr (now {lr:.3g}) or check the activations in {self.aset.folder}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sae.before_step()
+        self.optimizer.step()
+        self.sae.after_step()
+        self.since_fired += len(x)
+        self.since_fired[fired] = 0
+        if recipe.l0_target() is not None:
+            self.state["coefficient"] = adapt_coefficient(
+                self.state["coefficient"], float(terms["l0"]), recipe.l0_target()
+            )
+        return lr, loss, terms
+
+    def _log(self, done: int, lr: float, loss, terms: dict, tokens_per_s: float) -> None:
+        row = {
+            "step": done,
+            "tokens": done * self.recipe.batch_size,
+            "lr": lr,
+            "loss": float(loss.detach()),
+            **{k: float(v) for k, v in terms.items()},
+            "dead_fraction": float((self.since_fired >= self.recipe.dead_tokens).float().mean()),
+            "tokens_per_s": tokens_per_s,
+        }
+        self.state["log"].append(row)
+        log.info(
+            "step %d/%d  %.0f tokens/s  loss %.4f  %s  dead %.3f  lr %.2e",
+            done,
+            self.n_steps,
+            tokens_per_s,
+            row["loss"],
+            "  ".join(f"{k} {row[k]:.4g}" for k in terms),
+            row["dead_fraction"],
+            lr,
+        )
+
+    def _checkpoint(self, done: int, seconds: float) -> None:
+        import torch
+
+        self.state.update(step=done, since_fired=self.since_fired.cpu(), seconds=self.state["seconds"] + seconds)
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            torch.save(
+                {
+                    "fingerprint": self.fingerprint,
+                    "model": self.sae.state_dict(),
+                    "extra": self.sae.extra_state(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "state": self.state,
+                },
+                tmp,
+            )
+
+    def fit(self) -> float:
+        """Train to the last step; returns the training seconds (resumed runs included)."""
+        import torch
+
+        started, tokens_done = time.perf_counter(), 0
+        batches = self.stream.batches(self.state["step"])
+        for step in range(self.state["step"], self.n_steps):
+            x = torch.from_numpy(next(batches)).to(self.device) * self.scale
+            if not torch.isfinite(x).all():
+                raise NonFiniteError(
+                    f"{self.aset.folder}: non-finite activations in the batch of step {step} "
+                    "(float16 overflow? extract with dtype: float32)"
+                )
+            lr, loss, terms = self._train_step(step, x)
+            tokens_done += len(x)
+            done = step + 1
+            if done % self.recipe.log_every == 0 or done == self.n_steps:
+                self._log(done, lr, loss, terms, tokens_done / (time.perf_counter() - started))
+            if done % self.recipe.checkpoint_every == 0 and done < self.n_steps:
+                self._checkpoint(done, time.perf_counter() - started)
+                started, tokens_done = time.perf_counter(), 0
+        return self.state["seconds"] + time.perf_counter() - started
+
+
+def train(acts_folder: str, recipe: Recipe, out_folder: str, metadata: dict, device=None) -> dict:
+    """Train, save the SAELens folder (sae_weights.safetensors, cfg.json) and training_log.parquet."""
+    device = device or pick_device()
+    aset = ActivationSet(acts_folder)
+    out = Path(out_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(aset, recipe, out, device)
+    log.info(
+        "device: %s; %s %s -> %s: d_in %d, d_sae %d, %d steps x %d tokens (%d rows in set), scale %.4g, autocast %s",
+        describe_device(device),
+        recipe.architecture,
+        acts_folder,
+        out,
+        aset.d_model,
+        trainer.sae.d_sae,
+        trainer.n_steps,
+        recipe.batch_size,
+        aset.n_rows,
+        trainer.scale,
+        trainer.amp,
+    )
+    seconds = trainer.fit()
+    sae = trainer.sae.cpu().eval()
+    sae.save(out, metadata)
+    write_parquet(pl.DataFrame(trainer.state["log"]), out / LOG_TABLE)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    last = trainer.state["log"][-1]
+    log.info(
+        "done: %d steps in %.1f s; fvu %.4f, l0 %.1f, dead %.3f",
+        trainer.n_steps,
+        seconds,
+        last["fvu"],
+        last["l0"],
+        last["dead_fraction"],
+    )
+    return {"steps": trainer.n_steps, "seconds": seconds, "final": last}

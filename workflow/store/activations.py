@@ -1,0 +1,134 @@
+"""The activation-set format: sharded `.npy` activations and their manifest.
+
+Activation set (one folder per model, variant, dataset, split, site, layer)::
+
+    manifest.json        written last; the set is valid only if it exists
+    shard-00000.npy      (rows, d_model) float16 by default, np.load(mmap_mode="r")
+    shard-00001.npy      ...
+
+Row i of the set is row i of the tokens table of that (model, dataset, split).
+Sets are written inside `files.atomic_dir`, so a killed job never leaves one that
+looks finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from workflow.store.files import read_json, write_json
+
+MANIFEST = "manifest.json"
+FORMAT = "activation-set/1"
+
+
+class ActivationWriter:
+    """Streams (rows, d_model) batches into shards and per-dimension statistics.
+
+    Use inside `atomic_dir`: `close()` writes the manifest last.
+    """
+
+    def __init__(self, folder: Path, d_model: int, dtype: str, shard_rows: int, meta: dict):
+        self.folder, self.d_model, self.dtype = Path(folder), d_model, np.dtype(dtype)
+        self.shard_rows, self.meta = shard_rows, meta
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self.shards: list[dict] = []
+        self.n_rows = 0
+        self._sum = np.zeros(d_model, dtype=np.float64)  # for the per-dimension mean
+        self._sum_sq_norm = 0.0  # for the mean squared norm (SAE normalisation)
+
+    def append(self, acts: np.ndarray) -> None:
+        """acts: (rows, d_model), any float dtype; statistics use the stored precision."""
+        if acts.ndim != 2 or acts.shape[1] != self.d_model:
+            raise ValueError(f"expected (rows, {self.d_model}) activations, got {acts.shape}")
+        stored = acts.astype(self.dtype, copy=False)
+        wide = stored.astype(np.float64)
+        self._sum += wide.sum(0)
+        self._sum_sq_norm += float(np.einsum("ij,ij->", wide, wide))
+        self._buffer.append(stored)
+        self._buffered += len(stored)
+        while self._buffered >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int) -> None:
+        block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        shard, rest = block[:rows], block[rows:]
+        name = f"shard-{len(self.shards):05d}.npy"
+        np.save(self.folder / name, shard)
+        self.shards.append({"file": name, "start": self.n_rows, "stop": self.n_rows + len(shard)})
+        self.n_rows += len(shard)
+        self._buffer = [rest] if len(rest) else []
+        self._buffered = len(rest)
+
+    def close(self) -> dict:
+        if self._buffered:
+            self._flush(self._buffered)
+        n = max(self.n_rows, 1)
+        manifest = {
+            "format": FORMAT,
+            **self.meta,
+            "dtype": self.dtype.name,
+            "d_model": self.d_model,
+            "n_rows": self.n_rows,
+            "shards": self.shards,
+            "mean": (self._sum / n).tolist(),
+            "mean_sq_norm": self._sum_sq_norm / n,
+        }
+        write_json(manifest, self.folder / MANIFEST)
+        return manifest
+
+
+class ActivationSet:
+    """Reads a finished activation set, checking it is complete before use."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST
+        if not path.exists():
+            raise FileNotFoundError(f"{self.folder}: no {MANIFEST}; the activation set is incomplete")
+        self.manifest = read_json(path)
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{path}: unknown format {self.manifest.get('format')!r}")
+        self.n_rows: int = self.manifest["n_rows"]
+        self.d_model: int = self.manifest["d_model"]
+        expected = 0
+        for shard in self.manifest["shards"]:
+            arr = self.load_shard(shard["file"])
+            rows = shard["stop"] - shard["start"]
+            if shard["start"] != expected or arr.shape != (rows, self.d_model):
+                raise ValueError(f"{self.folder / shard['file']}: shape {arr.shape} does not match the manifest")
+            expected = shard["stop"]
+        if expected != self.n_rows:
+            raise ValueError(f"{path}: shards cover {expected} rows, manifest says {self.n_rows}")
+
+    def load_shard(self, name: str) -> np.ndarray:
+        return np.load(self.folder / name, mmap_mode="r")
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.manifest["mean"])
+
+    def iter_batches(self, batch_rows: int) -> Iterator[np.ndarray]:
+        """Yield consecutive (<= batch_rows, d_model) arrays in row order."""
+        for shard in self.manifest["shards"]:
+            arr = self.load_shard(shard["file"])
+            for start in range(0, len(arr), batch_rows):
+                yield np.asarray(arr[start : start + batch_rows])
+
+    def rows(self, indices) -> np.ndarray:
+        """The given rows (any order), as float32, reading only the shards they fall in."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_rows):
+            raise IndexError(f"{self.folder}: row out of range 0..{self.n_rows - 1}")
+        out = np.empty((len(indices), self.d_model), dtype=np.float32)
+        for shard in self.manifest["shards"]:
+            inside = np.flatnonzero((indices >= shard["start"]) & (indices < shard["stop"]))
+            if len(inside):
+                out[inside] = self.load_shard(shard["file"])[indices[inside] - shard["start"]]
+        return out
+
+    def read_all(self) -> np.ndarray:
+        return np.concatenate([np.asarray(self.load_shard(s["file"])) for s in self.manifest["shards"]])

@@ -1,0 +1,106 @@
+"""Tokens tables: the schema every later stage indexes by row, and reading them back.
+
+One row per kept token, padding never appears::
+
+    row, doc_id, pos, token_id, token, label, is_special, concepts
+
+Row i of every activation set of a (model, dataset, split) is row i of its tokens
+table, for both variants and every layer. `read_documents` gives the documents in
+table order; `batches` pads them into model inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+TOKENS_SCHEMA = {
+    "row": pl.Int64,
+    "doc_id": pl.Int64,
+    "pos": pl.Int32,
+    "token_id": pl.Int32,
+    "token": pl.Utf8,
+    "label": pl.Int32,
+    "is_special": pl.Boolean,
+    "concepts": pl.List(pl.Utf8),
+}
+
+
+@dataclass
+class Documents:
+    """Documents of a tokens table in row order: doc i covers rows offsets[i]:offsets[i+1]."""
+
+    token_ids: list[np.ndarray]
+    labels: np.ndarray
+    offsets: np.ndarray  # (n_docs + 1,)
+    special: list[np.ndarray]  # per document, which tokens are special ([CLS], [SEP], ...)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def sample(self, max_docs: int | None = None, max_tokens: int | None = None, seed: int = 0) -> Documents:
+        """A seeded random subset of at most `max_docs` documents and `max_tokens`
+        tokens (at least one document), kept in table order."""
+        order = np.random.default_rng(seed).permutation(len(self.token_ids))
+        if max_docs is not None:
+            order = order[:max_docs]
+        if max_tokens is not None:
+            lengths = np.cumsum([len(self.token_ids[i]) for i in order])
+            order = order[: max(1, int(np.searchsorted(lengths, max_tokens, side="right")))]
+        return self.subset(np.sort(order))
+
+    def subset(self, keep) -> Documents:
+        """The documents at positions `keep`, in that order."""
+        token_ids = [self.token_ids[i] for i in keep]
+        offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
+        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep])
+
+
+def read_documents(tokens_path: str | Path) -> Documents:
+    table = pl.read_parquet(tokens_path, columns=["doc_id", "token_id", "label", "row", "is_special"])
+    if not table["row"].equals(pl.Series("row", range(len(table)), dtype=pl.Int64)):
+        raise ValueError(f"{tokens_path}: rows are not 0..n-1 in order")
+    lengths = table.group_by("doc_id", maintain_order=True).len()["len"].to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = table["token_id"].to_numpy()
+    labels = table["label"].to_numpy()[offsets[:-1]]
+    special = table["is_special"].to_numpy()
+    spans = list(zip(offsets[:-1], offsets[1:]))
+    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans])
+
+
+def batches(docs: Documents, batch_size: int, pad_id: int, order=None) -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield (doc indices, model inputs) with right padding; `order` permutes documents."""
+    import torch
+
+    order = np.arange(len(docs.token_ids)) if order is None else np.asarray(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(docs.token_ids[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            n = len(docs.token_ids[i])
+            input_ids[j, :n] = torch.from_numpy(docs.token_ids[i].astype(np.int64))
+            mask[j, :n] = 1
+        yield idx, {"input_ids": input_ids, "attention_mask": mask}
+
+
+def length_order(docs: Documents) -> np.ndarray:
+    """Document positions sorted by length (stable): batches carry little padding."""
+    return np.argsort([len(t) for t in docs.token_ids], kind="stable")
+
+
+def labelled_batches(docs: Documents, batch_size: int, pad_id: int, device):
+    """(doc indices, inputs, labels) on `device`, documents sorted by length; for statistics that
+    do not depend on the order of the documents."""
+    import torch
+
+    for idx, inputs in batches(docs, batch_size, pad_id, length_order(docs)):
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        yield idx, inputs, torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
