@@ -1,0 +1,263 @@
+"""Stage `report`: the offline HTML report folder of one (model, dataset).
+
+``results/reports/<model>/<dataset>/`` holds
+
+- ``index.html``: accuracy before and after fine-tuning, per-layer similarity, the SAE
+  quality table, planted concepts, the feature diff (categories by layer, transfer, the
+  most changed features), probes and k-means, attention heads, links to the results;
+- ``feature.html`` and ``sentences.html`` with their lazily loaded ``data/``
+  (`workflow.report.feature_data`), where an SAE recipe covers the dataset;
+- ``heads.html`` (the heads summary's interactive attention patterns) and ``img/`` (the
+  analysis plots);
+- ``summary.json``: the numbers the study index shows (stage `report_index`).
+
+Everything a page shows is in the folder: nothing is fetched from the network, pages work
+from ``file://``, and the folder can be copied away from the results it was made from. This
+module only reads the inputs, calls the section builders (`workflow.report.sections`),
+copies the plots and renders the templates (`workflow.report.render`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from workflow import cli, layout
+from workflow.report import feature_data, probe_sections, sections, study_index
+from workflow.report.render import Image, rel, render
+from workflow.store.files import atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+PAGES = layout.REPORT.names
+IMAGES = "img"
+
+
+class ReportFolder:
+    """The report folder being written (a temporary folder, renamed into place when complete):
+    plots are copied into its img/, pages written at its top."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / IMAGES).mkdir(parents=True, exist_ok=True)
+
+    def image(self, source: str | Path, name: str, alt: str) -> Image | None:
+        """Copy a plot into img/ under `name`; None where the plot is missing (nothing to show)."""
+        if not Path(source).is_file():
+            return None
+        shutil.copyfile(source, self.root / IMAGES / name)
+        return Image(f"{IMAGES}/{name}", alt)
+
+    def page(self, name: str, template: str, **context) -> None:
+        (self.root / PAGES[name]).write_text(render(template, pages=PAGES, **context), encoding="utf-8")
+
+
+def read_diffs(diff_dirs: list[str]) -> list[dict]:
+    """Each diff folder's diff.json, its per-feature table and its most changed features."""
+    names = layout.DIFF.names
+    return [
+        {
+            "summary": read_json(Path(d) / names["summary"]),
+            "table": pl.read_parquet(Path(d) / names["table"]),
+            "changed": pl.read_parquet(Path(d) / names["changed"]),
+        }
+        for d in diff_dirs
+    ]
+
+
+def _tables(folder: str | None, where, names: tuple[str, ...]) -> dict[str, pl.DataFrame] | None:
+    """Some tables of a layout folder (`where`: its `Folder`), or None where the page has no such folder."""
+    if not folder:
+        return None
+    return {name: pl.read_parquet(Path(folder) / where.names[name]) for name in names}
+
+
+def read_inputs(paths: dict) -> dict:
+    """Everything the page shows, parsed (the folders and files of `paths`: see `main`)."""
+    heads = _tables(paths.get("heads_summary"), layout.HEADS_SUMMARY, ("changes",))
+    return {
+        "meta": read_json(paths["meta"]),
+        "metrics": read_json(paths["metrics"]),
+        "frozen": read_json(paths["frozen"]) if paths.get("frozen") else None,
+        "similarity": pl.read_parquet(paths["similarity"]),
+        "extracts": [(p, read_json(p)) for p in paths.get("extracts") or []],
+        "saes": feature_data.describe_saes(paths.get("saes") or []),
+        "diffs": read_diffs(paths.get("diffs") or []),
+        "probes": _tables(paths.get("probe_summary"), layout.PROBE_SUMMARY, ("probes", "sparse", "ranked", "tokens")),
+        "kmeans": _tables(paths.get("kmeans"), layout.KMEANS, ("scores", "clusters")),
+        "heads": heads["changes"] if heads else None,
+    }
+
+
+DIFF_PLOTS = {
+    "categories_plot": "feature categories by layer",
+    "transfer_plot": "SAE transfer by layer",
+    "cosine_plot": "matched decoder cosines",
+}
+
+
+def _diff_images(folder: ReportFolder, summaries: dict[str, str]) -> dict[str, list]:
+    """Each recipe's diff summary plots (recipe names are path-safe: the config schema checks them)."""
+    names = layout.DIFF_SUMMARY.names
+    return {
+        recipe: [folder.image(Path(d) / names[n], f"diff-{recipe}-{names[n]}", alt) for n, alt in DIFF_PLOTS.items()]
+        for recipe, d in summaries.items()
+    }
+
+
+def _probe_sections(folder: ReportFolder, inputs: dict, paths: dict) -> dict:
+    if inputs["probes"] is None:
+        return {"probes": None, "kmeans": None}
+    names, probe_dir = layout.PROBE_SUMMARY.names, Path(paths["probe_summary"])
+    images = {
+        "accuracy": folder.image(probe_dir / names["accuracy_plot"], names["accuracy_plot"], "probe accuracy by layer"),
+        "sparse": folder.image(probe_dir / names["sparse_plot"], names["sparse_plot"], "k-sparse probe accuracy"),
+    }
+    out = {"probes": probe_sections.probes(inputs["probes"], inputs["saes"], images), "kmeans": None}
+    if inputs["kmeans"] is not None:
+        plot = layout.KMEANS.names["plot"]
+        image = folder.image(Path(paths["kmeans"]) / plot, f"kmeans-{plot}", "k-means clusters")
+        out["kmeans"] = probe_sections.kmeans(
+            inputs["kmeans"]["scores"], inputs["kmeans"]["clusters"], inputs["saes"], image
+        )
+    return out
+
+
+def _heads_section(folder: ReportFolder, change: pl.DataFrame | None, heads_dir: str | None) -> dict | None:
+    if change is None:
+        return None
+    names = layout.HEADS_SUMMARY.names
+    shutil.copyfile(Path(heads_dir) / names["viewer"], folder.root / PAGES["heads"])
+    images = {
+        "ablation": folder.image(
+            Path(heads_dir) / names["ablation_plot"], f"heads-{names['ablation_plot']}", "head ablation effects"
+        ),
+        "change": folder.image(
+            Path(heads_dir) / names["change_plot"], f"heads-{names['change_plot']}", "attention pattern change"
+        ),
+    }
+    return sections.heads(change, images)
+
+
+def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str) -> dict:
+    """The report page's template context: one entry per section (None: not shown)."""
+    saes = inputs["saes"]
+    plot = layout.SIMILARITY.names["plot"]
+    return {
+        "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"]),
+        "similarity": sections.similarity(
+            inputs["similarity"], folder.image(paths["plot"], plot, "similarity by layer")
+        ),
+        "saes": sections.saes(saes, page_dir),
+        "concepts": sections.concepts(saes),
+        "diff": sections.diff(inputs["diffs"], _diff_images(folder, paths.get("diff_summaries") or {}), saes),
+        **_probe_sections(folder, inputs, paths),
+        "heads": _heads_section(folder, inputs["heads"], paths.get("heads_summary")),
+        "files": sections.files(paths, inputs["extracts"], page_dir),
+    }
+
+
+def write_feature_pages(folder: ReportFolder, inputs: dict, heading: str) -> None:
+    """feature.html, sentences.html and their data files."""
+    saes = inputs["saes"]
+    diffs = {(d["summary"]["sae"], d["summary"]["site"], d["summary"]["layer"]): d["table"] for d in inputs["diffs"]}
+    feature_data.write_feature_data(saes, diffs, folder.root)
+    feature_data.write_sentence_data(saes, folder.root)
+    listed = feature_data.catalogue(saes)
+    folder.page(
+        "features",
+        "feature.html.j2",
+        title=f"{heading}: features",
+        heading=heading,
+        data={"saes": listed, "chunk": feature_data.CHUNK},
+    )
+    folder.page("sentences", "sentences.html.j2", title=f"{heading}: sentences", heading=heading, data={"saes": listed})
+
+
+def summary_json(model: str, dataset: str, inputs: dict, context: dict) -> dict:
+    """What the study index reads of this folder: its numbers, and which pages and plot it has."""
+    has_features, plot = bool(inputs["saes"]), context["similarity"]["image"]
+    numbers = study_index.study_numbers(
+        inputs["metrics"],
+        inputs["similarity"],
+        [d["summary"] for d in inputs["diffs"]],
+        inputs["probes"]["probes"] if inputs["probes"] else None,
+    )
+    pages = {
+        "report": PAGES["page"],
+        "features": PAGES["features"] if has_features else None,
+        "sentences": PAGES["sentences"] if has_features else None,
+        "similarity_plot": plot.src if plot else None,
+    }
+    return {"model": model, "dataset": dataset, "n_saes": len(inputs["saes"]), **numbers, "pages": pages}
+
+
+def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
+    """Write the report folder of one (model, dataset); `paths` names its inputs (see `main`).
+    Returns what summary.json holds."""
+    inputs = read_inputs(paths)
+    heading = f"{model} fine-tuned on {dataset}"
+    with atomic_dir(out_dir) as tmp:
+        folder = ReportFolder(tmp)
+        if inputs["saes"]:
+            write_feature_pages(folder, inputs, heading)
+        context = page_sections(folder, inputs, paths, out_dir)
+        index_href = rel(layout.REPORT_INDEX.file("page"), layout.REPORT.path(model=model, dataset=dataset))
+        folder.page(
+            "page",
+            "report.html.j2",
+            title=f"{model} / {dataset}",
+            heading=heading,
+            index_href=index_href,
+            has_features=bool(inputs["saes"]),
+            **context,
+        )
+        summary = summary_json(model, dataset, inputs, context)
+        write_json(summary, tmp / PAGES["summary"])
+    log.info("%s: report of %d SAEs, %d diffs", out_dir, len(inputs["saes"]), len(inputs["diffs"]))
+    return summary
+
+
+INPUTS = (
+    "meta",
+    "metrics",
+    "frozen",
+    "similarity",
+    "plot",
+    "extracts",
+    "saes",
+    "diffs",
+    "probe_summary",
+    "kmeans",
+    "heads_summary",
+)
+
+
+def main(argv=None) -> None:
+    parser = cli.parser(__name__, __doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--meta", required=True, help="the dataset's meta.json")
+    parser.add_argument("--metrics", required=True, help="metrics.json of the fine-tuned model (before and after)")
+    parser.add_argument("--frozen", required=True, help="metrics.json of the pretrained body with a fitted classifier")
+    parser.add_argument("--similarity", required=True, help="similarity.parquet")
+    parser.add_argument("--plot", required=True, help="similarity.png")
+    parser.add_argument("--extracts", nargs="+", required=True, help="extract.json of each variant and split")
+    parser.add_argument(
+        "--saes", nargs="*", default=[], help="SAE folders (eval.json, features.*, examples, sentences)"
+    )
+    parser.add_argument(
+        "--diffs", nargs="*", default=[], help="diff folders (diff.json, diff.parquet, changed.parquet)"
+    )
+    parser.add_argument("--diff-summaries", nargs="*", default=[], help="RECIPE=diff_summary folder, one per recipe")
+    parser.add_argument("--probe-summary", help="probe_summary folder")
+    parser.add_argument("--kmeans", help="kmeans folder (shown with the probes)")
+    parser.add_argument("--heads-summary", help="heads_summary folder")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    paths = {k: getattr(args, k) for k in INPUTS}
+    paths["diff_summaries"] = cli.pairs(args.diff_summaries)
+    run(args.model, args.dataset, paths, args.out_dir)

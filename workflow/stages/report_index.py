@@ -1,0 +1,32 @@
+"""Stage `report_index`: the study index, one row per (model, dataset) report folder.
+
+Each row is read back from the folder's summary.json (written by stage `report`): model and
+dataset, accuracy before and after fine-tuning, last-layer similarity, SAE count, the share of
+pretrained features the fine-tuned SAE keeps, the best probe, and links to the folder's pages
+(relative, so the reports folder can be copied away as a whole).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workflow import cli, layout
+from workflow.report import study_index
+from workflow.report.render import render
+from workflow.store.files import read_json, write_text
+
+
+def run(pages: list[str], out: str) -> list[dict]:
+    """Write the index page `out` of the report folders `pages`; returns their summaries."""
+    summaries = [(folder, read_json(Path(folder) / layout.REPORT.names["summary"])) for folder in pages]
+    table = study_index.index(summaries, str(Path(out).parent))
+    write_text(render("index.html.j2", title="study index", index=table), out)
+    return [s for _, s in summaries]
+
+
+def main(argv=None) -> None:
+    parser = cli.parser(__name__, __doc__)
+    parser.add_argument("--pages", nargs="+", required=True, help="report folders (each with its summary.json)")
+    parser.add_argument("--out", required=True, help="the index page")
+    args = parser.parse_args(argv)
+    run(args.pages, args.out)
