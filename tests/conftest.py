@@ -133,3 +133,24 @@ def tokens_table(data_dir: Path, model: Path, tmp_path: Path, split: str = "test
     out = tmp_path / f"{model.name}-{split}.parquet"
     tokens.run(str(data_dir / f"{split}.parquet"), str(model), 64, str(out))
     return out
+
+
+def colour_words(path: Path, n: int) -> Path:
+    """A test split of `n` five-word texts of colour words (ids 0..n-1, random labels 0/1), as Parquet."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(n)]
+    pl.DataFrame({"id": list(range(n)), "text": texts, "label": rng.integers(0, 2, n).tolist()}).write_parquet(path)
+    return path
+
+
+def save_classifier(model, tokenizer_source: Path, folder: Path) -> Path:
+    """A two-class classifier saved as a folder that loads with its labels and tokenizer."""
+    from workflow.models import loading
+
+    model.config.id2label = {0: "a", 1: "b"}
+    model.save_pretrained(folder)
+    loading.load_tokenizer(str(tokenizer_source)).save_pretrained(folder)
+    return folder

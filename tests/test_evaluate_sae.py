@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_tiny_bert, make_tiny_gpt2
+from tests.conftest import colour_words, make_tiny_bert, make_tiny_gpt2, save_classifier
 from tests.sae_helpers import bare_sae
 from workflow.models import loading
 from workflow.models.classifier import classifier_layer
@@ -39,25 +38,13 @@ def _lossless_relu_sae(d: int, folder, layer: int):
 
 def _classifier_study(tmp_path, family):
     """A tiny classifier folder, its test tokens and activation set at resid_post L1."""
-    import polars as pl
-
     make = make_tiny_bert if family == "bert" else make_tiny_gpt2
     src = make(tmp_path / "model")
     model = loading.load_classifier(str(src), 2, loading.load_tokenizer(str(src)).pad_token_id)
     with torch.no_grad():  # a random head barely reacts; a large one makes the loss depend on the input
         classifier_layer(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
-    model.config.id2label = {0: "a", 1: "b"}
-    model.save_pretrained(tmp_path / "clf")
-    loading.load_tokenizer(str(src)).save_pretrained(tmp_path / "clf")
-    rng = np.random.default_rng(0)
-    data = pl.DataFrame(
-        {
-            "id": list(range(40)),
-            "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(40)],
-            "label": rng.integers(0, 2, 40).tolist(),
-        }
-    )
-    data.write_parquet(tmp_path / "test.parquet")
+    save_classifier(model, src, tmp_path / "clf")
+    colour_words(tmp_path / "test.parquet", 40)
     tokens.run(str(tmp_path / "test.parquet"), str(tmp_path / "clf"), 32, str(tmp_path / "tokens.parquet"))
     extract.run(
         str(tmp_path / "clf"),

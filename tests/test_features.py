@@ -30,10 +30,13 @@ CFG = {
 }
 
 
-def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
+def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0, sae_dir=None, study=None, labels=("neg", "pos")):
     """Rows are sums of 2 of d axis directions; the SAE is the identity with a small threshold,
     so feature i fires exactly where direction i is present. Concept "c0" marks the rows of
-    direction 0; documents of class 1 carry direction 1 on every token."""
+    direction 0; documents of class 1 carry direction 1 on every token. Tokens, activations and
+    meta.json go into `folder`, the SAE (with `study` as its metadata's study block) into `sae_dir`
+    (default folder/sae)."""
+    study = study or {"site": "resid_post", "layer": 1}
     rng = np.random.default_rng(seed)
     n = n_docs * doc_len
     labels_doc = rng.integers(0, 2, n_docs)
@@ -59,7 +62,7 @@ def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
     )
     tokens.write_parquet(folder / "tokens.parquet")
     with atomic_dir(folder / "acts") as tmp:
-        writer = ActivationWriter(tmp, d, "float32", 128, {"site": "resid_post", "layer": 1})
+        writer = ActivationWriter(tmp, d, "float32", 128, {"site": study["site"], "layer": study["layer"]})
         writer.append(x)
         writer.close()
     sae = bare_sae("relu", d, d)
@@ -67,8 +70,8 @@ def planted_study(folder, n_docs=60, doc_len=10, d=16, seed=0):
         sae.W_enc.copy_(torch.eye(d))
         sae.W_dec.copy_(torch.eye(d))
         sae.b_enc.fill_(-0.1)
-    sae.save(folder / "sae", {"hook_name": "blocks.0.hook_resid_post", "study": {"site": "resid_post", "layer": 1}})
-    write_json({"label_names": ["neg", "pos"], "concepts": ["c0"]}, folder / "meta.json")
+    sae.save(sae_dir or folder / "sae", {"hook_name": "blocks.0.hook_resid_post", "study": study})
+    write_json({"label_names": list(labels), "concepts": ["c0"]}, folder / "meta.json")
     return x, tokens, sae
 
 

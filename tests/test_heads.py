@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.conftest import make_tiny_bert, make_tiny_gpt2
+from tests.conftest import colour_words, make_tiny_bert, make_tiny_gpt2, save_classifier
 from tests.references import naive_head_effects
 from workflow.analysis import ablation
 from workflow.analysis.attention import DEFAULT_THRESHOLDS, AttentionWeights, PatternStats, head_type, head_types
@@ -225,19 +225,8 @@ def _stage_inputs(tmp_path, family: str, seed: int):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    model.config.id2label = {0: "a", 1: "b"}
-    folder = tmp_path / f"clf-{family}-{seed}"
-    model.save_pretrained(folder)
-    loading.load_tokenizer(str(src)).save_pretrained(folder)
-    rng = np.random.default_rng(0)
-    data = pl.DataFrame(
-        {
-            "id": list(range(30)),
-            "text": [" ".join(rng.choice(["red", "blue", "green", "day"], 5)) for _ in range(30)],
-            "label": rng.integers(0, 2, 30).tolist(),
-        }
-    )
-    data.write_parquet(tmp_path / "test.parquet")
+    folder = save_classifier(model, src, tmp_path / f"clf-{family}-{seed}")
+    colour_words(tmp_path / "test.parquet", 30)
     tokens_path = tmp_path / f"tokens-{family}.parquet"
     tokens.run(str(tmp_path / "test.parquet"), str(folder), 32, str(tokens_path))
     return folder, tokens_path

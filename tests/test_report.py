@@ -10,29 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.test_features import CFG as FEATURE_STAGE_CFG
+from tests.test_features import planted_study
 from workflow import layout
 from workflow.plan import Plan
 from workflow.report import feature_data, probe_sections, sections
 from workflow.report.render import Image, Link, Parts, Pill, Table, number, render, script_json
 from workflow.report.summary import summary
 from workflow.stages import features, report
-from workflow.store.activations import ActivationWriter
-from workflow.store.files import atomic_dir, write_json, write_parquet
+from workflow.store.files import write_json, write_parquet
 
-FEATURES_CFG = {
-    "max_tokens": None,
-    "batch_rows": 97,
-    "top_tokens": 3,
-    "min_token_count": 3,
-    "n_top": 4,
-    "n_quantiles": 3,
-    "per_quantile": 2,
-    "window": 2,
-    "sentence": 1,
-    "sentence_docs": 2,
-    "sentence_top": 3,
-    "seed": 0,
-}
+FEATURES_CFG = {**FEATURE_STAGE_CFG, "sentence_docs": 2, "sentence_top": 3}
 HOSTILE = '<b>"x"</b>'
 MODEL, DATASET, RECIPE, SITE, LAYER = "tiny", "toy", "relu", "resid_post", 1
 STUDY = {
@@ -53,43 +41,9 @@ def planted_sae(folder, sae_dir=None, labels=("neg", "pos"), variant="pretrained
     feature i fires exactly where direction i is present: concept "c0" marks direction 0, documents of
     class 1 carry direction 1 on every token. Writes tokens, activations and meta.json into `folder`, and
     the SAE with its features tables and eval.json into `sae_dir` (default folder/sae)."""
-    import torch
-
-    from workflow.sae import architecture, recipe_from_dict
-
-    rng = np.random.default_rng(seed)
-    n, labels_doc = n_docs * doc_len, rng.integers(0, 2, n_docs)
-    x = np.zeros((n, d), np.float32)
-    for r in range(n):
-        x[r, rng.choice(np.arange(2, d), 2, replace=False)] = rng.uniform(0.5, 2.0, 2)
-        x[r, 0] = rng.uniform(0.5, 2.0) if rng.random() < 0.2 else 0.0
-        x[r, 1] = rng.uniform(0.5, 1.0) if labels_doc[r // doc_len] == 1 else 0.0
-    token_ids = rng.integers(0, 12, n)
-    pl.DataFrame(
-        {
-            "row": np.arange(n),
-            "doc_id": np.repeat(np.arange(n_docs), doc_len),
-            "pos": np.tile(np.arange(doc_len), n_docs),
-            "token_id": token_ids,
-            "token": [f"t{i}" for i in token_ids],
-            "label": np.repeat(labels_doc, doc_len),
-            "is_special": np.zeros(n, bool),
-            "concepts": [["c0"] if x[r, 0] > 0 else [] for r in range(n)],
-        }
-    ).write_parquet(folder / "tokens.parquet")
-    with atomic_dir(folder / "acts") as tmp:
-        writer = ActivationWriter(tmp, d, "float32", 128, {"site": SITE, "layer": LAYER})
-        writer.append(x)
-        writer.close()
-    sae = architecture("relu")(d, d, recipe_from_dict({"architecture": "relu"}))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(d))
-        sae.W_dec.copy_(torch.eye(d))
-        sae.b_enc.fill_(-0.1)
     where = {"model": MODEL, "variant": variant, "dataset": DATASET, "site": SITE, "layer": LAYER, "sae": RECIPE}
     sae_dir = sae_dir or folder / "sae"
-    sae.save(sae_dir, {"hook_name": "blocks.0.hook_resid_post", "study": where})
-    write_json({"label_names": list(labels), "concepts": ["c0"]}, folder / "meta.json")
+    planted_study(folder, n_docs, doc_len, d, seed, sae_dir=sae_dir, study=where, labels=labels)
     features.run(
         str(sae_dir), str(folder / "acts"), str(folder / "tokens.parquet"), str(folder / "meta.json"), FEATURES_CFG
     )

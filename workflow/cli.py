@@ -18,6 +18,17 @@ def add_config(p: argparse.ArgumentParser, what: str, flag: str = "--config") ->
     p.add_argument(flag, required=True, type=json.loads, help=f"the {what} as JSON")
 
 
+def classifier_job(p: argparse.ArgumentParser, model_help: str, config_what: str) -> argparse.ArgumentParser:
+    """The options of a job that makes a sequence classifier from a model and a labelled dataset."""
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--train-tokens", required=True)
+    p.add_argument("--test-tokens", required=True)
+    p.add_argument("--meta", required=True, help="the dataset's meta.json (label names)")
+    add_config(p, config_what)
+    p.add_argument("--out-dir", required=True)
+    return p
+
+
 def pairs(items: list[str]) -> dict[str, str]:
     """NAME=VALUE arguments as a dict (e.g. --sae topk=results/saes/...)."""
     out = {}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from workflow.sae.base import SparseAutoencoder
-from workflow.sae.losses import reconstruction_terms
+from workflow.sae.losses import penalised
 from workflow.sae.recipe import PenaltyRecipe
 
 
@@ -95,18 +95,8 @@ class JumpReluSAE(SparseAutoencoder):
         threshold = self.threshold
         acts = _JumpReLU.apply(pre, threshold, self.bandwidth)
         recon = acts @ self.W_dec + self.b_dec
-        err, total, fvu = reconstruction_terms(x, recon)
-        mse = err / len(x)
         l0 = _Step.apply(pre, threshold, self.bandwidth).sum() / len(x)
-        loss = mse + step["coefficient"] * l0
-        fired_mask = acts.detach() > 0
-        terms = {
-            "fvu": fvu.detach(),
-            "mse": mse.detach(),
-            "l0": l0.detach(),
-            "coefficient": torch.tensor(step["coefficient"]),
-        }
-        return loss, terms, fired_mask.nonzero()[:, 1]
+        return penalised(x, acts, recon, "l0", l0, step["coefficient"])
 
     def saelens_tensors(self):
         return {**super().saelens_tensors(), "threshold": self.threshold.detach().float().contiguous()}

@@ -14,6 +14,27 @@ def reconstruction_terms(x: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Te
     return err, total, err / total
 
 
+def penalised(
+    x: torch.Tensor,
+    acts: torch.Tensor,
+    recon: torch.Tensor,
+    name: str,
+    penalty: torch.Tensor,
+    coefficient: float,
+    count_l0: bool = False,
+) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """(loss, terms for the log, fired latent indices) of the objective mean ||x - x_hat||^2 +
+    coefficient x penalty (ReLU's L1, JumpReLU's L0); `count_l0` logs the L0 beside a penalty that is not it."""
+    err, _, fvu = reconstruction_terms(x, recon)
+    mse = err / len(x)
+    fired = acts.detach() > 0
+    terms = {"fvu": fvu.detach(), "mse": mse.detach(), name: penalty.detach()}
+    if count_l0:
+        terms["l0"] = fired.sum() / len(x)
+    terms["coefficient"] = torch.tensor(coefficient)
+    return mse + coefficient * penalty, terms, fired.nonzero()[:, 1]
+
+
 def adapt_coefficient(coefficient: float, l0: float, target: float, rate: float = 0.01) -> float:
     """Multiplicative controller for a target L0: raise the sparsity coefficient
     when latents fire more often than `target`, lower it when less, by at most

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from workflow.sae.base import SparseAutoencoder
-from workflow.sae.losses import reconstruction_terms
+from workflow.sae.losses import penalised
 from workflow.sae.recipe import PenaltyRecipe
 
 
@@ -42,16 +42,5 @@ class ReluSAE(SparseAutoencoder):
     def training_loss(self, x, step):
         acts = ((x - self.b_dec) @ self.W_enc + self.b_enc).relu()
         recon = acts @ self.W_dec + self.b_dec
-        err, total, fvu = reconstruction_terms(x, recon)
-        mse = err / len(x)
         l1 = (acts * self.W_dec.norm(dim=1)).sum() / len(x)
-        loss = mse + step["coefficient"] * l1
-        fired_mask = acts.detach() > 0
-        terms = {
-            "fvu": fvu.detach(),
-            "mse": mse.detach(),
-            "l1": l1.detach(),
-            "l0": fired_mask.sum() / len(x),
-            "coefficient": torch.tensor(step["coefficient"]),
-        }
-        return loss, terms, fired_mask.nonzero()[:, 1]
+        return penalised(x, acts, recon, "l1", l1, step["coefficient"], count_l0=True)

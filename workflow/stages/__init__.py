@@ -5,35 +5,11 @@ import each other; what two stages share lives in the topic packages (`workflow.
 `workflow.sae`, `workflow.analysis`, `workflow.store`, `workflow.report`).
 """
 
-STAGES = (
-    "dataset",
-    "tokens",
-    "finetune",
-    "frozen_classifier",
-    "extract",
-    "similarity",
-    "train_sae",
-    "evaluate_sae",
-    "features",
-    "diff",
-    "diff_summary",
-    "probe",
-    "probe_summary",
-    "kmeans",
-    "heads",
-    "heads_summary",
-    "report",
-    "report_index",
-)
+# fmt: off
+STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
+          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary", "report",
+          "report_index")
 # Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
-GPU_STAGES = (
-    "finetune",
-    "frozen_classifier",
-    "extract",
-    "similarity",
-    "train_sae",
-    "evaluate_sae",
-    "features",
-    "diff",
-    "heads",
-)
+GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
+              "heads")
+# fmt: on

@@ -1,8 +1,8 @@
 """Stage `finetune`: sequence classification on one dataset, before/after metrics.
 
 `AutoModelForSequenceClassification` from the model source (BERT and GPT-2
-families) gets a freshly initialised head; its test accuracy is the reference
-study's "pre-trained accuracy" (the head is random, so about chance). AdamW
+families) gets a freshly initialised classifier layer; its test accuracy is the reference
+study's "pre-trained accuracy" (the layer is random, so about chance). AdamW
 with linear warmup and decay then trains the whole model on the train split.
 The result is a `save_pretrained` folder (model + tokenizer) and
 ``metrics.json`` with accuracy and macro-F1 before and after.
@@ -104,7 +104,7 @@ def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype) -> 
 def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: str, cfg: dict, out_dir: str) -> dict:
     import torch
 
-    torch.manual_seed(cfg["seed"])  # the fresh head's initialisation
+    torch.manual_seed(cfg["seed"])  # the fresh classifier layer's initialisation
     device = loading.pick_device()
     amp_dtype = loading.autocast_dtype(cfg["bf16"], device)
     log.info("device: %s; autocast: %s", loading.describe_device(device), amp_dtype)
@@ -123,7 +123,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     )
     pad_id = tokenizer.pad_token_id
     before = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
-    log.info("pretrained (fresh head): accuracy %.4f macro-F1 %.4f", before["accuracy"], before["macro_f1"])
+    log.info("pretrained (fresh classifier): accuracy %.4f macro-F1 %.4f", before["accuracy"], before["macro_f1"])
     training = train(model, train_docs, cfg, pad_id, device, amp_dtype)
     after = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
     log.info(
@@ -146,12 +146,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
 
 
 def main(argv=None) -> None:
-    parser = cli.parser(__name__, __doc__)
-    parser.add_argument("--model", required=True, help="model source (folder, hub id or package:NAME)")
-    parser.add_argument("--train-tokens", required=True)
-    parser.add_argument("--test-tokens", required=True)
-    parser.add_argument("--meta", required=True, help="the dataset's meta.json (label names)")
-    cli.add_config(parser, "finetune config")
-    parser.add_argument("--out-dir", required=True)
+    parser = cli.classifier_job(
+        cli.parser(__name__, __doc__), "model source (folder, hub id or package:NAME)", "finetune config"
+    )
     args = parser.parse_args(argv)
     run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir)

@@ -112,12 +112,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
 
 
 def main(argv=None) -> None:
-    parser = cli.parser(__name__, __doc__)
-    parser.add_argument("--model", required=True, help="pretrained model source")
-    parser.add_argument("--train-tokens", required=True)
-    parser.add_argument("--test-tokens", required=True)
-    parser.add_argument("--meta", required=True, help="the dataset's meta.json (label names)")
-    cli.add_config(parser, "model's finetune config (seed, sizes)")
-    parser.add_argument("--out-dir", required=True)
+    parser = cli.classifier_job(
+        cli.parser(__name__, __doc__), "pretrained model source", "model's finetune config (seed, sizes)"
+    )
     args = parser.parse_args(argv)
     run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir)
