@@ -9,9 +9,10 @@ It pairs the files of both folders (Parquet tables, JSON files, `.npy` activatio
 weights), following the folders that were renamed (`RENAMES`), and compares their values: tables column
 by column and row by row (floats exactly: NaN equals NaN and null), JSON recursively (a NaN written by an
 older version equals the null a newer one writes; keys only the new side has are listed, not counted as
-differences), arrays bit for bit. Timings, device names and the report site are left out (`SKIP_KEYS`,
-`SKIP_COLUMNS`, `SKIP_FOLDERS`). Prints one line per file that is not identical and a count per kind;
-exits 1 if any value differs or a file is missing on either side.
+differences, a changed column type is one), arrays bit for bit. Of the report folders only the numbers
+the study index shows (`summary.json`) are compared: the pages are made from the tables compared. Timings
+and device names are left out (`SKIP_KEYS`, `SKIP_COLUMNS`, `SKIP_FOLDERS`). Prints one line per file that
+is not identical and a count per kind; exits 1 if any value differs or a file is missing on either side.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ RENAMES = [
     (r"^(analysis/[^/]+/[^/]+)/clusters/", r"\1/kmeans/"),
 ]
 STRING_RENAMES = [("results/heads/", "results/frozen_classifiers/")]  # paths written inside JSON values
-SKIP_FOLDERS = ("benchmarks/", "reports/")  # timings; the HTML site (its numbers come from the tables compared)
+SKIP_FOLDERS = ("benchmarks/",)  # timings
+REPORT_FILES = ("summary.json",)  # of the report folders, the numbers the study index shows (not the HTML pages)
 SKIP_KEYS = {
     "seconds",
     "encode_seconds",
@@ -59,7 +61,9 @@ def _same_scalar(a, b) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         for old, new in STRING_RENAMES:
             a = a.replace(old, new)
-    return a == b and type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b and (type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))))
 
 
 def compare_json(a, b, where: str = "") -> tuple[list[str], list[str]]:
@@ -98,7 +102,10 @@ def compare_table(a: pl.DataFrame, b: pl.DataFrame) -> tuple[list[str], list[str
             diffs.append(f"column {column}: missing in the new table")
             continue
         x, y = a[column], b[column]
-        if x.dtype.is_float() and y.dtype.is_float():
+        if x.dtype != y.dtype:
+            diffs.append(f"column {column}: type {x.dtype}, now {y.dtype}")
+            continue
+        if x.dtype.is_float():
             xs, ys = x.fill_nan(None), y.fill_nan(None)
             unequal = ((xs != ys) | (xs.is_null() != ys.is_null())).fill_null(False)
             if unequal.any():
@@ -122,15 +129,17 @@ def compare_file(old: Path, new: Path) -> tuple[list[str], list[str]]:
     return ([] if _digest(old) == _digest(new) else ["the bytes differ"]), []
 
 
+def _compared(relative: str) -> bool:
+    if relative.startswith(SKIP_FOLDERS) or "/." in f"/{relative}":
+        return False
+    if relative.startswith("reports/"):
+        return relative.rsplit("/", 1)[-1] in REPORT_FILES
+    return relative.endswith(SUFFIXES)
+
+
 def files(root: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix in SUFFIXES
-        and not str(p.relative_to(root)).startswith(SKIP_FOLDERS)
-        and "/." not in f"/{p.relative_to(root)}"
-    )
+    names = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return sorted(name for name in names if _compared(name))
 
 
 def compare(old_root: Path, new_root: Path) -> dict:

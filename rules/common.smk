@@ -6,7 +6,8 @@ import os
 from workflow import layout
 from workflow.codehash import code_version
 from workflow.models.sites import SITES
-from workflow.plan import VARIANTS, Plan, as_json
+from workflow.layout import VARIANTS
+from workflow.plan import Plan, as_json
 
 PLAN = Plan(STUDY)
 
@@ -50,16 +51,3 @@ def parent(name):
 
 def layer_saes(w):
     return PLAN.layer_saes(w.model, w.variant, w.dataset, w.site, w.layer)
-
-
-def diff_args(w):
-    """--<variant>-sae/-acts/-classifier/-lm of both variants."""
-    args = []
-    where = {"model": w.model, "dataset": w.dataset, "site": w.site, "layer": w.layer}
-    for v in VARIANTS:
-        sae = layout.SAE.path(variant=v, sae=w.sae, **where)
-        acts = layout.ACTIVATION_SET.path(variant=v, split="test", **where)
-        args += [f"--{v}-sae {sae}", f"--{v}-acts {acts}", f"--{v}-classifier {PLAN.classifier(w.model, v, w.dataset)}"]
-        lm = PLAN.lm_source(w.model, v, w.dataset)
-        args += [f"--{v}-lm {lm}"] if lm else []
-    return " ".join(args)

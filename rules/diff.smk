@@ -11,7 +11,7 @@ rule diff:
     output:
         **files(layout.DIFF, "table", "transfer", "changed", "summary"),
     params:
-        args=diff_args,
+        args=lambda w: " ".join(PLAN.diff_args(w.model, w.dataset, w.site, int(w.layer), w.sae)),
         cfg=as_json(PLAN.section("diff")),
         eval_cfg=as_json(PLAN.section("sae_eval")),
         out=layout.DIFF.pattern(),

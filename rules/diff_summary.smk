@@ -3,7 +3,7 @@
 
 rule diff_summary:
     input:
-        lambda w: [f"{d}/{layout.DIFF.names['summary']}" for d in PLAN.diff_dirs(w.model, w.dataset, w.sae)],
+        lambda w: layout.DIFF.inside(PLAN.diff_dirs(w.model, w.dataset, w.sae), "summary"),
     output:
         **files(layout.DIFF_SUMMARY, "categories", "transfer", "categories_plot", "transfer_plot", "cosine_plot"),
     params:

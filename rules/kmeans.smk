@@ -8,8 +8,9 @@ rule kmeans:
         tokens=layout.TOKENS.pattern("table", split="test"),
         data=layout.DATA.pattern("test"),
         meta=layout.DATA.pattern("meta"),
-        features=lambda w: [f"{folder}/{layout.SAE.names['features']}" for entry in PLAN.kmeans_plan(w.model, w.dataset)
-                            for folder in entry["saes"].values()],
+        features=lambda w: layout.SAE.inside(
+            [folder for entry in PLAN.kmeans_plan(w.model, w.dataset) for folder in entry["saes"].values()], "features"
+        ),
     output:
         **files(layout.KMEANS, "clusters", "scores", "plot", "summary"),
     params:

@@ -10,7 +10,7 @@ rule probe:
         train_tokens=layout.TOKENS.pattern("table", split="train"),
         test_tokens=layout.TOKENS.pattern("table", split="test"),
         meta=layout.DATA.pattern("meta"),
-        features=lambda w: [f"{d}/{layout.SAE.names['features']}" for d in layer_saes(w).values()],
+        features=lambda w: layout.SAE.inside(layer_saes(w).values(), "features"),
     output:
         **files(layout.PROBE, "sequence", "sparse", "ranked", "tokens", "summary"),
     params:

@@ -1,6 +1,6 @@
 rule probe_summary:
     input:
-        lambda w: [f"{d}/{layout.PROBE.names['summary']}" for d in PLAN.probe_dirs(w.model, w.dataset)],
+        lambda w: layout.PROBE.inside(PLAN.probe_dirs(w.model, w.dataset), "summary"),
     output:
         **files(layout.PROBE_SUMMARY, *layout.PROBE_SUMMARY.names),
     params:

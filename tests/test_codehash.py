@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import ROOT
 from workflow import codehash
 from workflow.codehash import closure, code_version, stage_files
-from workflow.stages import STAGES
+from workflow.commands import STAGES
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def test_the_graph_follows_imports_inside_functions_and_through_other_modules():
     # `load` imports sae.base inside the function; the architectures are registered by name, not imported
     assert "workflow/sae/base.py" in files and "workflow/sae/topk.py" not in files
     assert not any(name.startswith("workflow/report/") for name in files)
+    assert "workflow/commands.py" not in files  # the list of stages: adding a stage re-runs no other
     assert "workflow/models/hooks.py" not in _names(stage_files("train_sae", "topk"))
     assert _names(closure("workflow.sae.batchtopk")) >= {"workflow/sae/topk.py", "workflow/sae/kernels.py"}
 

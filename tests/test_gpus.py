@@ -13,7 +13,7 @@ import time
 
 from tests.conftest import ROOT
 from workflow import gpus
-from workflow.stages import GPU_STAGES
+from workflow.commands import GPU_STAGES
 
 JOB = """
 import json, os, sys, time

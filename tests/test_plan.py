@@ -88,6 +88,22 @@ def test_gathering_jobs_read_what_their_scopes_cover(plan):
     assert set(kmeans[0]["saes"]) == {"topk", "relu"} and set(kmeans[1]["saes"]) == {"relu"}
 
 
+def test_the_diff_job_gets_both_variants_saes_sets_and_models(plan):
+    args = plan.diff_args("gpt2", "news", "resid_post", 2, "relu")
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs == {
+        "--pretrained-sae": "results/saes/gpt2/pretrained/news/resid_post/L2/relu",
+        "--pretrained-acts": "results/activations/gpt2/pretrained/news/test/resid_post/L2",
+        "--pretrained-classifier": "results/frozen_classifiers/gpt2/news",
+        "--pretrained-lm": plan.model("gpt2")["source"],
+        "--finetuned-sae": "results/saes/gpt2/finetuned/news/resid_post/L2/relu",
+        "--finetuned-acts": "results/activations/gpt2/finetuned/news/test/resid_post/L2",
+        "--finetuned-classifier": "results/models/gpt2/news",
+        "--finetuned-lm": "results/models/gpt2/news",
+    }
+    assert not any(a.endswith("-lm") for a in plan.diff_args("bert", "news", "resid_post", 2, "relu"))
+
+
 def test_report_inputs_are_the_files_it_shows(plan):
     news, reviews = plan.report_inputs("bert", "news"), plan.report_inputs("bert", "reviews")
     assert news["probes"] == news["kmeans"] == [] and reviews["heads"] == []

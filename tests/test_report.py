@@ -13,6 +13,7 @@ import pytest
 from tests.test_features import CFG as FEATURE_STAGE_CFG
 from tests.test_features import planted_study
 from workflow import layout
+from workflow.layout import VARIANTS
 from workflow.plan import Plan
 from workflow.report import feature_data, probe_sections, sections
 from workflow.report.render import Image, Link, Parts, Pill, Table, number, render, script_json
@@ -33,7 +34,6 @@ STUDY = {
     "extract": {"splits": ["test"]},
 }
 W = {"model": MODEL, "dataset": DATASET}
-VARIANTS = ("pretrained", "finetuned")
 
 
 def planted_sae(folder, sae_dir=None, labels=("neg", "pos"), variant="pretrained", n_docs=60, doc_len=10, d=16, seed=0):

@@ -14,7 +14,7 @@ import yaml
 
 from tests import slurm_node
 from tests.conftest import ROOT, run_snakemake
-from workflow.stages import GPU_STAGES
+from workflow.commands import GPU_STAGES
 from workflow.store.files import read_json
 
 pytestmark = pytest.mark.workflow
@@ -108,7 +108,7 @@ def test_tiny_study_on_slurm_equals_a_local_run(node, tiny_bert, tmp_path):
         by_rule.setdefault(name, []).append(call)
     gpu_rules = set(by_rule) & set(GPU_STAGES)
     cpu_rules = set(by_rule) - set(GPU_STAGES)
-    assert {"finetune", "extract", "heads"} <= gpu_rules and {"dataset", "tokenize", "report"} <= cpu_rules, (
+    assert {"finetune", "extract", "heads"} <= gpu_rules and {"dataset", "tokens", "report"} <= cpu_rules, (
         by_rule.keys()
     )
     for rule in gpu_rules:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import ROOT
-from workflow.stages import GPU_STAGES, STAGES
+from workflow.commands import GPU_STAGES, STAGES
 
 PACKAGE = ROOT / "workflow"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES, MAX_STRING = 60, 400, 1500
@@ -51,9 +51,12 @@ def test_stages_never_import_each_other_and_nothing_imports_snakemake():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             assert not any(n.split(".")[0] == "snakemake" for n in names), f"{path} imports snakemake"
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.relative_to(ROOT)}:{node.lineno}: a relative import"
             if path.parent.name == "stages":
                 stages = [n for n in names if n.startswith("workflow.stages.") and n != "workflow.stages.__init__"]
                 assert not stages, f"{path.relative_to(ROOT)} imports another stage: {stages}"
+                assert "importlib" not in names, f"{path.relative_to(ROOT)} imports by name"
 
 
 def test_modules_functions_and_strings_stay_small():

@@ -571,7 +571,7 @@ def test_gpu_jobs_never_share_a_card(study):
     held one card at the same time, and both cards were used."""
     from datetime import datetime
 
-    from workflow.stages import GPU_STAGES
+    from workflow.commands import GPU_STAGES
 
     work, _ = study
     held: dict[str, list] = {}

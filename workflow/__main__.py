@@ -5,9 +5,7 @@ import importlib
 import logging
 import sys
 
-from workflow.stages import GPU_STAGES, STAGES
-
-COMMANDS = {"summary": "workflow.report.summary"}  # commands that are not stages
+from workflow.commands import COMMANDS, GPU_STAGES, STAGES
 
 
 def main(argv: list[str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 RESULTS = "results"
+VARIANTS = ("pretrained", "finetuned")  # the two models a study compares: the {variant} wildcard
 
 
 class _Keep(dict):
@@ -52,6 +53,10 @@ class Folder:
     def files(self, *names: str, **wildcards) -> list[str]:
         return [self.file(name, **wildcards) for name in names]
 
+    def inside(self, folders, *names: str) -> list[str]:
+        """Files `names` inside each of `folders` (concrete folders of this template)."""
+        return [f"{folder}/{self.names[name]}" for folder in folders for name in names]
+
 
 DATA = Folder(
     "results/data/{dataset}",
@@ -72,6 +77,7 @@ SAE = Folder(
         "weights": "sae_weights.safetensors",  # SAELens' names: the folder loads with SAE.load_from_disk
         "cfg": "cfg.json",
         "training_log": "training_log.parquet",
+        "checkpoint": "checkpoint.pt",  # the resumable training state, removed when training ends
         "eval": "eval.json",
         "sparsity": "sparsity.safetensors",
         "features": "features.parquet",

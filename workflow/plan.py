@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 
 from workflow import layout
+from workflow.layout import VARIANTS
 from workflow.models.families import FAMILIES
 from workflow.models.sites import SITES
 
-VARIANTS = ("pretrained", "finetuned")
 SCOPE_KEYS = ("datasets", "layers", "sites")  # where a section runs; never passed to its jobs
 FROZEN_KEYS = ("seed", "max_train_docs", "eval_batch_size")  # the finetune keys the frozen classifier reads
 
@@ -201,12 +201,8 @@ class Plan:
             "frozen": [layout.FROZEN.file("metrics", **w)],
             "similarity": layout.SIMILARITY.files("table", "plot", **w),
             "extracts": self.extract_summaries(model, dataset),
-            "saes": [f"{d}/{layout.SAE.names[n]}" for d in self.sae_dirs(model, dataset) for n in sae_files],
-            "diffs": [
-                f"{d}/{layout.DIFF.names[n]}"
-                for d in self.diff_dirs(model, dataset)
-                for n in ("summary", "table", "changed")
-            ],
+            "saes": layout.SAE.inside(self.sae_dirs(model, dataset), *sae_files),
+            "diffs": layout.DIFF.inside(self.diff_dirs(model, dataset), "summary", "table", "changed"),
             "diff_summaries": [
                 layout.DIFF_SUMMARY.file(n, sae=sae, **w)
                 for sae in self.recipes(model, dataset)
@@ -218,6 +214,23 @@ class Plan:
             if dataset in self.heads_datasets()
             else [],
         }
+
+    def diff_args(self, model: str, dataset: str, site: str, layer: int, sae: str) -> list[str]:
+        """The diff job's --<variant>-sae, -acts, -classifier and -lm arguments, for both variants."""
+        where = {"model": model, "dataset": dataset, "site": site, "layer": layer}
+        args = []
+        for v in VARIANTS:
+            args += [
+                f"--{v}-sae",
+                layout.SAE.path(variant=v, sae=sae, **where),
+                f"--{v}-acts",
+                layout.ACTIVATION_SET.path(variant=v, split="test", **where),
+                f"--{v}-classifier",
+                self.classifier(model, v, dataset),
+            ]
+            lm = self.lm_source(model, v, dataset)
+            args += [f"--{v}-lm", lm] if lm else []
+        return args
 
     def report_args(self, model: str, dataset: str) -> list[str]:
         """The report job's command-line arguments for its inputs."""
@@ -263,7 +276,7 @@ class Plan:
         for model, dataset in self.pairs():
             w = {"model": model, "dataset": dataset}
             out += self.extract_summaries(model, dataset)
-            out += [f"{d}/{layout.SAE.names['eval']}" for d in self.sae_dirs(model, dataset)]
+            out += layout.SAE.inside(self.sae_dirs(model, dataset), "eval")
             out += [layout.DIFF_SUMMARY.file("categories", sae=sae, **w) for sae in self.recipes(model, dataset)]
             if self.probe_scope(model, dataset):
                 out += [layout.PROBE_SUMMARY.file("probes", **w), layout.KMEANS.file("summary", **w)]

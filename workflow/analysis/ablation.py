@@ -73,8 +73,9 @@ class StartAt(Hooks):
     def __enter__(self):
         import torch
 
+        super().__enter__()  # the hook first: if registering fails, the block list is still whole
         setattr(self.where.block_owner, self.where.block_attr, torch.nn.ModuleList(list(self._full)[self.index :]))
-        return super().__enter__()
+        return self
 
     def __exit__(self, *exc):
         super().__exit__(*exc)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from workflow.layout import VARIANTS
 from workflow.sae.codes import encode_batches
 from workflow.store.activations import ActivationSet
 
-VARIANTS = ("pretrained", "finetuned")
 PRE_CATEGORIES = ("retained", "drifted", "overwritten", "dead")
 FT_CATEGORIES = ("retained", "drifted", "new", "dead")
 

@@ -1,4 +1,4 @@
-"""Layer and site grammar (see DESIGN.md).
+"""Layer and site grammar (the README's "Layers" and "Sites").
 
 Layer L is the output of transformer block L (1-based); L = 0 is the embedding
 output, the input of block 1. Sites:

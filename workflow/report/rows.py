@@ -6,9 +6,9 @@ from __future__ import annotations
 import polars as pl
 
 from workflow import layout
+from workflow.layout import VARIANTS
 from workflow.report.render import Link, Table
 
-VARIANTS = ("pretrained", "finetuned")
 VARIANT_ORDER = {v: i for i, v in enumerate(VARIANTS)}
 SAE_COLUMNS = ["recipe", "architecture", "site", "layer", "variant", "d_sae", "FVU", "L0", "dead", "dense", "cosine",
                "task loss recovered", "accuracy clean / spliced", "KL", "LM loss recovered"]  # fmt: skip

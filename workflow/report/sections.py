@@ -16,12 +16,12 @@ from pathlib import Path
 
 import polars as pl
 
+from workflow.layout import VARIANTS
 from workflow.report.render import Image, Link, Note, Parts, Pill, Table, rel
 from workflow.report.rows import (
     FEATURE_PAGE,
     HEADS_PAGE,
     SAE_COLUMNS,
-    VARIANTS,
     feature_link,
     head_link,
     sae_keys,

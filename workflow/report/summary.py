@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from workflow import cli, config, layout
-from workflow.plan import VARIANTS, Plan
+from workflow.layout import VARIANTS
+from workflow.plan import Plan
 from workflow.report.render import number
 from workflow.report.rows import SAE_COLUMNS, sae_rows
 from workflow.store.files import nan_to_null, read_json

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from workflow.layout import SAE
+
 ARCHITECTURES = {
     "relu": "workflow.sae.relu:ReluSAE",
     "topk": "workflow.sae.topk:TopKSAE",
@@ -24,8 +26,7 @@ ARCHITECTURES = {
     "jumprelu": "workflow.sae.jumprelu:JumpReluSAE",
 }
 SAELENS_NAMES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}  # SAELens architecture -> ours
-WEIGHTS = "sae_weights.safetensors"
-CFG = "cfg.json"
+WEIGHTS, CFG = SAE.names["weights"], SAE.names["cfg"]
 
 
 def architecture(name: str):

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from workflow.codehash import code_version
+from workflow.layout import SAE
 from workflow.models.loading import autocast_dtype, describe_device, pick_device
 from workflow.sae import create
 from workflow.sae.base import geometric_median, lr_at
@@ -34,8 +35,7 @@ from workflow.store.files import atomic_path, write_parquet
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-LOG_TABLE = "training_log.parquet"
+CHECKPOINT, LOG_TABLE = SAE.names["checkpoint"], SAE.names["training_log"]
 B_DEC_SAMPLE = 16384  # rows for the geometric median
 
 

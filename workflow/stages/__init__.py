@@ -2,14 +2,6 @@
 
 Each shares its name with ``rules/<stage>.smk`` and ``tests/test_<stage>.py``. Stages never
 import each other; what two stages share lives in the topic packages (`workflow.models`,
-`workflow.sae`, `workflow.analysis`, `workflow.store`, `workflow.report`).
+`workflow.sae`, `workflow.analysis`, `workflow.store`, `workflow.report`). The list of stages is
+`workflow.commands.STAGES`.
 """
-
-# fmt: off
-STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
-          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary", "report",
-          "report_index")
-# Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
-GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
-              "heads")
-# fmt: on

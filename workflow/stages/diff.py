@@ -57,7 +57,6 @@ import polars as pl
 
 from workflow import cli, layout
 from workflow.analysis.matching import (
-    VARIANTS,
     best_cosines,
     categorize,
     category_counts,
@@ -69,6 +68,7 @@ from workflow.analysis.matching import (
     outlier_limit,
     paired_activations,
 )
+from workflow.layout import VARIANTS
 from workflow.models.loading import pick_device
 from workflow.sae import load
 from workflow.sae.downstream import lm_effects, task_effects
@@ -124,7 +124,17 @@ def _load(sae_dirs: dict, acts_dirs: dict, cfg: dict, device) -> Pair:
     return pair
 
 
-def match(pair: Pair, cfg: dict) -> dict:
+@dataclass
+class Matched:
+    """The matching of the two SAEs' features."""
+
+    table: pl.DataFrame  # one row per feature of each side: partner, cosine, correlation, frequencies, category
+    cos: np.ndarray  # (d_sae_pre,) decoder cosine of each pretrained feature with its partner (NaN: none)
+    init_cos: dict  # variant -> median cosine of its decoder rows with the shared initialisation
+    n_tokens: int  # token rows compared (outliers left out)
+
+
+def match(pair: Pair, cfg: dict) -> Matched:
     """Pair the two SAEs' live features and categorise every feature of both."""
     sae, sets, tokens, rows = pair.sae, pair.sets, cfg["max_tokens"], cfg["batch_rows"]
     live = {v: firing_frequency(sae[v], sets[v], pair.max_norm[v], tokens, rows, pair.device) > 0 for v in VARIANTS}
@@ -144,7 +154,7 @@ def match(pair: Pair, cfg: dict) -> dict:
     )
     pre_cat, ft_cat = categorize(partner, cos, paired["corr"], paired["freq_pre"], paired["freq_ft"], cfg)
     table = diff_table(partner, cos, paired, pre_cat, ft_cat, best)
-    return {"table": table, "cos": cos, "init_cos": init_cos, "n_tokens": paired["n_tokens"]}
+    return Matched(table, cos, init_cos, paired["n_tokens"])
 
 
 def _transfer_row(pair: Pair, sae_variant: str, acts_variant: str, task: dict, lm: dict | None, cfg: dict) -> dict:
@@ -218,7 +228,7 @@ def run(
     started = time.perf_counter()
     pair = _load(sae_dirs, acts_dirs, cfg, pick_device())
     matched = match(pair, cfg)
-    counts = category_counts(matched["table"])
+    counts = category_counts(matched.table)
     log.info(
         "L%d %s: pretrained %s; fine-tuned %s",
         pair.layer,
@@ -226,25 +236,25 @@ def run(
         counts["pretrained"]["counts"],
         counts["finetuned"]["counts"],
     )
-    changed = _changed(matched["table"], sae_dirs, cfg["n_changed"])
+    changed = _changed(matched.table, sae_dirs, cfg["n_changed"])
     docs = read_documents(tokens_path).sample(max_docs=eval_cfg["max_docs"], seed=0)
     rows = transfer_rows(pair, docs, classifiers, lm_sources, cfg, eval_cfg)
     out, names = Path(out_dir), layout.DIFF.names
     write_parquet(changed, out / names["changed"])
     write_parquet(pl.DataFrame(rows), out / names["transfer"])
-    write_parquet(matched["table"], out / names["table"])
-    cos, study = matched["cos"], pair.sae["pretrained"].cfg["metadata"]["study"]
+    write_parquet(matched.table, out / names["table"])
+    cos, study = matched.cos, pair.sae["pretrained"].cfg["metadata"]["study"]
     summary = {
         **{k: study[k] for k in ("model", "dataset", "sae")},
         "site": pair.site,
         "layer": pair.layer,
         "saes": sae_dirs,
-        "n_tokens": matched["n_tokens"],
+        "n_tokens": matched.n_tokens,
         "thresholds": cfg,
         "sign_convention": "differences are fine-tuned minus pretrained",
         "categories": counts,
         "matched_cosine_median": float(np.nanmedian(cos)) if np.isfinite(cos).any() else None,
-        "init_cosine_median": matched["init_cos"],
+        "init_cosine_median": matched.init_cos,
         "outlier_norm_limit": pair.max_norm,
         "transfer": rows,
         "seconds": time.perf_counter() - started,

@@ -1,12 +1,13 @@
 """Stage `extract`: activation sets of one (model, variant, dataset, split).
 
 One forward pass over the tokens table writes every configured (site, layer)
-and stops after the deepest block needed (`models.Capture`). Rows follow the
-tokens table exactly: documents in table order, each document's tokens in
-position order, padding dropped. Each set is built in a temporary folder and
-renamed into place only when complete (`io.atomic_dir`), so a killed job never
-leaves a set that looks finished. extract.json, written last, records the job's (model, variant, dataset,
-split) and its sets.
+and stops after the deepest block needed (`workflow.models.hooks.Capture`).
+Rows follow the tokens table exactly: documents in table order, each
+document's tokens in position order, padding dropped. Each set is built in a
+temporary folder and renamed into place only when complete
+(`workflow.store.files.atomic_dir`), so a killed job never leaves a set that
+looks finished. extract.json, written last, records the job's (model,
+variant, dataset, split) and its sets.
 
 Variants: ``pretrained`` is the model as loaded from its source;
 ``finetuned`` is the body of the fine-tuned classifier.

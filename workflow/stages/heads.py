@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -121,11 +122,9 @@ def _doc_tokens(tokens_path: str, doc_ids: list) -> dict:
 
 def _sample(tokens_path: str, cfg: dict) -> tuple[Documents, list, list[int]]:
     """The seeded sample of test documents, their ids, and those kept for the stored patterns."""
-    every = read_documents(tokens_path)
-    keep = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(every.token_ids))[: cfg["max_docs"]])
-    docs = every.subset(keep)
-    all_ids = pl.read_parquet(tokens_path, columns=["doc_id"])["doc_id"].unique(maintain_order=True).to_list()
-    return docs, [all_ids[i] for i in keep], _pattern_docs(docs, cfg["pattern_docs"], cfg["pattern_max_tokens"])
+    docs = read_documents(tokens_path).sample(max_docs=cfg["max_docs"], seed=cfg["seed"])
+    doc_ids = [int(d) for d in docs.doc_ids]
+    return docs, doc_ids, _pattern_docs(docs, cfg["pattern_docs"], cfg["pattern_max_tokens"])
 
 
 def _progress(measure: str):
@@ -181,7 +180,18 @@ def _classifier(classifier_dir: str, device):
     return loading.load_classifier(classifier_dir, loading.num_labels(classifier_dir), pad_id, device).eval(), pad_id
 
 
-def patterns_of(model, docs: Documents, family_name: str, cfg: dict, pad_id: int, device, shown: list[int]) -> dict:
+@dataclass
+class Seen:
+    """What one attention pass over the documents saw."""
+
+    stats: dict  # statistic name -> (blocks, heads) means
+    means: list  # per block, each head's mean output (what mean ablation writes)
+    patterns: dict  # document position -> float16 (blocks, heads, T, T) attention
+    thresholds: dict  # the head type thresholds used
+    types: np.ndarray  # (blocks, heads) head type names
+
+
+def patterns_of(model, docs: Documents, family_name: str, cfg: dict, pad_id: int, device, shown: list[int]) -> Seen:
     """Pattern statistics, head types, mean head outputs and the stored patterns (eager attention)."""
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
@@ -189,13 +199,7 @@ def patterns_of(model, docs: Documents, family_name: str, cfg: dict, pad_id: int
     stats, means, patterns = attention_pass(model, docs, causal, cfg["batch_size"], pad_id, device, set(shown))
     model.set_attn_implementation(implementation)
     thresholds = {**DEFAULT_THRESHOLDS, **cfg["types"]}
-    return {
-        "stats": stats,
-        "means": means,
-        "patterns": patterns,
-        "thresholds": thresholds,
-        "types": head_types(stats, thresholds),
-    }
+    return Seen(stats, means, patterns, thresholds, head_types(stats, thresholds))
 
 
 def task_part(model, docs: Documents, means, cfg: dict, pad_id: int, device, seconds: dict) -> tuple[list, dict]:
@@ -248,14 +252,14 @@ def run(
     t0 = time.perf_counter()
     seen = patterns_of(model, docs, family_name, cfg, pad_id, device, shown)
     seconds = {"patterns": time.perf_counter() - t0}
-    rows, clean = task_part(model, docs, seen["means"], cfg, pad_id, device, seconds)
+    rows, clean = task_part(model, docs, seen.means, cfg, pad_id, device, seconds)
     del model  # the language model, where there is one, is loaded next
     if lm_source:
         lm_rows, clean["lm"] = lm_part(lm_source, docs, cfg, pad_id, device, seconds)
         rows += lm_rows
     tokens = _doc_tokens(tokens_path, [doc_ids[i] for i in shown])
     shown_meta = [{"doc_id": doc_ids[i], "label": int(docs.labels[i]), "tokens": tokens[doc_ids[i]]} for i in shown]
-    heads = heads_table(seen["stats"], seen["types"])
+    heads = heads_table(seen.stats, seen.types)
     counts = heads["type"].value_counts(sort=True)
     summary = {
         "tokens": tokens_path,
@@ -263,17 +267,17 @@ def run(
         "lm": lm_source or None,
         "n_docs": len(doc_ids),
         "n_tokens": int(docs.n_tokens),
-        "n_layers": int(seen["types"].shape[0]),
-        "n_heads": int(seen["types"].shape[1]),
+        "n_layers": int(seen.types.shape[0]),
+        "n_heads": int(seen.types.shape[1]),
         "modes": list(cfg["modes"]),
         "clean": clean,
-        "thresholds": seen["thresholds"],
+        "thresholds": seen.thresholds,
         "types": dict(zip(counts["type"].to_list(), counts["count"].to_list())),
         "pattern_docs": [m["doc_id"] for m in shown_meta],
         "device": loading.describe_device(device),
         "seconds": {**seconds, "total": time.perf_counter() - started},
     }
-    write(out_dir, heads, rows, {f"doc{doc_ids[i]}": seen["patterns"][i] for i in shown}, shown_meta, summary)
+    write(out_dir, heads, rows, {f"doc{doc_ids[i]}": seen.patterns[i] for i in shown}, shown_meta, summary)
     log.info("%s: head types %s; %.1f s", out_dir, summary["types"], summary["seconds"]["total"])
     return summary
 

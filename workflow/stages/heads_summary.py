@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 
 from workflow import cli, layout
+from workflow.layout import VARIANTS
 from workflow.plots import pyplot, save
 from workflow.report.render import render
 from workflow.store.files import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("pretrained", "finetuned")
 TYPE_ABBREV = {
     "self": "S",
     "previous": "P",

@@ -110,7 +110,7 @@ def cluster_set(
 def _documents(tokens_path: str, data_path: str):
     """The test documents, their ids and their texts."""
     docs = read_documents(tokens_path)
-    doc_ids = pl.read_parquet(tokens_path, columns=["doc_id"])["doc_id"].to_numpy()[docs.offsets[:-1]]
+    doc_ids = docs.doc_ids
     data = pl.read_parquet(data_path, columns=["id", "text"])
     text_of = dict(zip(data["id"].to_list(), data["text"].to_list()))
     missing = [int(i) for i in doc_ids if int(i) not in text_of]

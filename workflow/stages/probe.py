@@ -9,7 +9,7 @@ this variant at this layer (``sae:<recipe>``).
 - **Sequence probes** (`sequence.parquet`): logistic regression on one vector
   per document, pooled as the mean over its tokens and as the token its
   classifier reads (``first`` = [CLS] for BERT, ``last`` for GPT-2; see
-  `workflow.pooling`). Features are standardised with train statistics; the
+  `workflow.analysis.pooling`). Features are standardised with train statistics; the
   L2 strength C is chosen from ``Cs`` by stratified ``folds``-fold
   cross-validation (scikit-learn's `LogisticRegressionCV`). Held-out accuracy
   and macro-F1, with the train accuracy (a large gap is memorisation) and the

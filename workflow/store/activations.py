@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow.layout import ACTIVATION_SET
 from workflow.store.files import read_json, write_json
 
-MANIFEST = "manifest.json"
+MANIFEST = ACTIVATION_SET.names["manifest"]
 FORMAT = "activation-set/1"
 
 

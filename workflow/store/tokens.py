@@ -38,6 +38,7 @@ class Documents:
     labels: np.ndarray
     offsets: np.ndarray  # (n_docs + 1,)
     special: list[np.ndarray]  # per document, which tokens are special ([CLS], [SEP], ...)
+    doc_ids: np.ndarray | None = None  # (n_docs,) the tokens table's doc_id of each document
 
     @property
     def n_tokens(self) -> int:
@@ -58,7 +59,8 @@ class Documents:
         """The documents at positions `keep`, in that order."""
         token_ids = [self.token_ids[i] for i in keep]
         offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
-        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep])
+        doc_ids = None if self.doc_ids is None else self.doc_ids[keep]
+        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep], doc_ids)
 
 
 def read_documents(tokens_path: str | Path) -> Documents:
@@ -71,7 +73,8 @@ def read_documents(tokens_path: str | Path) -> Documents:
     labels = table["label"].to_numpy()[offsets[:-1]]
     special = table["is_special"].to_numpy()
     spans = list(zip(offsets[:-1], offsets[1:]))
-    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans])
+    doc_ids = table["doc_id"].to_numpy()[offsets[:-1]]
+    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans], doc_ids)
 
 
 def batches(docs: Documents, batch_size: int, pad_id: int, order=None) -> Iterator[tuple[np.ndarray, dict]]:

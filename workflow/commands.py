@@ -1,0 +1,13 @@
+"""What `python -m workflow <command>` runs: every stage, which stages claim a GPU, and the commands
+that are not stages. Kept out of `workflow.stages` so that no stage's code version covers it: adding a
+stage re-runs no other."""
+
+# fmt: off
+STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
+          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary", "report",
+          "report_index")
+# Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
+GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
+              "heads")
+# fmt: on
+COMMANDS = {"summary": "workflow.report.summary"}  # commands that are not stages: name -> module
