@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 
 import pytest
@@ -38,8 +39,25 @@ def test_the_graph_follows_imports_inside_functions_and_through_other_modules():
     assert "workflow/sae/base.py" in files and "workflow/sae/topk.py" not in files
     assert not any(name.startswith("workflow/report/") for name in files)
     assert "workflow/commands.py" not in files  # the list of stages: adding a stage re-runs no other
+    assert "workflow/codehash.py" not in _names(stage_files("train_sae", "topk"))  # versions decide no output
     assert "workflow/models/hooks.py" not in _names(stage_files("train_sae", "topk"))
     assert _names(closure("workflow.sae.batchtopk")) >= {"workflow/sae/topk.py", "workflow/sae/kernels.py"}
+
+
+def _every_import(path) -> set[str]:
+    """The reference: the package modules a file imports, from the syntax tree of the whole file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return {n for n in found if n.split(".")[0] == "workflow" and codehash.module_file(n)}
+
+
+def test_reading_only_the_import_statements_finds_every_import():
+    for path in sorted((ROOT / "workflow").rglob("*.py")):
+        assert codehash.imports(path) >= _every_import(path), path
 
 
 def test_a_copied_tree_has_the_same_versions(tree):

@@ -41,6 +41,7 @@ class Plan:
         self.datasets = list(study["datasets"])
         self.saes = list(study["saes"])
         self.sites = sorted(study["sites"], key=SITES.index)
+        self._stored: dict[str, list[tuple[str, int]]] = {}
 
     # ------------------------------------------------------------ models
 
@@ -77,7 +78,9 @@ class Plan:
 
     def stored(self, model: str) -> list[tuple[str, int]]:
         """(site, layer) of every activation set of a model, layers ascending, sites in SITES order."""
-        return [(site, layer) for layer in sorted(self.model(model)["layers"]) for site in self.sites]
+        if model not in self._stored:
+            self._stored[model] = [(s, layer) for layer in sorted(self.model(model)["layers"]) for s in self.sites]
+        return self._stored[model]
 
     def extract_targets(self, model: str) -> list[str]:
         """The extract job's site:layer arguments, e.g. ['resid_post:2', ...]."""
