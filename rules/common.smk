@@ -2,6 +2,7 @@
 # to the rules. All logic lives in those two modules and is unit-tested there.
 
 import os
+import shlex
 
 from workflow import layout
 from workflow.codehash import code_version
@@ -39,9 +40,14 @@ def classifier_weights(w):
 
 
 def lm_arg(w):
-    """--lm <source> where the variant has a language-model head."""
-    source = PLAN.lm_source(w.model, w.variant, w.dataset)
-    return f"--lm {source}" if source else ""
+    """--lm <JSON spec> where the variant has a language-model head."""
+    spec = PLAN.lm_spec(w.model, w.variant, w.dataset)
+    return f"--lm {shlex.quote(as_json(spec))}" if spec else ""
+
+
+def load_arg(w):
+    """The model's load options (dtype, device_map) as JSON."""
+    return as_json(PLAN.load_options(w.model))
 
 
 def parent(name):

@@ -15,6 +15,7 @@ rule diff:
         cfg=as_json(PLAN.section("diff")),
         eval_cfg=as_json(PLAN.section("sae_eval")),
         out=layout.DIFF.pattern(),
+        load=load_arg,
         code=code_version("diff"),
     threads: STUDY["sae_threads"]
     resources:
@@ -27,4 +28,4 @@ rule diff:
         layout.benchmark("diff", "{model}/{dataset}/{site}/L{layer}/{sae}")
     shell:
         "python -m workflow diff {params.args} --tokens {input.tokens} --config {params.cfg:q}"
-        " --eval-config {params.eval_cfg:q} --out-dir {params.out} > {log} 2>&1"
+        " --eval-config {params.eval_cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule evaluate_sae:
         classifier=lambda w: PLAN.classifier(w.model, w.variant, w.dataset),
         lm=lm_arg,
         cfg=as_json(PLAN.section("sae_eval")),
+        load=load_arg,
         code=code_version("evaluate_sae"),
     threads: STUDY["sae_threads"]
     resources:
@@ -25,4 +26,4 @@ rule evaluate_sae:
         layout.benchmark("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
     shell:
         "python -m workflow evaluate_sae --sae {params.sae} --acts {params.acts} --tokens {input.tokens}"
-        " --classifier {params.classifier} {params.lm} --config {params.cfg:q} > {log} 2>&1"
+        " --classifier {params.classifier} {params.lm} --config {params.cfg:q} --load {params.load:q} > {log} 2>&1"

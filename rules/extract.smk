@@ -15,6 +15,7 @@ rule extract:
         meta=lambda w: as_json({"model": w.model, "variant": w.variant, "dataset": w.dataset, "split": w.split}),
         cfg=as_json(PLAN.extract_config()),
         out=layout.ACTIVATIONS.pattern(),
+        load=load_arg,
         code=code_version("extract"),
     threads: STUDY["threads"]
     resources:
@@ -28,4 +29,4 @@ rule extract:
     shell:
         "python -m workflow extract --model {params.source:q} --tokens {input.tokens}"
         " --targets {params.targets} --meta {params.meta:q} --config {params.cfg:q}"
-        " --out-root {params.out} --summary {output} > {log} 2>&1"
+        " --out-root {params.out} --summary {output} --load {params.load:q} > {log} 2>&1"

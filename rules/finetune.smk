@@ -9,6 +9,7 @@ rule finetune:
         source=lambda w: PLAN.model(w.model)["source"],
         cfg=lambda w: as_json(PLAN.finetune_config(w.model)),
         out=layout.FINETUNED.pattern(),
+        load=load_arg,
         code=code_version("finetune"),
     threads: STUDY["threads"]
     resources:
@@ -21,4 +22,4 @@ rule finetune:
         layout.benchmark("finetune", "{model}/{dataset}")
     shell:
         "python -m workflow finetune --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

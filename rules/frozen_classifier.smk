@@ -13,6 +13,7 @@ rule frozen_classifier:
         source=lambda w: PLAN.model(w.model)["source"],
         cfg=lambda w: as_json(PLAN.frozen_config(w.model)),
         out=layout.FROZEN.pattern(),
+        load=load_arg,
         code=code_version("frozen_classifier"),
     threads: STUDY["threads"]
     resources:
@@ -25,4 +26,4 @@ rule frozen_classifier:
         layout.benchmark("frozen_classifier", "{model}/{dataset}")
     shell:
         "python -m workflow frozen_classifier --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

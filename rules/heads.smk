@@ -13,6 +13,7 @@ rule heads:
         family=lambda w: PLAN.family(w.model),
         cfg=as_json(PLAN.heads_config()),
         out=layout.HEADS.pattern(),
+        load=load_arg,
         code=code_version("heads"),
     threads: STUDY["threads"]
     resources:
@@ -25,4 +26,4 @@ rule heads:
         layout.benchmark("heads", "{model}/{dataset}/{variant}")
     shell:
         "python -m workflow heads --tokens {input.tokens} --classifier {params.classifier}"
-        " {params.lm} --family {params.family} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        " {params.lm} --family {params.family} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule similarity:
         source=lambda w: PLAN.model(w.model)["source"],
         finetuned=parent("weights"),
         cfg=as_json(PLAN.section("similarity")),
+        load=load_arg,
         code=code_version("similarity"),
     threads: STUDY["threads"]
     resources:
@@ -21,4 +22,4 @@ rule similarity:
     shell:
         "python -m workflow similarity --pretrained {params.source:q} --finetuned {params.finetuned}"
         " --tokens {input.tokens} --config {params.cfg:q} --out-table {output.table}"
-        " --out-plot {output.plot} --title '{wildcards.model} on {wildcards.dataset}' > {log} 2>&1"
+        " --out-plot {output.plot} --title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q} > {log} 2>&1"

@@ -3,6 +3,7 @@ what a capture reads."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from tests.conftest import colour_words, make_tiny_bert, make_tiny_gpt2, save_classifier
 from tests.sae_helpers import bare_sae
+from tests.tiny_models import make_tiny
 from workflow.models import loading
 from workflow.models.classifier import classifier_layer
 from workflow.models.hooks import Capture, Splice
@@ -36,10 +38,18 @@ def _lossless_relu_sae(d: int, folder, layer: int):
     return folder
 
 
+MAKERS = {
+    "bert": make_tiny_bert,
+    "gpt2": make_tiny_gpt2,
+    "llama": functools.partial(make_tiny, "llama"),  # untied LM head: it must come from the checkpoint
+    "distilbert": functools.partial(make_tiny, "distilbert"),  # a masked-LM head
+}
+LM_KIND = {"bert": None, "gpt2": "causal", "llama": "causal", "distilbert": "masked"}
+
+
 def _classifier_study(tmp_path, family):
     """A tiny classifier folder, its test tokens and activation set at resid_post L1."""
-    make = make_tiny_bert if family == "bert" else make_tiny_gpt2
-    src = make(tmp_path / "model")
+    src = MAKERS[family](tmp_path / "model")
     model = loading.load_classifier(str(src), 2, loading.load_tokenizer(str(src)).pad_token_id)
     with torch.no_grad():  # a random head barely reacts; a large one makes the loss depend on the input
         classifier_layer(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
@@ -60,12 +70,13 @@ def _classifier_study(tmp_path, family):
 CFG = {"max_tokens": None, "batch_rows": 100, "dense_threshold": 0.1, "max_docs": None, "batch_size": 8}
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "distilbert"])
 def test_lossless_sae_recovers_all_the_loss(tmp_path, family):
     clf, tokens, acts = _classifier_study(tmp_path, family)
     d = ActivationSet(acts).d_model
     sae_dir = _lossless_relu_sae(d, tmp_path / "sae", 1)
-    lm = str(clf) if family == "gpt2" else None
+    kind = LM_KIND[family]
+    lm = {"source": str(tmp_path / "model"), "kind": kind, "body": str(clf)} if kind else None
     result = evaluate_sae.run(str(sae_dir), str(acts), str(tokens), str(clf), lm, CFG)
     assert result["fvu"] < 1e-10 and result["explained_variance"] > 1 - 1e-10
     assert result["cosine"] == pytest.approx(1.0) and result["l2_ratio"] == pytest.approx(1.0)
@@ -74,8 +85,12 @@ def test_lossless_sae_recovers_all_the_loss(tmp_path, family):
     assert task["loss_spliced"] == pytest.approx(task["loss_clean"], abs=1e-5)
     assert task["loss_zero"] != pytest.approx(task["loss_clean"], abs=1e-4)
     assert task["loss_recovered"] == pytest.approx(1.0, abs=1e-3) and task["kl"] == pytest.approx(0.0, abs=1e-6)
-    if family == "gpt2":
-        assert result["downstream"]["lm"]["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert task["kl_zero"] > 0 and task["kl_recovered"] == pytest.approx(1.0, abs=1e-4)
+    if kind:
+        lm_result = result["downstream"]["lm"]
+        assert lm_result["kind"] == kind and lm_result["n_tokens"] > 0
+        assert lm_result["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+        assert lm_result["kl"] == pytest.approx(0.0, abs=1e-6) and lm_result["kl_recovered"] == pytest.approx(1.0)
     else:
         assert "lm" not in result["downstream"]
     saved = json.loads((sae_dir / "eval.json").read_text())

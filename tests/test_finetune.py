@@ -7,6 +7,7 @@ import json
 import pytest
 from transformers import AutoModelForSequenceClassification
 
+from tests.tiny_models import MODEL_TYPES, make_tiny
 from workflow.stages import dataset, finetune, tokens
 from workflow.store.files import read_json
 
@@ -58,3 +59,63 @@ def test_finetune_lifts_accuracy(which, tiny_bert, tiny_gpt2, tmp_path):
     reloaded = AutoModelForSequenceClassification.from_pretrained(out)
     assert reloaded.config.id2label[1] == "positive" and reloaded.num_labels == 2
     assert read_json(tmp_path / "data/meta.json")["bow_baseline"]["accuracy"] < 1.0
+
+
+# news_topic: 5 topics, the headline decides (chance 0.2); small enough for 13 families in CI
+SMALL = {"source": "builtin", "task": "news_topic", "n_train": 800, "n_test": 200, "label_noise": 0.0, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small-data")
+    dataset.run("news_topic", {**SMALL, "max_train": None, "max_test": None}, str(folder))
+    return folder
+
+
+def _finetune(model, data, tmp_path, **overrides) -> dict:
+    for split in ("train", "test"):
+        tokens.run(str(data / f"{split}.parquet"), str(model), 48, str(tmp_path / f"{split}.parquet"))
+    return finetune.run(
+        str(model),
+        str(tmp_path / "train.parquet"),
+        str(tmp_path / "test.parquet"),
+        str(data / "meta.json"),
+        {**CFG, "epochs": 4, "batch_size": 16, "lr": 3e-3, **overrides},
+        str(tmp_path / "ft"),
+    )
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_family_fine_tunes_above_chance(model_type, small_data, tmp_path):
+    model = make_tiny(model_type, tmp_path / "model")
+    metrics = _finetune(model, small_data, tmp_path)
+    chance = 1 / 5
+    assert metrics["finetuned"]["accuracy"] > chance + 0.5, metrics["finetuned"]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft")
+    assert reloaded.config.model_type == model_type and reloaded.num_labels == 5
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama", "gpt_neox"])
+def test_the_classifier_reads_its_familys_position(model_type, tmp_path):
+    """Padding a document does not change its logits: encoders read the first token, decoders the last
+    real one (not the last position)."""
+    import torch
+
+    from workflow.models import loading
+
+    folder = make_tiny(model_type, tmp_path / "model")
+    tokenizer = loading.load_tokenizer(str(folder))
+    model = loading.load_classifier(str(folder), 2, tokenizer.pad_token_id)
+    texts = ["a good film", "the minister met the press at the summit today"]
+    with torch.inference_mode():
+        batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        alone = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(batch, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_checkpointing_trains_the_same_model(small_data, tmp_path):
+    model = make_tiny("llama", tmp_path / "model")
+    plain = _finetune(model, small_data, tmp_path / "plain", epochs=1)
+    ckpt = _finetune(model, small_data, tmp_path / "ckpt", epochs=1, gradient_checkpointing=True)
+    assert ckpt["finetuned"]["accuracy"] == pytest.approx(plain["finetuned"]["accuracy"], abs=0.01)
+    assert ckpt["finetuned"]["loss"] == pytest.approx(plain["finetuned"]["loss"], rel=1e-3)

@@ -248,7 +248,8 @@ CFG = {
 def test_stage_writes_statistics_ablations_and_patterns(tmp_path, family):
     pre, tokens = _stage_inputs(tmp_path, family, 1)
     ft, _ = _stage_inputs(tmp_path, family, 2)
-    lm = {"pre": str(pre), "ft": str(ft)} if family == "gpt2" else {"pre": None, "ft": None}
+    lm = {name: {"source": str(f), "kind": "causal", "body": None} for name, f in (("pre", pre), ("ft", ft))}
+    lm = lm if family == "gpt2" else {"pre": None, "ft": None}
     out = {}
     for name, folder in (("pre", pre), ("ft", ft)):
         out[name] = tmp_path / f"heads-{name}"

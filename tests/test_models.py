@@ -135,5 +135,8 @@ def test_hooks_are_removed_even_when_the_block_fails(tiny):
 
 
 def test_unknown_model_types_name_the_supported_ones():
-    with pytest.raises(SourceError, match="model_type 'mamba' is not supported; supported: bert, roberta, gpt2"):
+    with pytest.raises(
+        SourceError,
+        match="model_type .mamba. is not supported; supported: bert, roberta, distilbert, modernbert, gpt2, gpt_neo",
+    ):
         model_family({"model_type": "mamba"})

@@ -3,11 +3,13 @@ targets. No Snakemake here; tests/test_workflow.py checks the same plan through 
 
 from __future__ import annotations
 
+import shlex
+
 import polars as pl
 import pytest
 
 from workflow import config, layout
-from workflow.plan import Plan
+from workflow.plan import Plan, as_json
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +73,15 @@ def test_each_variant_has_its_sources(plan):
     assert plan.variant_source("bert", "pretrained", "news") == plan.model("bert")["source"]
     assert plan.classifier("bert", "pretrained", "news") == "results/frozen_classifiers/bert/news"
     assert plan.classifier("gpt2", "finetuned", "news") == "results/models/gpt2/news"
-    assert plan.lm_source("bert", "finetuned", "news") == ""  # the BERT family has no LM head
-    assert plan.lm_source("gpt2", "finetuned", "news") == "results/models/gpt2/news"
-    assert plan.lm_source("gpt2", "pretrained", "news") == plan.model("gpt2")["source"]
+    assert plan.lm_spec("bert", "finetuned", "news") is None  # a BertModel checkpoint carries no MLM head
+    source = plan.model("gpt2")["source"]
+    assert plan.lm_spec("gpt2", "finetuned", "news") == {
+        "source": source,
+        "kind": "causal",
+        "body": "results/models/gpt2/news",
+    }
+    assert plan.lm_spec("gpt2", "pretrained", "news") == {"source": source, "kind": "causal", "body": None}
+    assert plan.load_options("gpt2") == {"dtype": "float32", "device_map": None}
 
 
 def test_gathering_jobs_read_what_their_scopes_cover(plan):
@@ -95,11 +103,11 @@ def test_the_diff_job_gets_both_variants_saes_sets_and_models(plan):
         "--pretrained-sae": "results/saes/gpt2/pretrained/news/resid_post/L2/relu",
         "--pretrained-acts": "results/activations/gpt2/pretrained/news/test/resid_post/L2",
         "--pretrained-classifier": "results/frozen_classifiers/gpt2/news",
-        "--pretrained-lm": plan.model("gpt2")["source"],
+        "--pretrained-lm": shlex.quote(as_json(plan.lm_spec("gpt2", "pretrained", "news"))),
         "--finetuned-sae": "results/saes/gpt2/finetuned/news/resid_post/L2/relu",
         "--finetuned-acts": "results/activations/gpt2/finetuned/news/test/resid_post/L2",
         "--finetuned-classifier": "results/models/gpt2/news",
-        "--finetuned-lm": "results/models/gpt2/news",
+        "--finetuned-lm": shlex.quote(as_json(plan.lm_spec("gpt2", "finetuned", "news"))),
     }
     assert not any(a.endswith("-lm") for a in plan.diff_args("bert", "news", "resid_post", 2, "relu"))
 

@@ -44,3 +44,24 @@ def test_document_sample_is_seeded_capped_and_in_table_order(data_dir, tiny_bert
     assert positions == sorted(positions)  # table order kept
     assert len(docs.sample(max_docs=5).token_ids) == 5 and docs.sample().n_tokens == docs.n_tokens
     assert all(s[0] and s[-1] and not s[1:-1].any() for s in sub.special)  # [CLS] ... [SEP]
+
+
+def test_decoders_that_expect_bos_open_with_it_once(data_dir, tmp_path):
+    from tests.tiny_models import BOS, make_tiny, tokenizer_for
+
+    firsts = {}
+    for name, model_type, tokenizer_type in (
+        ("llama", "llama", "llama"),  # its tokenizer adds <s>: nothing more is added
+        ("llama-bare", "llama", "gpt2"),  # a tokenizer that adds none: the stage adds it
+        ("gpt2", "gpt2", "gpt2"),  # GPT-2 expects none
+    ):
+        folder = make_tiny(model_type, tmp_path / name)
+        tokenizer_for(tokenizer_type).save_pretrained(folder)
+        table = tokens.run(str(data_dir / "test.parquet"), str(folder), 16, str(tmp_path / f"{name}.parquet"))
+        firsts[name] = table.filter(pl.col("pos") == 0)
+        assert table.group_by("doc_id").len()["len"].max() <= 16
+        if name != "gpt2":
+            assert (table.filter(pl.col("pos") == 1)["token_id"] != BOS).all()  # never twice
+    for name in ("llama", "llama-bare"):
+        assert (firsts[name]["token_id"] == BOS).all() and firsts[name]["is_special"].all()
+    assert not (firsts["gpt2"]["token_id"] == BOS).any() and not firsts["gpt2"]["is_special"].any()

@@ -18,6 +18,25 @@ def add_config(p: argparse.ArgumentParser, what: str, flag: str = "--config") ->
     p.add_argument(flag, required=True, type=json.loads, help=f"the {what} as JSON")
 
 
+def add_load(p: argparse.ArgumentParser) -> None:
+    """--load: how the job loads its models (dtype, device_map), as JSON; see `loading.use_options`."""
+    p.add_argument("--load", type=json.loads, default={}, help="the model's load options as JSON")
+
+
+def parse_model_job(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse a model job's arguments and load its models with their --load options from here on."""
+    from workflow.models.loading import use_options
+
+    args = p.parse_args(argv)
+    use_options(args.load)
+    return args
+
+
+def add_lm(p: argparse.ArgumentParser, flag: str = "--lm", whose: str = "the variant") -> None:
+    """A language-model spec as JSON (`Plan.lm_spec`: source, kind, body); absent: no LM head."""
+    p.add_argument(flag, type=json.loads, default=None, help=f"language model of {whose} as JSON (source, kind, body)")
+
+
 def classifier_job(p: argparse.ArgumentParser, model_help: str, config_what: str) -> argparse.ArgumentParser:
     """The options of a job that makes a sequence classifier from a model and a labelled dataset."""
     p.add_argument("--model", required=True, help=model_help)
@@ -25,6 +44,7 @@ def classifier_job(p: argparse.ArgumentParser, model_help: str, config_what: str
     p.add_argument("--test-tokens", required=True)
     p.add_argument("--meta", required=True, help="the dataset's meta.json (label names)")
     add_config(p, config_what)
+    add_load(p)
     p.add_argument("--out-dir", required=True)
     return p
 

@@ -106,6 +106,7 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
         try:
             model_cfg = model_sources.read_model_config(model_sources.resolve_source(spec["source"]))
             spec["family"] = families.model_family(model_cfg)
+            spec["lm"] = families.lm_kind(model_cfg)
             depth = model_sources.n_layers(model_cfg)
             positions = model_sources.n_positions(model_cfg)
             spec["d_model"] = model_sources.d_model(model_cfg)

@@ -14,10 +14,10 @@ configured), so reordering a config list re-runs nothing.
 from __future__ import annotations
 
 import json
+import shlex
 
 from workflow import layout
 from workflow.layout import VARIANTS
-from workflow.models.families import FAMILIES
 from workflow.models.sites import SITES
 
 SCOPE_KEYS = ("datasets", "layers", "sites")  # where a section runs; never passed to its jobs
@@ -63,11 +63,19 @@ class Plan:
         folder = layout.FROZEN if variant == "pretrained" else layout.FINETUNED
         return folder.path(model=model, dataset=dataset)
 
-    def lm_source(self, model: str, variant: str, dataset: str) -> str:
-        """Causal-LM source of a variant, or '' where the family has no LM head."""
-        if not FAMILIES[self.family(model)].lm_head:
-            return ""
-        return self.variant_source(model, variant, dataset)
+    def load_options(self, model: str) -> dict:
+        """How a model's weights are loaded (`models.<name>.load`: dtype, device_map)."""
+        return self.model(model)["load"]
+
+    def lm_spec(self, model: str, variant: str, dataset: str) -> dict | None:
+        """The language model of a variant, or None where the checkpoint carries no LM head:
+        ``source`` (the pretrained checkpoint, with its head), ``kind`` (causal or masked) and
+        ``body`` (the fine-tuned folder whose body replaces the checkpoint's; None for pretrained)."""
+        kind = self.model(model)["lm"]
+        if not kind:
+            return None
+        body = None if variant == "pretrained" else self.variant_source(model, variant, dataset)
+        return {"source": self.model(model)["source"], "kind": kind, "body": body}
 
     def local_files(self, dataset: str) -> list[str]:
         """The files a `source: file` dataset reads: editing them re-runs the dataset."""
@@ -231,8 +239,8 @@ class Plan:
                 f"--{v}-classifier",
                 self.classifier(model, v, dataset),
             ]
-            lm = self.lm_source(model, v, dataset)
-            args += [f"--{v}-lm", lm] if lm else []
+            lm = self.lm_spec(model, v, dataset)
+            args += [f"--{v}-lm", shlex.quote(as_json(lm))] if lm else []
         return args
 
     def report_args(self, model: str, dataset: str) -> list[str]:

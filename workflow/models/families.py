@@ -1,18 +1,39 @@
 """The family table: what differs between architectures, in one place.
 
-A family says where a model's blocks and sites are (`locate`), which token its
-sequence classifier reads (``pooled``: ``first`` = [CLS] for BERT, ``last`` =
-the last real token for GPT-2), whether its attention is causal, whether it has
-a language-model head whose next-token loss the SAE and head stages measure,
-and whether its inputs open with a BOS-like token (SAELens' ``prepend_bos``).
+One `Family` per architecture says, as attribute paths, where a loaded model
+keeps what the study reads and writes:
+
+- ``blocks``: the ModuleList of transformer blocks, from the body (``base_model``);
+- inside each block, the module whose output is ``attn_out`` and ``mlp_out``
+  (what the sublayer adds to the residual stream: for Gemma's sandwich norms,
+  the output of the post-sublayer norm, as TransformerLens' ``hook_attn_out``),
+  the self-attention core that returns ``(output, weights)`` under eager
+  attention, and the output projection W_O, whose input is every query head's
+  output, concatenated (head ablation patches it);
+- where the norms sit (``norm``: ``post`` = BERT's LayerNorm after each residual
+  add; ``pre`` = one norm before each sublayer; ``sandwich`` = Gemma's norms
+  before and after each sublayer) and the final norm after the last block;
+- ``parallel``: attention and MLP both read the block's input and their outputs
+  are added together (GPT-NeoX with ``use_parallel_residual``, the Pythia default);
+- the classifier head and the token it reads (``pooled``: ``first`` = [CLS];
+  ``last`` = the last non-padding token, how transformers' decoders classify);
+- the language-model head a checkpoint may carry (``lm``: ``causal`` next-token
+  or ``masked`` masked-token) and whether inputs open with a BOS token.
+
+Head counts come from the loaded config (`heads`): query heads, KV heads
+(grouped-query attention) and head size. A head is a query head; in a model with
+grouped-query attention several query heads share one key/value head, and
+ablating a query head leaves the shared key/value head (and so its sibling query
+heads) untouched.
+
 `MODEL_TYPES` maps a config.json ``model_type`` to its family. No torch import:
 `locate` only walks attributes of a loaded model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, replace
 
 from workflow.models.sources import SourceError
 
@@ -21,7 +42,7 @@ from workflow.models.sources import SourceError
 class Blocks:
     """Where the sites of one loaded model live."""
 
-    embed_out: object  # module whose output (BERT) or block-0 input (GPT-2) is layer 0
+    embed_out: object  # module whose output (BERT) or block-1 input (the rest) is layer 0
     blocks: list
     attn_out: list  # per block: module whose output is attn_out
     mlp_out: list
@@ -30,53 +51,205 @@ class Blocks:
     head_out: list  # per block: the output projection W_O; its input is every head's output, concatenated
     block_owner: object  # the module holding the blocks' ModuleList ...
     block_attr: str  # ... under this attribute name
-
-
-def _bert_blocks(base_model) -> Blocks:
-    layers = list(base_model.encoder.layer)
-    return Blocks(
-        embed_out=base_model.embeddings,
-        blocks=layers,
-        attn_out=[b.attention.output.dense for b in layers],
-        mlp_out=[b.output.dense for b in layers],
-        embed_is_block_input=False,
-        attention=[b.attention.self for b in layers],
-        head_out=[b.attention.output.dense for b in layers],
-        block_owner=base_model.encoder,
-        block_attr="layer",
-    )
-
-
-def _gpt2_blocks(base_model) -> Blocks:
-    layers = list(base_model.h)
-    return Blocks(
-        embed_out=layers[0],
-        blocks=layers,
-        attn_out=[b.attn for b in layers],
-        mlp_out=[b.mlp for b in layers],
-        embed_is_block_input=True,
-        attention=[b.attn for b in layers],
-        head_out=[b.attn.c_proj for b in layers],
-        block_owner=base_model,
-        block_attr="h",
-    )
+    final_norm: object  # the norm after the last block, or None
 
 
 @dataclass(frozen=True)
 class Family:
+    """One architecture; attribute paths are dotted, from the body (`blocks`, `embeddings`,
+    `final_norm`) or from one block (`attn_out`, `mlp_out`, `attention`, `head_out`)."""
+
     name: str
-    locate: Callable[[object], Blocks]
+    model_types: tuple[str, ...]  # config.json model_type values of this family
+    encoder: bool  # bidirectional attention (False: causal decoder)
+    blocks: str
+    attn_out: str
+    mlp_out: str
+    attention: str
+    head_out: str
+    norm: str  # "post", "pre" or "sandwich"
+    final_norm: str | None
     pooled: str  # the token the sequence classifier reads: "first" or "last"
-    causal: bool  # attention sees only earlier tokens
-    lm_head: bool  # the checkpoint carries a language-model head (next-token loss is measured)
-    prepend_bos: bool  # inputs open with a BOS-like token ([CLS])
+    lm: str  # the LM head a checkpoint of the family may carry: "causal" or "masked"
+    prepend_bos: bool  # inputs open with a BOS-like token ([CLS], <s>, <bos>): the tokens stage makes sure
+    tied_default: bool  # tie_word_embeddings when config.json does not say
+    embeddings: str | None = None  # module whose output is layer 0; None: block 1's input
+    parallel_key: str | None = None  # config attribute that turns on a parallel block
+    transformer_lens: str | None = None  # TransformerLens' name of the family, where it has one
+    grouped_query: bool = False  # config's num_key_value_heads may be fewer than the query heads
+
+    @property
+    def causal(self) -> bool:
+        return not self.encoder
+
+    def parallel(self, config) -> bool:
+        """Attention and MLP read the same block input (GPT-NeoX / GPT-J style)."""
+        return bool(self.parallel_key and getattr(config, self.parallel_key, False))
+
+    def locate(self, base_model) -> Blocks:
+        owner_path, _, attr = self.blocks.rpartition(".")
+        owner = operator.attrgetter(owner_path)(base_model) if owner_path else base_model
+        layers = list(getattr(owner, attr))
+
+        def each(path: str) -> list:
+            return [operator.attrgetter(path)(b) for b in layers]
+
+        embed = operator.attrgetter(self.embeddings)(base_model) if self.embeddings else layers[0]
+        return Blocks(
+            embed_out=embed,
+            blocks=layers,
+            attn_out=each(self.attn_out),
+            mlp_out=each(self.mlp_out),
+            embed_is_block_input=self.embeddings is None,
+            attention=each(self.attention),
+            head_out=each(self.head_out),
+            block_owner=owner,
+            block_attr=attr,
+            final_norm=operator.attrgetter(self.final_norm)(base_model) if self.final_norm else None,
+        )
 
 
-FAMILIES = {
-    "bert": Family("bert", _bert_blocks, pooled="first", causal=False, lm_head=False, prepend_bos=True),
-    "gpt2": Family("gpt2", _gpt2_blocks, pooled="last", causal=True, lm_head=True, prepend_bos=False),
-}
-MODEL_TYPES = {"bert": "bert", "roberta": "bert", "gpt2": "gpt2"}  # config.json model_type -> family
+def _llama_like(name: str, model_types: tuple[str, ...], tl: str | None, tied: bool = False, bos: bool = True):
+    """Pre-norm decoders with RMSNorm, rotary positions, a gated MLP and grouped-query attention."""
+    return Family(
+        name,
+        model_types,
+        encoder=False,
+        blocks="layers",
+        attn_out="self_attn",
+        mlp_out="mlp",
+        attention="self_attn",
+        head_out="self_attn.o_proj",
+        norm="pre",
+        final_norm="norm",
+        pooled="last",
+        lm="causal",
+        prepend_bos=bos,
+        tied_default=tied,
+        transformer_lens=tl,
+        grouped_query=True,
+    )
+
+
+def _gemma(name: str, model_types: tuple[str, ...], tl: str) -> Family:
+    """Llama-like with sandwich norms: what a sublayer adds is its post-norm's output."""
+    base = _llama_like(name, model_types, tl, tied=True)
+    return replace(base, attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm", norm="sandwich")
+
+
+_TABLE = [
+    Family(
+        "bert",
+        ("bert", "roberta"),
+        encoder=True,
+        blocks="encoder.layer",
+        embeddings="embeddings",
+        attn_out="attention.output.dense",
+        mlp_out="output.dense",
+        attention="attention.self",
+        head_out="attention.output.dense",
+        norm="post",
+        final_norm=None,
+        pooled="first",
+        lm="masked",
+        prepend_bos=True,
+        tied_default=True,
+        transformer_lens="bert",
+    ),
+    Family(
+        "distilbert",
+        ("distilbert",),
+        encoder=True,
+        blocks="transformer.layer",
+        embeddings="embeddings",
+        attn_out="attention.out_lin",
+        mlp_out="ffn",
+        attention="attention",
+        head_out="attention.out_lin",
+        norm="post",
+        final_norm=None,
+        pooled="first",
+        lm="masked",
+        prepend_bos=True,
+        tied_default=True,
+    ),
+    Family(
+        "modernbert",
+        ("modernbert",),
+        encoder=True,
+        blocks="layers",
+        attn_out="attn",
+        mlp_out="mlp",
+        attention="attn",
+        head_out="attn.Wo",
+        norm="pre",
+        final_norm="final_norm",
+        pooled="first",  # classifier_pooling "cls" (the default); "mean" pools every real token
+        lm="masked",
+        prepend_bos=True,
+        tied_default=True,
+    ),
+    Family(
+        "gpt2",
+        ("gpt2",),
+        encoder=False,
+        blocks="h",
+        attn_out="attn",
+        mlp_out="mlp",
+        attention="attn",
+        head_out="attn.c_proj",
+        norm="pre",
+        final_norm="ln_f",
+        pooled="last",
+        lm="causal",
+        prepend_bos=False,
+        tied_default=True,
+        transformer_lens="gpt2",
+    ),
+    Family(
+        "gpt_neo",
+        ("gpt_neo",),
+        encoder=False,
+        blocks="h",
+        attn_out="attn",
+        mlp_out="mlp",
+        attention="attn.attention",
+        head_out="attn.attention.out_proj",
+        norm="pre",
+        final_norm="ln_f",
+        pooled="last",
+        lm="causal",
+        prepend_bos=False,
+        tied_default=True,
+        transformer_lens="gpt-neo",
+    ),
+    Family(
+        "gpt_neox",
+        ("gpt_neox",),
+        encoder=False,
+        blocks="layers",
+        attn_out="attention",
+        mlp_out="mlp",
+        attention="attention",
+        head_out="attention.dense",
+        norm="pre",
+        final_norm="final_layer_norm",
+        pooled="last",
+        lm="causal",
+        prepend_bos=False,
+        tied_default=False,
+        parallel_key="use_parallel_residual",
+        transformer_lens="pythia",
+    ),
+    _llama_like("llama", ("llama",), "llama"),
+    _llama_like("mistral", ("mistral",), "mistral"),
+    _llama_like("qwen2", ("qwen2",), "qwen2", bos=False),
+    _llama_like("qwen3", ("qwen3",), "qwen3", bos=False),
+    _gemma("gemma2", ("gemma2",), "gemma-2"),
+    _gemma("gemma3", ("gemma3_text",), "gemma-3"),
+]
+FAMILIES = {f.name: f for f in _TABLE}
+MODEL_TYPES = {t: f.name for f in _TABLE for t in f.model_types}  # config.json model_type -> family
 
 
 def model_family(model_config: dict) -> str:
@@ -93,15 +266,57 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
+def family_of(model) -> Family:
+    """The family of a loaded model (its body or any head model)."""
+    return FAMILIES[model_family({"model_type": model.config.model_type})]
+
+
 def locate(base_model) -> Blocks:
     """Where the blocks and sites of a loaded transformer body are."""
-    return FAMILIES[model_family({"model_type": base_model.config.model_type})].locate(base_model)
+    return family_of(base_model).locate(base_model)
+
+
+HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads")
 
 
 def n_heads(model_config) -> int:
-    """Attention heads per block, from a config dict or a transformers config."""
+    """Query heads per block, from a config dict or a transformers config."""
     get = model_config.get if isinstance(model_config, dict) else lambda key: getattr(model_config, key, None)
-    for key in ("num_attention_heads", "n_head"):
+    for key in HEAD_KEYS:
         if get(key) is not None:
             return int(get(key))
-    raise SourceError("config names no head count (num_attention_heads / n_head)")
+    raise SourceError(f"config names no head count ({' / '.join(HEAD_KEYS)})")
+
+
+@dataclass(frozen=True)
+class Heads:
+    query: int  # query heads per block (what the study calls a head)
+    kv: int  # key/value heads per block (fewer than `query` under grouped-query attention)
+    size: int  # width of one head's output
+
+
+def heads(model_config) -> Heads:
+    """Query heads, key/value heads and head size of a transformers config."""
+    query = n_heads(model_config)
+    grouped = FAMILIES[MODEL_TYPES[model_config.model_type]].grouped_query
+    kv = (getattr(model_config, "num_key_value_heads", None) if grouped else None) or query
+    width = getattr(model_config, "hidden_size", None)
+    size = getattr(model_config, "head_dim", None) or width // query
+    return Heads(query, int(kv), int(size))
+
+
+def lm_kind(model_config: dict) -> str | None:
+    """The language-model head a checkpoint carries, from its config.json: ``causal``, ``masked``
+    or None. A decoder whose unembedding is tied to its embeddings always has its head (the
+    body's embeddings are the head); otherwise the checkpoint's architectures must name one
+    (``...ForCausalLM``, ``...LMHeadModel``, ``...ForMaskedLM``, ``...ForPreTraining``)."""
+    fam = FAMILIES[model_family(model_config)]
+    names = model_config.get("architectures") or []
+    if fam.lm == "causal":
+        tied = model_config.get("tie_word_embeddings", fam.tied_default)
+        if tied or any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
+            return "causal"
+        return None
+    if any(n.endswith(("ForMaskedLM", "ForPreTraining")) for n in names):
+        return "masked"
+    return None

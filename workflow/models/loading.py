@@ -55,32 +55,82 @@ def num_labels(folder: str | Path) -> int:
     return len(json.loads((Path(folder) / "config.json").read_text())["id2label"])
 
 
-def load_base_model(source: str, device=None):
-    """The transformer body (BertModel, GPT2Model, ...) in eval mode."""
+LOAD_DEFAULTS = {"dtype": "float32", "device_map": None}
+OPTIONS = dict(LOAD_DEFAULTS)  # this process's load options: a stage's `--load` sets them (`use_options`)
+
+
+def use_options(options: dict | None) -> None:
+    """Load every model of this process with `options` (a model's ``load`` config)."""
+    OPTIONS.clear()
+    OPTIONS.update({**LOAD_DEFAULTS, **(options or {})})
+
+
+def load_kwargs(options: dict | None = None, attention: str | None = None) -> dict:
+    """`from_pretrained` keyword arguments of a model's `load` options (config key
+    ``models.<name>.load``; default: this process's `OPTIONS`): ``dtype`` (float32, bfloat16,
+    float16: the weights' dtype) and ``device_map`` (e.g. ``auto``: spread the model over the
+    visible cards, via accelerate); `attention` picks the attention implementation (``eager``
+    returns attention weights)."""
+    import torch
+
+    options = {**OPTIONS, **(options or {})}
+    kwargs = {"dtype": getattr(torch, options["dtype"])}
+    if options["device_map"]:
+        kwargs["device_map"] = options["device_map"]
+    if attention:
+        kwargs["attn_implementation"] = attention
+    return kwargs
+
+
+def _placed(model, device, options: dict | None):
+    """`model` on `device`, unless a device_map has placed it already; eval mode, no KV cache."""
+    model.config.use_cache = False  # decoders would build a key/value cache nobody reads
+    if not {**OPTIONS, **(options or {})}["device_map"]:
+        model = model.to(device or "cpu")
+    return model.eval()
+
+
+def input_device(model):
+    """Where a model's inputs go: its embedding's device (the first card under a device_map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def load_base_model(source: str, device=None, options: dict | None = None, attention: str | None = None):
+    """The transformer body (BertModel, LlamaModel, ...) in eval mode."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(source)
-    model.config.use_cache = False  # GPT-2 would build a key/value cache nobody reads
-    return model.to(device or "cpu").eval()
+    return _placed(AutoModel.from_pretrained(source, **load_kwargs(options, attention)), device, options)
 
 
-def load_classifier(source: str, n_labels: int, pad_id: int | None = None, device=None):
+def load_classifier(source: str, n_labels: int, pad_id: int | None = None, device=None, options: dict | None = None):
+    """A sequence classifier (eval mode, as `from_pretrained` gives it); decoders classify from the
+    last token that is not `pad_id`."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=n_labels)
-    if model.config.pad_token_id is None:  # GPT-2 finds the last real token by pad id
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=n_labels, **load_kwargs(options))
+    if model.config.pad_token_id is None:  # decoders find the last real token by pad id
         model.config.pad_token_id = pad_id
-    model.config.use_cache = False
-    return model.to(device or "cpu")
+    return _placed(model, device, options)
 
 
-def load_lm(source: str, device=None):
-    """The causal language model of a source (GPT-2 family), in eval mode."""
-    from transformers import AutoModelForCausalLM
+def load_lm(source: str, device=None, kind: str = "causal", body: str | None = None, options: dict | None = None):
+    """The language model of a checkpoint (`kind`: ``causal`` or ``masked``), in eval mode.
 
-    model = AutoModelForCausalLM.from_pretrained(source)
-    model.config.use_cache = False
-    return model.to(device or "cpu").eval()
+    With `body` (a fine-tuned classifier folder, which has no LM head), the LM is the
+    checkpoint's head on that body: every weight of the body is replaced by the fine-tuned
+    one; the head keeps the checkpoint's weights, unless it is tied to the embeddings, when it
+    follows the fine-tuned embeddings as the model itself would."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    head = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+    model = head.from_pretrained(source, **load_kwargs(options))
+    if body:
+        tuned = AutoModel.from_pretrained(body, **load_kwargs(options))
+        missing, unexpected = model.base_model.load_state_dict(tuned.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "position_ids" not in k]:
+            raise ValueError(f"{body}: its body does not match {source} (missing {missing}, unexpected {unexpected})")
+        del tuned
+    return _placed(model, device, options)
 
 
 def autocast_dtype(setting: str | bool, device):

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 PACKAGE_PREFIX = "package:"
+# config.json keys of depth and width, by family (GPT-2: n_layer; GPT-Neo: num_layers; DistilBERT: n_layers, dim)
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+WIDTH_KEYS = ("hidden_size", "n_embd", "dim")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 
@@ -90,10 +93,10 @@ def read_model_config(source: str) -> dict:
 
 
 def n_layers(model_config: dict) -> int:
-    for key in ("num_hidden_layers", "n_layer"):
+    for key in LAYER_KEYS:
         if key in model_config:
             return int(model_config[key])
-    raise SourceError("config.json names no layer count (num_hidden_layers / n_layer)")
+    raise SourceError(f"config.json names no layer count ({' / '.join(LAYER_KEYS)})")
 
 
 def n_positions(model_config: dict) -> int | None:
@@ -108,7 +111,7 @@ def n_positions(model_config: dict) -> int | None:
 
 def d_model(model_config: dict) -> int:
     """Width of the residual stream."""
-    for key in ("hidden_size", "n_embd"):
+    for key in WIDTH_KEYS:
         if model_config.get(key):
             return int(model_config[key])
-    raise SourceError("config.json names no width (hidden_size / n_embd)")
+    raise SourceError(f"config.json names no width ({' / '.join(WIDTH_KEYS)})")

@@ -3,10 +3,15 @@
 A model is run clean, with the (site, layer) activation zero-ablated, and with
 each SAE's reconstruction spliced in at that place (`workflow.models.hooks.Splice`).
 ``loss_recovered`` = (L_zero - L_spliced) / (L_zero - L_clean); ``kl`` is the mean
-KL(clean || spliced) of the output distributions. `task_effects` scores a sequence
-classifier (cross-entropy and accuracy per document), `lm_effects` a causal LM
-(next-token loss per predicted token). Positions whose activation norm exceeds
-`max_norm` (outlier tokens), if given, keep their clean value when spliced or ablated.
+KL(clean || spliced) of the output distributions, ``kl_zero`` the same for the
+zero-ablated run and ``kl_recovered`` = (KL_zero - KL_spliced) / KL_zero. These are
+SAEBench's core downstream metrics (its ``ce_loss_score`` and ``kl_div_score``).
+`task_effects` scores a sequence classifier (cross-entropy and accuracy per
+document), `lm_effects` a language model: a causal LM by next-token loss per
+predicted token, a masked LM by masked-token loss on a fixed `MASK_FRACTION` of each
+document's real, non-special tokens (at least one), replaced by the mask token.
+Positions whose activation norm exceeds `max_norm` (outlier tokens), if given, keep
+their clean value when spliced or ablated.
 """
 
 from __future__ import annotations
@@ -65,13 +70,18 @@ def _add(sums: dict, key: str, value: float) -> None:
     sums[key] = sums.get(key, 0.0) + value
 
 
+def _recovered(zero: float, spliced: float, clean: float) -> float:
+    gap = zero - clean
+    return (zero - spliced) / gap if abs(gap) > 1e-12 else float("nan")
+
+
 def _summaries(sums: dict, names, n: int) -> dict:
-    """Per SAE: mean clean / spliced / zero losses (and accuracies, KL), and loss recovered."""
+    """Per SAE: mean clean / spliced / zero losses (and accuracies, KL), loss and KL recovered."""
     out = {}
     for name in names:
         mean = {k.replace(f":{name}", ""): v / n for k, v in sums.items() if ":" not in k or k.endswith(f":{name}")}
-        gap = mean["loss_zero"] - mean["loss_clean"]
-        mean["loss_recovered"] = (mean["loss_zero"] - mean["loss_spliced"]) / gap if abs(gap) > 1e-12 else float("nan")
+        mean["loss_recovered"] = _recovered(mean["loss_zero"], mean["loss_spliced"], mean["loss_clean"])
+        mean["kl_recovered"] = _recovered(mean["kl_zero"], mean["kl"], 0.0)
         out[name] = mean
     return out
 
@@ -91,8 +101,9 @@ def _add_runs(
         _add(sums, f"loss_{kind}{suffix}", loss(values))
         for metric, value in (extra(values) if extra else {}).items():
             _add(sums, f"{metric}_{kind}{suffix}", value)
-        if name:
-            _add(sums, f"kl:{name}", float(F.kl_div(log_probs(values), clean, log_target=True, reduction="sum")))
+        if kind != "clean":
+            kl = float(F.kl_div(log_probs(values), clean, log_target=True, reduction="sum"))
+            _add(sums, f"kl:{name}" if name else f"kl_{kind}", kl)
 
 
 def task_effects(
@@ -122,25 +133,54 @@ def task_effects(
     }
 
 
+MASK_FRACTION = 0.15
+
+
+def masked_positions(docs, idx, width: int, seed: int = 0):
+    """(batch, width) bool: the tokens a masked-LM loss predicts, fixed per document (seeded by
+    its position): `MASK_FRACTION` of its real, non-special tokens, at least one."""
+    import numpy as np
+    import torch
+
+    out = np.zeros((len(idx), width), dtype=bool)
+    for j, i in enumerate(idx):
+        candidates = np.flatnonzero(~docs.special[i].astype(bool))
+        if len(candidates) == 0:
+            continue
+        rng = np.random.default_rng([seed, int(i)])
+        n = max(1, round(MASK_FRACTION * len(candidates)))
+        out[j, rng.choice(candidates, n, replace=False)] = True
+    return torch.from_numpy(out)
+
+
 def lm_effects(
-    source: str, docs, site: str, layer: int, saes: dict, batch_size: int, device, max_norm: float | None = None
+    lm: dict, docs, site: str, layer: int, saes: dict, batch_size: int, device, max_norm: float | None = None
 ) -> dict:
-    """Next-token loss of a causal LM (GPT-2 family) clean, zero-ablated and with each SAE spliced in."""
+    """LM loss clean, zero-ablated and with each SAE spliced in. `lm`: `Plan.lm_spec` (source, kind,
+    body): next-token loss of a causal LM, or masked-token loss of a masked LM."""
     import torch
     import torch.nn.functional as F
 
+    source, kind = lm["source"], lm["kind"]
     pad_id = loading.pad_token_id(source)
-    model = loading.load_lm(source, device)
+    model = loading.load_lm(source, device, kind, lm.get("body"))
+    mask_id = loading.load_tokenizer(source).mask_token_id if kind == "masked" else None
     sums: dict[str, float] = {}
     n = 0
     with torch.inference_mode():
-        for _, inputs, _ in labelled_batches(docs, batch_size, pad_id, device):
-            mask = inputs["attention_mask"][:, 1:].bool()
-            targets = inputs["input_ids"][:, 1:][mask]
+        for idx, inputs, _ in labelled_batches(docs, batch_size, pad_id, device):
+            if kind == "causal":
+                predicted = inputs["attention_mask"][:, 1:].bool()
+                targets = inputs["input_ids"][:, 1:][predicted]
+            else:
+                predicted = masked_positions(docs, idx, inputs["input_ids"].shape[1]).to(device)
+                targets = inputs["input_ids"][predicted]
+                inputs = {**inputs, "input_ids": inputs["input_ids"].masked_fill(predicted, mask_id)}
             runs = _spliced_runs(model, site, layer, saes, inputs, max_norm)
-            logp = {k: v[:, :-1][mask].log_softmax(-1) for k, v in runs.items()}
+            logp = {k: (v[:, :-1] if kind == "causal" else v)[predicted].log_softmax(-1) for k, v in runs.items()}
             _add_runs(sums, logp, lambda lp, targets=targets: float(F.nll_loss(lp, targets, reduction="sum")))
-            n += int(mask.sum())
+            n += int(predicted.sum())
     return {
-        name: {"model": source, **summary, "n_tokens": n} for name, summary in _summaries(sums, saes, max(n, 1)).items()
+        name: {"model": source, "body": lm.get("body"), "kind": kind, **summary, "n_tokens": n}
+        for name, summary in _summaries(sums, saes, max(n, 1)).items()
     }

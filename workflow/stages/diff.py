@@ -189,13 +189,13 @@ def _transfer_row(pair: Pair, sae_variant: str, acts_variant: str, task: dict, l
     return row
 
 
-def transfer_rows(pair: Pair, docs, classifiers: dict, lm_sources: dict, cfg: dict, eval_cfg: dict) -> list[dict]:
+def transfer_rows(pair: Pair, docs, classifiers: dict, lm_specs: dict, cfg: dict, eval_cfg: dict) -> list[dict]:
     """Each SAE on each variant's activations: reconstruction and spliced loss recovered."""
     rows, where, size = [], (docs, pair.site, pair.layer), eval_cfg["batch_size"]
     for acts in VARIANTS:  # each variant's model: clean and zero-ablated once, both SAEs spliced in
         limit = pair.max_norm[acts]
         task = task_effects(classifiers[acts], *where, pair.sae, size, pair.device, limit)
-        lm = lm_effects(lm_sources[acts], *where, pair.sae, size, pair.device, limit) if lm_sources.get(acts) else None
+        lm = lm_effects(lm_specs[acts], *where, pair.sae, size, pair.device, limit) if lm_specs.get(acts) else None
         rows += [_transfer_row(pair, sae_variant, acts, task, lm, cfg) for sae_variant in VARIANTS]
     return rows
 
@@ -219,12 +219,12 @@ def run(
     acts_dirs: dict,
     tokens_path: str,
     classifiers: dict,
-    lm_sources: dict,
+    lm_specs: dict,
     cfg: dict,
     eval_cfg: dict,
     out_dir: str,
 ) -> dict:
-    """sae_dirs, acts_dirs, classifiers, lm_sources: {variant: ...}; lm_sources may be empty."""
+    """sae_dirs, acts_dirs, classifiers, lm_specs: {variant: ...}; lm_specs may be empty."""
     started = time.perf_counter()
     pair = _load(sae_dirs, acts_dirs, cfg, pick_device())
     matched = match(pair, cfg)
@@ -238,7 +238,7 @@ def run(
     )
     changed = _changed(matched.table, sae_dirs, cfg["n_changed"])
     docs = read_documents(tokens_path).sample(max_docs=eval_cfg["max_docs"], seed=0)
-    rows = transfer_rows(pair, docs, classifiers, lm_sources, cfg, eval_cfg)
+    rows = transfer_rows(pair, docs, classifiers, lm_specs, cfg, eval_cfg)
     out, names = Path(out_dir), layout.DIFF.names
     write_parquet(changed, out / names["changed"])
     write_parquet(pl.DataFrame(rows), out / names["transfer"])
@@ -269,12 +269,13 @@ def main(argv=None) -> None:
         parser.add_argument(f"--{v}-sae", required=True, help=f"the {v} SAE folder (with features.parquet)")
         parser.add_argument(f"--{v}-acts", required=True, help=f"held-out activation set of the {v} model")
         parser.add_argument(f"--{v}-classifier", required=True, help=f"task classifier folder of the {v} model")
-        parser.add_argument(f"--{v}-lm", default="", help=f"causal LM source of the {v} model (GPT-2 family)")
+        cli.add_lm(parser, f"--{v}-lm", f"the {v} model")
     parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
     cli.add_config(parser, "diff config")
     cli.add_config(parser, "sae_eval config (documents for the spliced loss)", "--eval-config")
     parser.add_argument("--out-dir", required=True)
-    args = vars(parser.parse_args(argv))
+    cli.add_load(parser)
+    args = vars(cli.parse_model_job(parser, argv))
     by_variant = {what: {v: args[f"{v}_{what}"] for v in VARIANTS} for what in ("sae", "acts", "classifier", "lm")}
     run(
         by_variant["sae"],

@@ -18,8 +18,10 @@ the pretrained body with a classifier fitted on its frozen features, stage
 `frozen_classifier`) is run clean, with the SAE reconstruction spliced in at
 the SAE's (site, layer), and with that activation zero-ablated.
 ``loss_recovered`` = (L_zero - L_spliced) / (L_zero - L_clean); ``kl`` is the
-mean KL(clean || spliced) of the output distributions. Models with a
-language-model head (GPT-2) get the same for next-token loss.
+mean KL(clean || spliced) of the output distributions, ``kl_recovered`` =
+(KL_zero - KL_spliced) / KL_zero. Checkpoints with a language-model head get the
+same for it: next-token loss for decoders, masked-token loss for encoders with
+an MLM head (`workflow.sae.downstream`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from workflow.store.tokens import read_documents
 log = logging.getLogger(__name__)
 
 
-def downstream(sae, docs, site: str, layer: int, classifier_dir: str, lm_source: str | None, cfg: dict, device) -> dict:
+def downstream(sae, docs, site: str, layer: int, classifier_dir: str, lm: dict | None, cfg: dict, device) -> dict:
     """Task (and LM) loss with the SAE spliced in, against clean and zero-ablated."""
     result = {"task": task_effects(classifier_dir, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]}
     log.info(
@@ -60,16 +62,20 @@ def downstream(sae, docs, site: str, layer: int, classifier_dir: str, lm_source:
             )
         ),
     )
-    if lm_source:
-        result["lm"] = lm_effects(lm_source, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]
+    if lm:
+        result["lm"] = lm_effects(lm, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]
         log.info(
-            "lm: loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f, KL %.4f",
-            *(result["lm"][k] for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "kl")),
+            "lm (%s): loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f; KL %.4f (zero %.4f) -> recovered %.3f",
+            lm["kind"],
+            *(
+                result["lm"][k]
+                for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "kl", "kl_zero", "kl_recovered")
+            ),
         )
     return result
 
 
-def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm_source: str | None, cfg: dict) -> dict:
+def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm: dict | None, cfg: dict) -> dict:
     import torch
     from safetensors.torch import save_file
 
@@ -104,7 +110,7 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm_s
         "eval_split": "test",
         "activations": acts_dir,
         **metrics,
-        "downstream": downstream(sae, docs, meta["site"], meta["layer"], classifier_dir, lm_source, cfg, device),
+        "downstream": downstream(sae, docs, meta["site"], meta["layer"], classifier_dir, lm, cfg, device),
         "device": describe_device(device),
         "seconds": time.perf_counter() - started,
     }
@@ -121,7 +127,8 @@ def main(argv=None) -> None:
     parser.add_argument("--acts", required=True, help="held-out activation set of the same (site, layer)")
     parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
     parser.add_argument("--classifier", required=True, help="task classifier folder of the SAE's variant")
-    parser.add_argument("--lm", help="causal LM source of the SAE's variant (GPT-2 family)")
+    cli.add_lm(parser, whose="the SAE's variant")
     cli.add_config(parser, "evaluation config (sae_eval)")
-    args = parser.parse_args(argv)
+    cli.add_load(parser)
+    args = cli.parse_model_job(parser, argv)
     run(args.sae, args.acts, args.tokens, args.classifier, args.lm, args.config)

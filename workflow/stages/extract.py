@@ -174,7 +174,8 @@ def main(argv=None) -> None:
     cli.add_config(parser, "job's model, variant, dataset and split, merged into each manifest", "--meta")
     cli.add_config(parser, "extract config")
     parser.add_argument("--summary", help="write the run summary (JSON) here, last")
-    args = parser.parse_args(argv)
+    cli.add_load(parser)
+    args = cli.parse_model_job(parser, argv)
     cfg = args.config
     summary = run(
         args.model,

@@ -1,7 +1,8 @@
 """Stage `finetune`: sequence classification on one dataset, before/after metrics.
 
-`AutoModelForSequenceClassification` from the model source (BERT and GPT-2
-families) gets a freshly initialised classifier layer; its test accuracy is the reference
+`AutoModelForSequenceClassification` from the model source (any family of
+`workflow.models.families`: encoders classify from the first token, decoders
+from the last non-padding token) gets a freshly initialised classifier layer; its test accuracy is the reference
 study's "pre-trained accuracy" (the layer is random, so about chance). AdamW
 with linear warmup and decay then trains the whole model on the train split.
 The result is a `save_pretrained` folder (model + tokenizer) and
@@ -10,6 +11,9 @@ The result is a `save_pretrained` folder (model + tokenizer) and
 Batches come from the tokens table, so the model sees exactly the tokens that
 extraction reads later. bf16 autocast is used where it helps: on a CPU with
 native bf16 it is about 2x faster (../shared/notes), on CUDA it is standard.
+For models that do not fit in float32, `gradient_checkpointing` recomputes each
+block's activations in the backward pass, and the model's `load` options
+(dtype, device_map) apply here as in every other stage.
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     label_names = read_json(dataset_meta)["label_names"]
     tokenizer = loading.load_tokenizer(source)
     model = loading.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
+    if cfg.get("gradient_checkpointing"):  # recompute each block's activations in the backward pass
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
     test_docs = read_documents(test_tokens)
     log.info(
@@ -149,5 +155,5 @@ def main(argv=None) -> None:
     parser = cli.classifier_job(
         cli.parser(__name__, __doc__), "model source (folder, hub id or package:NAME)", "finetune config"
     )
-    args = parser.parse_args(argv)
+    args = cli.parse_model_job(parser, argv)
     run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir)

@@ -115,5 +115,5 @@ def main(argv=None) -> None:
     parser = cli.classifier_job(
         cli.parser(__name__, __doc__), "pretrained model source", "model's finetune config (seed, sizes)"
     )
-    args = parser.parse_args(argv)
+    args = cli.parse_model_job(parser, argv)
     run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir)

@@ -11,8 +11,10 @@ On a seeded sample of `max_docs` test documents:
    the output projection, one at a time. Measured on the variant's task
    classifier (fine-tuned: the fine-tuned model; pretrained: the pretrained
    body with a classifier fitted on its frozen features, stage `frozen_classifier`) as test cross-entropy
-   and accuracy, and, for models with a language-model head (GPT-2), as
-   next-token loss.
+   and accuracy, and, for checkpoints with a causal language-model head
+   (decoders), as next-token loss. A head is a query head: under grouped-query
+   attention, ablating one leaves the key/value head it shares untouched.
+   Masked-LM heads (encoders) are not ablated on their LM loss.
 
 Outputs (in `--out-dir`):
 
@@ -152,9 +154,9 @@ def task_ablations(model, docs: Documents, modes: list, means, cfg: dict, pad_id
     }
 
 
-def lm_ablations(lm_source: str, docs: Documents, modes: list, cfg: dict, pad_id: int, device) -> tuple[list, dict]:
-    """Every head ablated on the variant's causal LM (next-token loss)."""
-    lm = loading.load_lm(lm_source, device)
+def lm_ablations(spec: dict, docs: Documents, modes: list, cfg: dict, pad_id: int, device) -> tuple[list, dict]:
+    """Every head ablated on the variant's causal LM (next-token loss); `spec`: `Plan.lm_spec`."""
+    lm = loading.load_lm(spec["source"], device, spec["kind"], spec.get("body"))
     means = ablation.head_means(lm, docs, cfg["batch_size"], pad_id, device) if "mean" in modes else None
     clean, ablated = ablation.head_effects(
         lm, docs, ablation.lm_measure, modes, means, cfg["batch_size"], cfg["max_rows"], pad_id, device, _progress("lm")
@@ -217,10 +219,10 @@ def task_part(model, docs: Documents, means, cfg: dict, pad_id: int, device, sec
     return rows, {"task": clean}
 
 
-def lm_part(lm_source: str, docs: Documents, cfg: dict, pad_id: int, device, seconds: dict) -> tuple[list, dict]:
+def lm_part(spec: dict, docs: Documents, cfg: dict, pad_id: int, device, seconds: dict) -> tuple[list, dict]:
     """Every head ablated on the variant's language model: rows and clean metrics."""
     t0 = time.perf_counter()
-    rows, clean = lm_ablations(lm_source, docs, list(cfg["modes"]), cfg, pad_id, device)
+    rows, clean = lm_ablations(spec, docs, list(cfg["modes"]), cfg, pad_id, device)
     seconds["ablation_lm"] = time.perf_counter() - t0
     log.info(
         "lm: clean loss %.4f over %d tokens, ablated in %.1f s", clean["loss"], clean["tokens"], seconds["ablation_lm"]
@@ -228,9 +230,8 @@ def lm_part(lm_source: str, docs: Documents, cfg: dict, pad_id: int, device, sec
     return rows, clean
 
 
-def run(
-    tokens_path: str, classifier_dir: str, lm_source: str | None, family_name: str, cfg: dict, out_dir: str
-) -> dict:
+def run(tokens_path: str, classifier_dir: str, lm: dict | None, family_name: str, cfg: dict, out_dir: str) -> dict:
+    """`lm`: the variant's language model (`Plan.lm_spec`), or None; only a causal LM is ablated."""
     import torch
 
     started = time.perf_counter()
@@ -254,8 +255,9 @@ def run(
     seconds = {"patterns": time.perf_counter() - t0}
     rows, clean = task_part(model, docs, seen.means, cfg, pad_id, device, seconds)
     del model  # the language model, where there is one, is loaded next
-    if lm_source:
-        lm_rows, clean["lm"] = lm_part(lm_source, docs, cfg, pad_id, device, seconds)
+    lm = lm if lm and lm["kind"] == "causal" else None
+    if lm:
+        lm_rows, clean["lm"] = lm_part(lm, docs, cfg, pad_id, device, seconds)
         rows += lm_rows
     tokens = _doc_tokens(tokens_path, [doc_ids[i] for i in shown])
     shown_meta = [{"doc_id": doc_ids[i], "label": int(docs.labels[i]), "tokens": tokens[doc_ids[i]]} for i in shown]
@@ -264,7 +266,7 @@ def run(
     summary = {
         "tokens": tokens_path,
         "classifier": classifier_dir,
-        "lm": lm_source or None,
+        "lm": lm,
         "n_docs": len(doc_ids),
         "n_tokens": int(docs.n_tokens),
         "n_layers": int(seen.types.shape[0]),
@@ -302,9 +304,10 @@ def main(argv=None) -> None:
     parser = cli.parser(__name__, __doc__)
     parser.add_argument("--tokens", required=True, help="tokens table of the test split")
     parser.add_argument("--classifier", required=True, help="task classifier folder of the variant")
-    parser.add_argument("--lm", default="", help="causal LM source of the variant (GPT-2 family)")
+    cli.add_lm(parser)
     parser.add_argument("--family", required=True, help="model family: bert or gpt2 (gpt2 attention is causal)")
     cli.add_config(parser, "heads config")
     parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args(argv)
-    run(args.tokens, args.classifier, args.lm or None, args.family, args.config, args.out_dir)
+    cli.add_load(parser)
+    args = cli.parse_model_job(parser, argv)
+    run(args.tokens, args.classifier, args.lm, args.family, args.config, args.out_dir)

@@ -129,5 +129,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out-table", required=True)
     parser.add_argument("--out-plot", required=True)
     parser.add_argument("--title", default="")
-    args = parser.parse_args(argv)
+    cli.add_load(parser)
+    args = cli.parse_model_job(parser, argv)
     run(args.pretrained, args.finetuned, args.tokens, args.config, args.out_table, args.out_plot, args.title)

@@ -7,7 +7,11 @@ rows. One row per kept token, padding never appears:
     row, doc_id, pos, token_id, token, label, is_special, concepts
 
 `concepts` lists the planted concepts whose character span overlaps the
-token's character offsets (built-in datasets; empty elsewhere).
+token's character offsets (built-in datasets; empty elsewhere). Special tokens
+([CLS], [SEP], BOS) are marked `is_special`. Decoders whose family expects a BOS
+token (Llama, Mistral, Gemma) get one where their tokenizer did not add it;
+decoders without a padding token pad with their end-of-text token (padding is
+masked out everywhere and never stored).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 import polars as pl
 
 from workflow import cli
+from workflow.models.families import FAMILIES, model_family
 from workflow.models.loading import load_tokenizer
-from workflow.models.sources import resolve_source
+from workflow.models.sources import read_model_config, resolve_source
 from workflow.store.files import write_parquet
 from workflow.store.tokens import TOKENS_SCHEMA
 
@@ -35,7 +40,18 @@ def _concepts_of(offsets, spans) -> list[list[str]]:
     return out
 
 
-def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFrame:
+def with_bos(enc, bos_id: int, max_length: int) -> None:
+    """Open every encoded document with `bos_id` where the tokenizer did not (truncating to `max_length`)."""
+    for i, ids in enumerate(enc["input_ids"]):
+        if ids and ids[0] == bos_id:
+            continue
+        enc["input_ids"][i] = [bos_id, *ids][:max_length]
+        enc["offset_mapping"][i] = [(0, 0), *enc["offset_mapping"][i]][:max_length]
+        enc["special_tokens_mask"][i] = [1, *enc["special_tokens_mask"][i]][:max_length]
+
+
+def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False) -> pl.DataFrame:
+    """The tokens table of a dataset split; `bos`: make sure each document opens with the BOS token."""
     texts = data["text"].to_list()
     enc = tokenizer(
         texts,
@@ -44,6 +60,8 @@ def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFra
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
     )
+    if bos and tokenizer.bos_token_id is not None:
+        with_bos(enc, tokenizer.bos_token_id, max_length)
     all_spans = data["spans"].to_list() if "spans" in data.columns else [[]] * len(data)
     columns = {k: [] for k in TOKENS_SCHEMA}
     for i, (doc_id, label) in enumerate(zip(data["id"].to_list(), data["label"].to_list())):
@@ -63,8 +81,10 @@ def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int) -> pl.DataFra
 def run(data_path: str, model_source: str, max_length: int, out_path: str) -> pl.DataFrame:
     started = time.perf_counter()
     data = pl.read_parquet(data_path)
-    tokenizer = load_tokenizer(resolve_source(model_source))
-    table = tokenize_table(data, tokenizer, max_length)
+    source = resolve_source(model_source)
+    tokenizer = load_tokenizer(source)
+    fam = FAMILIES[model_family(read_model_config(source))]
+    table = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos)
     write_parquet(table, out_path)
     seconds = time.perf_counter() - started
     truncated = int((table.group_by("doc_id").len()["len"] >= max_length).sum())
