@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import polars as pl
@@ -211,3 +212,22 @@ def test_string_labels_map_through_label_names(tiny_bert, tmp_path):
     assert study.load(cfg)["datasets"]["reviews"]["label_names"] == ["neg", "pos"]
     cfg["datasets"]["reviews"]["label_names"] = ["negative", "positive"]
     assert "are not in label_names" in _problems(cfg)
+
+
+def test_the_decoder_study_dry_runs_against_a_local_stand_in(tmp_path):
+    """config/smollm2.yaml names a Hub id (online users); with its source swapped for a tiny local Llama
+    of the same depth it validates and plans every stage."""
+    from tests.tiny_models import make_tiny
+
+    cfg = yaml.safe_load((ROOT / "config" / "smollm2.yaml").read_text())
+    assert cfg["models"]["smollm2"]["source"] == "HuggingFaceTB/SmolLM2-135M"
+    with pytest.raises(study.ConfigError, match="SmolLM2-135M.*not in the local cache"):
+        study.load(cfg)  # offline: the id cannot be fetched, and the error says so
+    stand_in = make_tiny("llama", tmp_path / "smollm2-stand-in", layers=30, tie_word_embeddings=True)
+    cfg["models"]["smollm2"]["source"] = str(stand_in)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", "study.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    assert int(counts["train_sae"]) == 2 * 2 * (2 * 3 + 1)  # variants x datasets x (topk 2 layers x 3 sites + batchtopk)
+    assert int(counts["heads"]) == 2 and int(counts["report"]) == 2
