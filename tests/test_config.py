@@ -229,5 +229,7 @@ def test_the_decoder_study_dry_runs_against_a_local_stand_in(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", "study.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    assert int(counts["train_sae"]) == 2 * 2 * (2 * 3 + 1)  # variants x datasets x (topk 2 layers x 3 sites + batchtopk)
+    assert int(counts["train_sae"]) == 2 * 2 * (
+        2 * 3 + 1
+    )  # variants x datasets x (topk 2 layers x 3 sites + batchtopk)
     assert int(counts["heads"]) == 2 and int(counts["report"]) == 2

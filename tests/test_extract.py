@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 import torch
 
-from tests.conftest import tokens_table
+from tests.conftest import colour_words, tokens_table
 from workflow.models import loading
 from workflow.models.hooks import Capture
-from workflow.stages import extract
+from workflow.stages import extract, tokens
 from workflow.store.activations import ActivationSet
 
 
@@ -97,3 +97,24 @@ def test_killed_extract_leaves_no_finished_set_and_rerun_completes(data_dir, tin
     done = ActivationSet(final)
     assert done.n_rows == len(pl.read_parquet(tokens_path))
     assert not any(out_root.glob("resid_post/.L2.partial-*"))  # leftovers of the killed run are gone
+
+
+def test_load_options_reach_the_model(tmp_path):
+    """--load: bfloat16 weights placed by a device_map give activations within bf16 rounding of float32."""
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny("llama", tmp_path / "llama")
+    colour_words(tmp_path / "test.parquet", 12)
+    tokens.run(str(tmp_path / "test.parquet"), str(model), 16, str(tmp_path / "tokens.parquet"))
+    sets = {}
+    for name, load in (("fp32", {}), ("bf16", {"dtype": "bfloat16", "device_map": "cpu"})):
+        cfg = {"batch_size": 4, "dtype": "float32", "shard_rows": 1000, "compute_dtype": "float32"}
+        extract.main(
+            ["--model", str(model), "--tokens", str(tmp_path / "tokens.parquet"), "--targets", "resid_post:2"]
+            + ["--out-root", str(tmp_path / name), "--meta", "{}", "--config", json.dumps(cfg)]
+            + ["--load", json.dumps(load)]
+        )
+        sets[name] = ActivationSet(tmp_path / name / "resid_post" / "L2").read_all()
+    loading.use_options({})
+    assert not np.array_equal(sets["fp32"], sets["bf16"])  # the bf16 weights were used
+    np.testing.assert_allclose(sets["bf16"], sets["fp32"], rtol=0.1, atol=0.1)

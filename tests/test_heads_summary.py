@@ -20,7 +20,8 @@ def variants(request, tmp_path_factory):
     out = {}
     for name, folder in (("pre", pre), ("ft", ft)):
         out[name] = tmp_path / f"heads-{name}"
-        heads.run(str(tokens), str(folder), str(folder) if family == "gpt2" else None, family, CFG, str(out[name]))
+        lm = {"source": str(folder), "kind": "causal", "body": None} if family == "gpt2" else None
+        heads.run(str(tokens), str(folder), lm, family, CFG, str(out[name]))
     return out, tmp_path
 
 

@@ -5,8 +5,8 @@ contiguous range of rows (`Documents.offsets`). Two poolings per document:
 
 - ``mean``: the mean over all its tokens, special ones included (as
   sentence-transformers' mean pooling counts every unmasked token);
-- ``first`` for the BERT family (the [CLS] token its classifier reads) or
-  ``last`` for GPT-2 (the last real token, which its classifier reads): the
+- ``first`` for encoders (the [CLS] token their classifier reads) or
+  ``last`` for decoders (the last real token, which their classifier reads): the
   family's ``pooled`` position (`workflow.models.families`).
 
 The same pass pools raw activations or SAE latents (each batch of rows is

@@ -33,7 +33,7 @@ heads) untouched.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from workflow.models.sources import SourceError
 
@@ -57,22 +57,23 @@ class Blocks:
 @dataclass(frozen=True)
 class Family:
     """One architecture; attribute paths are dotted, from the body (`blocks`, `embeddings`,
-    `final_norm`) or from one block (`attn_out`, `mlp_out`, `attention`, `head_out`)."""
+    `final_norm`) or from one block (`attn_out`, `mlp_out`, `attention`, `head_out`). The
+    defaults describe a pre-norm decoder (GPT-2's names); `ENCODER` holds an encoder's."""
 
     name: str
     model_types: tuple[str, ...]  # config.json model_type values of this family
-    encoder: bool  # bidirectional attention (False: causal decoder)
     blocks: str
-    attn_out: str
-    mlp_out: str
-    attention: str
     head_out: str
-    norm: str  # "post", "pre" or "sandwich"
-    final_norm: str | None
-    pooled: str  # the token the sequence classifier reads: "first" or "last"
-    lm: str  # the LM head a checkpoint of the family may carry: "causal" or "masked"
-    prepend_bos: bool  # inputs open with a BOS-like token ([CLS], <s>, <bos>): the tokens stage makes sure
-    tied_default: bool  # tie_word_embeddings when config.json does not say
+    attn_out: str = "attn"
+    mlp_out: str = "mlp"
+    attention: str = "attn"
+    encoder: bool = False  # bidirectional attention (False: causal decoder)
+    norm: str = "pre"  # "post", "pre" or "sandwich"
+    final_norm: str | None = None
+    pooled: str = "last"  # the token the sequence classifier reads: "first" or "last"
+    lm: str = "causal"  # the LM head a checkpoint of the family may carry: "causal" or "masked"
+    prepend_bos: bool = False  # inputs open with a BOS-like token ([CLS], <s>, <bos>): the tokens stage makes sure
+    tied_default: bool = True  # tie_word_embeddings when config.json does not say
     embeddings: str | None = None  # module whose output is layer 0; None: block 1's input
     parallel_key: str | None = None  # config attribute that turns on a parallel block
     transformer_lens: str | None = None  # TransformerLens' name of the family, where it has one
@@ -109,134 +110,74 @@ class Family:
         )
 
 
-def _llama_like(name: str, model_types: tuple[str, ...], tl: str | None, tied: bool = False, bos: bool = True):
+ENCODER = {"encoder": True, "norm": "post", "pooled": "first", "lm": "masked", "prepend_bos": True}
+
+
+def _llama_like(name: str, model_types: tuple[str, ...], tl: str, tied: bool = False, bos: bool = True, **kw):
     """Pre-norm decoders with RMSNorm, rotary positions, a gated MLP and grouped-query attention."""
     return Family(
         name,
         model_types,
-        encoder=False,
-        blocks="layers",
-        attn_out="self_attn",
-        mlp_out="mlp",
+        "layers",
+        "self_attn.o_proj",
         attention="self_attn",
-        head_out="self_attn.o_proj",
-        norm="pre",
         final_norm="norm",
-        pooled="last",
-        lm="causal",
         prepend_bos=bos,
         tied_default=tied,
         transformer_lens=tl,
         grouped_query=True,
+        **{"attn_out": "self_attn", **kw},
     )
 
 
-def _gemma(name: str, model_types: tuple[str, ...], tl: str) -> Family:
-    """Llama-like with sandwich norms: what a sublayer adds is its post-norm's output."""
-    base = _llama_like(name, model_types, tl, tied=True)
-    return replace(base, attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm", norm="sandwich")
-
-
+# Gemma: what a sublayer adds is the output of its post-norm
+SANDWICH = {"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm", "norm": "sandwich"}
 _TABLE = [
     Family(
         "bert",
         ("bert", "roberta"),
-        encoder=True,
-        blocks="encoder.layer",
-        embeddings="embeddings",
+        "encoder.layer",
+        "attention.output.dense",
         attn_out="attention.output.dense",
         mlp_out="output.dense",
         attention="attention.self",
-        head_out="attention.output.dense",
-        norm="post",
-        final_norm=None,
-        pooled="first",
-        lm="masked",
-        prepend_bos=True,
-        tied_default=True,
+        embeddings="embeddings",
         transformer_lens="bert",
+        **ENCODER,
     ),
     Family(
         "distilbert",
         ("distilbert",),
-        encoder=True,
-        blocks="transformer.layer",
-        embeddings="embeddings",
+        "transformer.layer",
+        "attention.out_lin",
         attn_out="attention.out_lin",
         mlp_out="ffn",
         attention="attention",
-        head_out="attention.out_lin",
-        norm="post",
-        final_norm=None,
-        pooled="first",
-        lm="masked",
-        prepend_bos=True,
-        tied_default=True,
+        embeddings="embeddings",
+        **ENCODER,
     ),
+    # classifier_pooling "cls" (the default) reads the first token; "mean" pools every real one
     Family(
-        "modernbert",
-        ("modernbert",),
-        encoder=True,
-        blocks="layers",
-        attn_out="attn",
-        mlp_out="mlp",
-        attention="attn",
-        head_out="attn.Wo",
-        norm="pre",
-        final_norm="final_norm",
-        pooled="first",  # classifier_pooling "cls" (the default); "mean" pools every real token
-        lm="masked",
-        prepend_bos=True,
-        tied_default=True,
+        "modernbert", ("modernbert",), "layers", "attn.Wo", **{**ENCODER, "norm": "pre", "final_norm": "final_norm"}
     ),
-    Family(
-        "gpt2",
-        ("gpt2",),
-        encoder=False,
-        blocks="h",
-        attn_out="attn",
-        mlp_out="mlp",
-        attention="attn",
-        head_out="attn.c_proj",
-        norm="pre",
-        final_norm="ln_f",
-        pooled="last",
-        lm="causal",
-        prepend_bos=False,
-        tied_default=True,
-        transformer_lens="gpt2",
-    ),
+    Family("gpt2", ("gpt2",), "h", "attn.c_proj", final_norm="ln_f", transformer_lens="gpt2"),
     Family(
         "gpt_neo",
         ("gpt_neo",),
-        encoder=False,
-        blocks="h",
-        attn_out="attn",
-        mlp_out="mlp",
+        "h",
+        "attn.attention.out_proj",
         attention="attn.attention",
-        head_out="attn.attention.out_proj",
-        norm="pre",
         final_norm="ln_f",
-        pooled="last",
-        lm="causal",
-        prepend_bos=False,
-        tied_default=True,
         transformer_lens="gpt-neo",
     ),
     Family(
         "gpt_neox",
         ("gpt_neox",),
-        encoder=False,
-        blocks="layers",
+        "layers",
+        "attention.dense",
         attn_out="attention",
-        mlp_out="mlp",
         attention="attention",
-        head_out="attention.dense",
-        norm="pre",
         final_norm="final_layer_norm",
-        pooled="last",
-        lm="causal",
-        prepend_bos=False,
         tied_default=False,
         parallel_key="use_parallel_residual",
         transformer_lens="pythia",
@@ -245,8 +186,8 @@ _TABLE = [
     _llama_like("mistral", ("mistral",), "mistral"),
     _llama_like("qwen2", ("qwen2",), "qwen2", bos=False),
     _llama_like("qwen3", ("qwen3",), "qwen3", bos=False),
-    _gemma("gemma2", ("gemma2",), "gemma-2"),
-    _gemma("gemma3", ("gemma3_text",), "gemma-3"),
+    _llama_like("gemma2", ("gemma2",), "gemma-2", tied=True, **SANDWICH),
+    _llama_like("gemma3", ("gemma3_text",), "gemma-3", tied=True, **SANDWICH),
 ]
 FAMILIES = {f.name: f for f in _TABLE}
 MODEL_TYPES = {t: f.name for f in _TABLE for t in f.model_types}  # config.json model_type -> family

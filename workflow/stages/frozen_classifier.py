@@ -1,7 +1,7 @@
 """Stage `frozen_classifier`: the pretrained model with a classifier fitted on its frozen body.
 
-The final linear layer of `AutoModelForSequenceClassification` (BERT: on the
-pooled [CLS]; GPT-2: on the last real token) is fitted by cross-validated
+The final linear layer of `AutoModelForSequenceClassification` (encoders: on the
+pooled [CLS]; decoders: on the last real token) is fitted by cross-validated
 logistic regression (scikit-learn) on the frozen pretrained model's inputs to
 that layer over the train split; nothing else changes. This is the usual
 "linear probe before fine-tuning" baseline, and it gives the pretrained variant
@@ -42,7 +42,7 @@ def classifier_inputs(model, docs, batch_size: int, pad_id: int, device) -> np.n
             inputs = {k: v.to(device) for k, v in inputs.items()}
             model(**inputs)
             x = seen["x"]
-            if x.dim() == 3:  # GPT-2 scores every position and keeps the last real token
+            if x.dim() == 3:  # decoders score every position and keep the last real token
                 last = inputs["attention_mask"].sum(1) - 1
                 x = x[torch.arange(len(x), device=x.device), last]
             out[idx] = x.float().cpu().numpy()

@@ -305,7 +305,9 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", required=True, help="tokens table of the test split")
     parser.add_argument("--classifier", required=True, help="task classifier folder of the variant")
     cli.add_lm(parser)
-    parser.add_argument("--family", required=True, help="model family: bert or gpt2 (gpt2 attention is causal)")
+    parser.add_argument(
+        "--family", required=True, help="model family (workflow.models.families): whether attention is causal"
+    )
     cli.add_config(parser, "heads config")
     parser.add_argument("--out-dir", required=True)
     cli.add_load(parser)

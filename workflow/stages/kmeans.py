@@ -207,7 +207,9 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", required=True, help="tokens table of the test split")
     parser.add_argument("--data", required=True, help="the test split's data table (document texts)")
     parser.add_argument("--meta", required=True, help="dataset meta.json (label names)")
-    parser.add_argument("--family", required=True, help="model family: bert or gpt2")
+    parser.add_argument(
+        "--family", required=True, help="model family (workflow.models.families): which token is pooled"
+    )
     cli.add_config(parser, "kmeans config")
     parser.add_argument("--title", default="")
     parser.add_argument("--out-dir", required=True)

@@ -8,7 +8,7 @@ this variant at this layer (``sae:<recipe>``).
 
 - **Sequence probes** (`sequence.parquet`): logistic regression on one vector
   per document, pooled as the mean over its tokens and as the token its
-  classifier reads (``first`` = [CLS] for BERT, ``last`` for GPT-2; see
+  classifier reads (``first`` = [CLS] for encoders, ``last`` for decoders; see
   `workflow.analysis.pooling`). Features are standardised with train statistics; the
   L2 strength C is chosen from ``Cs`` by stratified ``folds``-fold
   cross-validation (scikit-learn's `LogisticRegressionCV`). Held-out accuracy
@@ -276,7 +276,9 @@ def main(argv=None) -> None:
     parser.add_argument("--train-tokens", required=True)
     parser.add_argument("--test-tokens", required=True)
     parser.add_argument("--meta", required=True, help="dataset meta.json (label names, concepts)")
-    parser.add_argument("--family", required=True, help="model family: bert or gpt2 (which token is pooled)")
+    parser.add_argument(
+        "--family", required=True, help="model family (workflow.models.families): which token is pooled"
+    )
     parser.add_argument(
         "--sae",
         action="append",
