@@ -90,11 +90,6 @@ def _placed(model, device, options: dict | None):
     return model.eval()
 
 
-def input_device(model):
-    """Where a model's inputs go: its embedding's device (the first card under a device_map)."""
-    return model.get_input_embeddings().weight.device
-
-
 def load_base_model(source: str, device=None, options: dict | None = None, attention: str | None = None):
     """The transformer body (BertModel, LlamaModel, ...) in eval mode."""
     from transformers import AutoModel
