@@ -192,7 +192,7 @@ def test_lm_head_ablation_counts_every_next_token(tmp_path, model_type):
     assert clean[1] == sum(len(t) - 1 for t in docs.token_ids)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gpt2", "distilbert"])
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "distilbert", "bert"])
 def test_lm_on_a_finetuned_body_keeps_the_checkpoints_head(tmp_path, model_type):
     """The fine-tuned folder is a classifier (no LM head): its body goes under the checkpoint's head;
     a head tied to the embeddings follows the fine-tuned embeddings."""

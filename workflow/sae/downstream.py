@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from workflow.models import loading
 from workflow.models.hooks import Splice
+from workflow.models.sources import resolve_source
 from workflow.store.tokens import labelled_batches
 
 
@@ -161,7 +162,7 @@ def lm_effects(
     import torch
     import torch.nn.functional as F
 
-    source, kind = lm["source"], lm["kind"]
+    source, kind = resolve_source(lm["source"]), lm["kind"]
     pad_id = loading.pad_token_id(source)
     model = loading.load_lm(source, device, kind, lm.get("body"))
     mask_id = loading.load_tokenizer(source).mask_token_id if kind == "masked" else None

@@ -45,6 +45,7 @@ from workflow.analysis import ablation
 from workflow.analysis.attention import DEFAULT_THRESHOLDS, STATS, AttentionWeights, PatternStats, head_types
 from workflow.models import loading
 from workflow.models.families import family, locate, n_heads
+from workflow.models.sources import resolve_source
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import Documents, batches, length_order, read_documents
 
@@ -156,7 +157,7 @@ def task_ablations(model, docs: Documents, modes: list, means, cfg: dict, pad_id
 
 def lm_ablations(spec: dict, docs: Documents, modes: list, cfg: dict, pad_id: int, device) -> tuple[list, dict]:
     """Every head ablated on the variant's causal LM (next-token loss); `spec`: `Plan.lm_spec`."""
-    lm = loading.load_lm(spec["source"], device, spec["kind"], spec.get("body"))
+    lm = loading.load_lm(resolve_source(spec["source"]), device, spec["kind"], spec.get("body"))
     means = ablation.head_means(lm, docs, cfg["batch_size"], pad_id, device) if "mean" in modes else None
     clean, ablated = ablation.head_effects(
         lm, docs, ablation.lm_measure, modes, means, cfg["batch_size"], cfg["max_rows"], pad_id, device, _progress("lm")
