@@ -65,50 +65,48 @@ def use_options(options: dict | None) -> None:
     OPTIONS.update({**LOAD_DEFAULTS, **(options or {})})
 
 
-def load_kwargs(options: dict | None = None, attention: str | None = None) -> dict:
-    """`from_pretrained` keyword arguments of a model's `load` options (config key
-    ``models.<name>.load``; default: this process's `OPTIONS`): ``dtype`` (float32, bfloat16,
-    float16: the weights' dtype) and ``device_map`` (e.g. ``auto``: spread the model over the
-    visible cards, via accelerate); `attention` picks the attention implementation (``eager``
-    returns attention weights)."""
+def load_kwargs(attention: str | None = None) -> dict:
+    """`from_pretrained` keyword arguments of this process's `OPTIONS` (a model's config key
+    ``models.<name>.load``): ``dtype`` (float32, bfloat16, float16: the weights' dtype) and
+    ``device_map`` (e.g. ``auto``: spread the model over the visible cards, via accelerate);
+    `attention` picks the attention implementation (``eager`` returns attention weights)."""
     import torch
 
-    options = {**OPTIONS, **(options or {})}
-    kwargs = {"dtype": getattr(torch, options["dtype"])}
-    if options["device_map"]:
-        kwargs["device_map"] = options["device_map"]
+    kwargs = {"dtype": getattr(torch, OPTIONS["dtype"])}
+    if OPTIONS["device_map"]:
+        kwargs["device_map"] = OPTIONS["device_map"]
     if attention:
         kwargs["attn_implementation"] = attention
     return kwargs
 
 
-def _placed(model, device, options: dict | None):
+def _placed(model, device):
     """`model` on `device`, unless a device_map has placed it already; eval mode, no KV cache."""
     model.config.use_cache = False  # decoders would build a key/value cache nobody reads
-    if not {**OPTIONS, **(options or {})}["device_map"]:
+    if not OPTIONS["device_map"]:
         model = model.to(device or "cpu")
     return model.eval()
 
 
-def load_base_model(source: str, device=None, options: dict | None = None, attention: str | None = None):
+def load_base_model(source: str, device=None, attention: str | None = None):
     """The transformer body (BertModel, LlamaModel, ...) in eval mode."""
     from transformers import AutoModel
 
-    return _placed(AutoModel.from_pretrained(source, **load_kwargs(options, attention)), device, options)
+    return _placed(AutoModel.from_pretrained(source, **load_kwargs(attention)), device)
 
 
-def load_classifier(source: str, n_labels: int, pad_id: int | None = None, device=None, options: dict | None = None):
+def load_classifier(source: str, n_labels: int, pad_id: int | None = None, device=None):
     """A sequence classifier (eval mode, as `from_pretrained` gives it); decoders classify from the
     last token that is not `pad_id`."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=n_labels, **load_kwargs(options))
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=n_labels, **load_kwargs())
     if model.config.pad_token_id is None:  # decoders find the last real token by pad id
         model.config.pad_token_id = pad_id
-    return _placed(model, device, options)
+    return _placed(model, device)
 
 
-def load_lm(source: str, device=None, kind: str = "causal", body: str | None = None, options: dict | None = None):
+def load_lm(source: str, device=None, kind: str = "causal", body: str | None = None):
     """The language model of a checkpoint (`kind`: ``causal`` or ``masked``), in eval mode.
 
     With `body` (a fine-tuned classifier folder, which has no LM head), the LM is the
@@ -118,16 +116,16 @@ def load_lm(source: str, device=None, kind: str = "causal", body: str | None = N
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     head = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
-    model = head.from_pretrained(source, **load_kwargs(options))
+    model = head.from_pretrained(source, **load_kwargs())
     if body:
-        tuned = AutoModel.from_pretrained(body, **load_kwargs(options))
+        tuned = AutoModel.from_pretrained(body, **load_kwargs())
         # the classifier's body may hold parts the LM does not use (BERT's pooler): only missing weights fail
         missing, _ = model.base_model.load_state_dict(tuned.state_dict(), strict=False)
         missing = [k for k in missing if "position_ids" not in k]
         if missing:
             raise ValueError(f"{body}: its body does not match {source} (missing {missing})")
         del tuned
-    return _placed(model, device, options)
+    return _placed(model, device)
 
 
 def autocast_dtype(setting: str | bool, device):
