@@ -146,6 +146,21 @@ def colour_words(path: Path, n: int) -> Path:
     return path
 
 
+def word_reviews(path: Path, n: int, text_column: str = "text", label_column: str = "label") -> Path:
+    """A CSV of `n` four-word reviews whose first three words give the label away (0: dull, slow, boring;
+    1: bright, fast, fun), each ending in "day"; seeded, the same for every caller."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    words = {0: ["dull", "slow", "boring"], 1: ["bright", "fast", "fun"]}
+    labels = rng.integers(0, 2, n)
+    texts = [" ".join(rng.choice(words[y], 3)) + " day" for y in labels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({text_column: texts, label_column: labels}).write_csv(path)
+    return path
+
+
 def save_classifier(model, tokenizer_source: Path, folder: Path) -> Path:
     """A two-class classifier saved as a folder that loads with its labels and tokenizer."""
     from workflow.models import loading

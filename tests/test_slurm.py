@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests import slurm_node
-from tests.conftest import ROOT, run_snakemake
+from tests.conftest import ROOT, run_snakemake, word_reviews
 from workflow.commands import GPU_STAGES
 from workflow.store.files import read_json
 
@@ -34,12 +34,7 @@ def node(tmp_path_factory):
 
 
 def _study(folder, tiny_bert) -> None:
-    rng = np.random.default_rng(0)
-    words = {0: ["dull", "slow", "boring"], 1: ["bright", "fast", "fun"]}
-    labels = rng.integers(0, 2, 120)
-    texts = [" ".join(rng.choice(words[y], 3)) + " day" for y in labels]
-    folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame({"text": texts, "label": labels}).write_csv(folder / "reviews.csv")
+    word_reviews(folder / "reviews.csv", 120)
     cfg = {
         "models": {"bert": {"source": str(tiny_bert)}},
         "datasets": {"reviews": {"source": "file", "path": "reviews.csv"}},

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import run_snakemake
+from tests.conftest import run_snakemake, word_reviews
 from tests.references import linear_cka
 from workflow.store.activations import ActivationSet
 from workflow.store.files import read_json
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.workflow
 def study(tiny_bert, tiny_gpt2, tmp_path_factory):
     """Run the tiny study once; tests below read its results."""
     work = tmp_path_factory.mktemp("study")
-    rng = np.random.default_rng(0)
-    words = {0: ["dull", "slow", "boring"], 1: ["bright", "fast", "fun"]}
-    labels = rng.integers(0, 2, 400)
-    texts = [" ".join(rng.choice(words[y], 3)) + " day" for y in labels]
-    pl.DataFrame({"review": texts, "stars": labels}).write_csv(work / "reviews.csv")
+    word_reviews(work / "reviews.csv", 400, "review", "stars")
     cfg = {
         "models": {"bert": {"source": str(tiny_bert)}, "gpt2": {"source": str(tiny_gpt2)}},
         "datasets": {

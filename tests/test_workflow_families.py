@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import run_snakemake
+from tests.conftest import run_snakemake, word_reviews
 from tests.tiny_models import BOS, make_tiny
 from workflow.store.files import read_json
 
@@ -23,11 +22,7 @@ MODELS = ("llama", "gpt_neo")
 def study(tmp_path_factory):
     work = tmp_path_factory.mktemp("families-study")
     sources = {m: str(make_tiny(m, work / "models" / m)) for m in MODELS}
-    rng = np.random.default_rng(0)
-    words = {0: ["dull", "slow", "boring"], 1: ["bright", "fast", "fun"]}
-    labels = rng.integers(0, 2, 300)
-    texts = [" ".join(rng.choice(words[y], 3)) + " day" for y in labels]
-    pl.DataFrame({"text": texts, "label": labels}).write_csv(work / "reviews.csv")
+    word_reviews(work / "reviews.csv", 300)
     cfg = {
         "models": {m: {"source": s} for m, s in sources.items()},
         "datasets": {"reviews": {"source": "file", "path": "reviews.csv"}},
