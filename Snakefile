@@ -35,6 +35,7 @@ include: "rules/probe_summary.smk"
 include: "rules/kmeans.smk"
 include: "rules/heads.smk"
 include: "rules/heads_summary.smk"
+include: "rules/lm_compare.smk"
 include: "rules/report.smk"
 include: "rules/report_index.smk"
 

@@ -21,6 +21,7 @@ wildcard_constraints:
     site="|".join(SITES),
     layer=r"\d+",
     sae="|".join(PLAN.saes) or "(?!)",
+    kind="|".join(layout.FINETUNE_KINDS),
 
 
 def files(folder, *names):
@@ -29,14 +30,19 @@ def files(folder, *names):
 
 
 def variant_weights(w):
-    """The fine-tuned weights a job of the fine-tuned variant reads (nothing for the pretrained one)."""
-    if w.variant == "pretrained":
-        return []
-    return [layout.FINETUNED.file("weights", model=w.model, dataset=w.dataset)]
+    """The fine-tuned weights a job of the variant reads, where a finetune job makes them."""
+    return PLAN.variant_inputs(w.model, w.variant, w.dataset)
 
 
 def classifier_weights(w):
-    return f"{PLAN.classifier(w.model, w.variant, w.dataset)}/{layout.CLASSIFIER_FILES['weights']}"
+    """The weights of the variant's task classifier (none on unlabelled data)."""
+    return PLAN.classifier_inputs(w.model, w.variant, w.dataset)
+
+
+def classifier_arg(w):
+    """--classifier <folder> where the variant has a task classifier (labelled data)."""
+    folder = PLAN.classifier(w.model, w.variant, w.dataset)
+    return f"--classifier {folder}" if folder else ""
 
 
 def lm_arg(w):

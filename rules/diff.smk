@@ -6,8 +6,8 @@ rule diff:
         features=expand(layout.SAE.pattern("features"), variant=VARIANTS, allow_missing=True),
         acts=expand(layout.ACTIVATIONS.pattern("summary", split="test"), variant=VARIANTS, allow_missing=True),
         tokens=layout.TOKENS.pattern("table", split="test"),
-        frozen=layout.FROZEN.pattern("weights"),
-        finetuned=layout.FINETUNED.pattern("weights"),
+        classifiers=lambda w: [f for v in VARIANTS for f in PLAN.classifier_inputs(w.model, v, w.dataset)],
+        models=lambda w: PLAN.variant_inputs(w.model, "finetuned", w.dataset),
     output:
         **files(layout.DIFF, "table", "transfer", "changed", "summary"),
     params:

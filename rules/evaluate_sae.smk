@@ -10,7 +10,7 @@ rule evaluate_sae:
     params:
         sae=parent("cfg"),
         acts=layout.ACTIVATION_SET.pattern(split="test"),
-        classifier=lambda w: PLAN.classifier(w.model, w.variant, w.dataset),
+        classifier=classifier_arg,
         lm=lm_arg,
         cfg=as_json(PLAN.section("sae_eval")),
         load=load_arg,
@@ -26,4 +26,4 @@ rule evaluate_sae:
         layout.benchmark("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
     shell:
         "python -m workflow evaluate_sae --sae {params.sae} --acts {params.acts} --tokens {input.tokens}"
-        " --classifier {params.classifier} {params.lm} --config {params.cfg:q} --load {params.load:q} > {log} 2>&1"
+        " {params.classifier} {params.lm} --config {params.cfg:q} --load {params.load:q} > {log} 2>&1"

@@ -1,3 +1,7 @@
+# The fine-tuned variant, where the workflow makes it: classify (sequence classification),
+# causal_lm or masked_lm (full or LoRA, merged). A checkpoint kind has no job here.
+
+
 rule finetune:
     input:
         train=layout.TOKENS.pattern("table", split="train"),
@@ -17,9 +21,9 @@ rule finetune:
     conda:
         "../envs/workflow.yaml"
     log:
-        layout.log("finetune", "{model}/{dataset}"),
+        layout.log("finetune", "{model}/{kind}/{dataset}"),
     benchmark:
-        layout.benchmark("finetune", "{model}/{dataset}")
+        layout.benchmark("finetune", "{model}/{kind}/{dataset}")
     shell:
         "python -m workflow finetune --model {params.source:q} --train-tokens {input.train}"
         " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# The pretrained body with a classifier fitted on its frozen features: the pretrained
-# variant's task model (SAE splices and head ablations are scored on it).
+# A variant's body with a classifier fitted on its frozen features: the task model of the
+# pretrained variant (and of a fine-tuned one not made by classification), on which SAE
+# splices and head ablations are scored.
 
 
 rule frozen_classifier:
@@ -7,10 +8,11 @@ rule frozen_classifier:
         train=layout.TOKENS.pattern("table", split="train"),
         test=layout.TOKENS.pattern("table", split="test"),
         meta=layout.DATA.pattern("meta"),
+        model=variant_weights,
     output:
         **files(layout.FROZEN, "metrics", "weights"),
     params:
-        source=lambda w: PLAN.model(w.model)["source"],
+        source=lambda w: PLAN.variant_source(w.model, w.variant, w.dataset),
         cfg=lambda w: as_json(PLAN.frozen_config(w.model)),
         out=layout.FROZEN.pattern(),
         load=load_arg,
@@ -21,9 +23,9 @@ rule frozen_classifier:
     conda:
         "../envs/workflow.yaml"
     log:
-        layout.log("frozen_classifier", "{model}/{dataset}"),
+        layout.log("frozen_classifier", "{model}/{variant}/{dataset}"),
     benchmark:
-        layout.benchmark("frozen_classifier", "{model}/{dataset}")
+        layout.benchmark("frozen_classifier", "{model}/{variant}/{dataset}")
     shell:
         "python -m workflow frozen_classifier --model {params.source:q} --train-tokens {input.train}"
         " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

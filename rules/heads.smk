@@ -5,10 +5,11 @@ rule heads:
     input:
         tokens=layout.TOKENS.pattern("table", split="test"),
         classifier=classifier_weights,
+        lm=variant_weights,
     output:
         **files(layout.HEADS, "heads", "ablation", "patterns", "examples", "summary"),
     params:
-        classifier=lambda w: PLAN.classifier(w.model, w.variant, w.dataset),
+        classifier=classifier_arg,
         lm=lm_arg,
         family=lambda w: PLAN.family(w.model),
         cfg=as_json(PLAN.heads_config()),
@@ -25,5 +26,5 @@ rule heads:
     benchmark:
         layout.benchmark("heads", "{model}/{dataset}/{variant}")
     shell:
-        "python -m workflow heads --tokens {input.tokens} --classifier {params.classifier}"
+        "python -m workflow heads --tokens {input.tokens} {params.classifier}"
         " {params.lm} --family {params.family} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

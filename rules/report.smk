@@ -7,7 +7,7 @@ rule report:
     output:
         directory(layout.REPORT.pattern()),
     params:
-        args=lambda w: " ".join(PLAN.report_args(w.model, w.dataset)),
+        args=lambda w: shlex.join(PLAN.report_args(w.model, w.dataset)),
         code=code_version("report"),
     conda:
         "../envs/workflow.yaml"

@@ -4,6 +4,7 @@ rule report_index:
     output:
         layout.REPORT_INDEX.pattern("page"),
     params:
+        notes=" ".join(shlex.quote(n) for n in PLAN.unstudied()),
         code=code_version("report_index"),
     conda:
         "../envs/workflow.yaml"
@@ -12,4 +13,4 @@ rule report_index:
     benchmark:
         layout.benchmark("report_index")
     shell:
-        "python -m workflow report_index --pages {input.pages} --out {output} > {log} 2>&1"
+        "python -m workflow report_index --pages {input.pages} --out {output} --not-studied {params.notes} > {log} 2>&1"

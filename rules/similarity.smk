@@ -1,12 +1,12 @@
 rule similarity:
     input:
         tokens=layout.TOKENS.pattern("table", split=STUDY["similarity"]["split"]),
-        weights=layout.FINETUNED.pattern("weights"),
+        weights=lambda w: PLAN.variant_inputs(w.model, "finetuned", w.dataset),
     output:
         **files(layout.SIMILARITY, "table", "plot"),
     params:
         source=lambda w: PLAN.model(w.model)["source"],
-        finetuned=parent("weights"),
+        finetuned=lambda w: PLAN.variant_source(w.model, "finetuned", w.dataset),
         cfg=as_json(PLAN.section("similarity")),
         load=load_arg,
         code=code_version("similarity"),
@@ -20,6 +20,6 @@ rule similarity:
     benchmark:
         layout.benchmark("similarity", "{model}/{dataset}")
     shell:
-        "python -m workflow similarity --pretrained {params.source:q} --finetuned {params.finetuned}"
+        "python -m workflow similarity --pretrained {params.source:q} --finetuned {params.finetuned:q}"
         " --tokens {input.tokens} --config {params.cfg:q} --out-table {output.table}"
         " --out-plot {output.plot} --title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q} > {log} 2>&1"

@@ -6,6 +6,7 @@ rule tokens:
     params:
         source=lambda w: PLAN.model(w.model)["source"],
         max_length=lambda w: PLAN.model(w.model)["max_length"],
+        chat=lambda w: f"--chat {shlex.quote(PLAN.chat_source(w.model))}" if PLAN.chat_source(w.model) else "",
         code=code_version("tokens"),
     conda:
         "../envs/workflow.yaml"
@@ -15,4 +16,4 @@ rule tokens:
         layout.benchmark("tokens", "{model}/{dataset}/{split}")
     shell:
         "python -m workflow tokens --data {input} --model {params.source:q}"
-        " --max-length {params.max_length} --out {output} > {log} 2>&1"
+        " --max-length {params.max_length} {params.chat} --out {output} > {log} 2>&1"

@@ -216,3 +216,17 @@ def test_lm_on_a_finetuned_body_keeps_the_checkpoints_head(tmp_path, model_type)
     else:  # tied: the fine-tuned embeddings
         torch.testing.assert_close(head, tuned.get_input_embeddings().weight, rtol=0, atol=0)
         assert not torch.equal(head, head0)
+
+
+def test_linear_layers_of_a_block_are_the_familys(tiny):
+    """The family's `linear` list is every linear layer of a block, so LoRA targets can be checked
+    against it before any job (GPT-2's are Conv1D)."""
+    from transformers.pytorch_utils import Conv1D
+
+    body = loading.load_base_model(str(tiny))
+    fam = family_of(body)
+    block = locate(body).blocks[0]
+    found = {name for name, m in block.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
+    assert found == set(fam.linear)
+    assert not fam.unknown_targets(fam.lora_targets)
+    assert fam.unknown_targets(["q_proj_typo"]) == ["q_proj_typo"]

@@ -119,3 +119,60 @@ def test_gradient_checkpointing_trains_the_same_model(small_data, tmp_path):
     ckpt = _finetune(model, small_data, tmp_path / "ckpt", epochs=1, gradient_checkpointing=True)
     assert ckpt["finetuned"]["accuracy"] == pytest.approx(plain["finetuned"]["accuracy"], abs=0.01)
     assert ckpt["finetuned"]["loss"] == pytest.approx(plain["finetuned"]["loss"], rel=1e-3)
+
+
+LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+
+
+def _lm_finetune(model_type: str, data, tmp_path, kind: str, method: str, **overrides) -> tuple[dict, object]:
+    from workflow.models.families import FAMILIES, MODEL_TYPES
+
+    model = make_tiny(model_type, tmp_path / "model")
+    lora = {**LORA, "target_modules": list(FAMILIES[MODEL_TYPES[model_type]].lora_targets)}
+    cfg = {"kind": kind, "method": method, "epochs": 2, **({"lora": lora} if method == "lora" else {}), **overrides}
+    return _finetune(model, data, tmp_path, **cfg), model
+
+
+@pytest.mark.parametrize(("model_type", "method"), [("gpt2", "full"), ("gpt2", "lora"), ("llama", "lora")])
+def test_causal_lm_fine_tuning_lowers_the_test_next_token_loss(model_type, method, small_data, tmp_path):
+    lr = 3e-3 if method == "full" else 1e-2
+    metrics, _ = _lm_finetune(model_type, small_data, tmp_path, "causal_lm", method, lr=lr)
+    before, after = metrics["pretrained"]["loss"], metrics["finetuned"]["loss"]
+    # a random model starts near log(vocab) = 6.4; attention adapters alone on a random body gain less
+    assert after < (0.8 * before if method == "full" else before - 0.15), (before, after)
+    assert metrics["finetuned"]["perplexity"] < metrics["pretrained"]["perplexity"]
+    if method == "lora":  # only the adapters train
+        assert metrics["train"]["trainable_parameters"] < 0.2 * metrics["train"]["parameters"]
+        assert (tmp_path / "ft" / "adapter" / "adapter_config.json").is_file()
+    else:
+        assert metrics["train"]["trainable_parameters"] == metrics["train"]["parameters"]
+
+
+def test_merged_lora_model_equals_the_peft_model(small_data, tmp_path):
+    """The merged save_pretrained folder every later stage loads gives the logits of base + adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from workflow.models import loading
+
+    _, base = _lm_finetune("gpt2", small_data, tmp_path, "causal_lm", "lora", lr=1e-2, epochs=1)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "ft").eval()
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "ft" / "adapter")
+    tokenizer = loading.load_tokenizer(str(base))
+    inputs = tokenizer(["the film was wonderful", "the minister met the press"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = with_adapter.eval()(**inputs).logits
+        got = merged(**inputs).logits
+        plain = AutoModelForCausalLM.from_pretrained(base).eval()(**inputs).logits
+    assert (expected - plain).abs().max() > 1e-2  # the adapter changed the model
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_masked_lm_fine_tuning_lowers_the_masked_token_loss(small_data, tmp_path):
+    metrics, _ = _lm_finetune("bert", small_data, tmp_path, "masked_lm", "full", lr=3e-3, epochs=3)
+    before, after = metrics["pretrained"]["loss"], metrics["finetuned"]["loss"]
+    assert after < 0.8 * before, (before, after)
+    from transformers import AutoModelForMaskedLM
+
+    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "ft").config.model_type == "bert"

@@ -69,16 +69,16 @@ def test_each_job_gets_only_its_slice(plan):
 
 
 def test_each_variant_has_its_sources(plan):
-    assert plan.variant_source("bert", "finetuned", "news") == "results/models/bert/news"
+    assert plan.variant_source("bert", "finetuned", "news") == "results/models/bert/classify/news"
     assert plan.variant_source("bert", "pretrained", "news") == plan.model("bert")["source"]
-    assert plan.classifier("bert", "pretrained", "news") == "results/frozen_classifiers/bert/news"
-    assert plan.classifier("gpt2", "finetuned", "news") == "results/models/gpt2/news"
+    assert plan.classifier("bert", "pretrained", "news") == "results/frozen_classifiers/bert/pretrained/news"
+    assert plan.classifier("gpt2", "finetuned", "news") == "results/models/gpt2/classify/news"
     assert plan.lm_spec("bert", "finetuned", "news") is None  # a BertModel checkpoint carries no MLM head
     source = plan.model("gpt2")["source"]
     assert plan.lm_spec("gpt2", "finetuned", "news") == {
         "source": source,
         "kind": "causal",
-        "body": "results/models/gpt2/news",
+        "body": "results/models/gpt2/classify/news",
     }
     assert plan.lm_spec("gpt2", "pretrained", "news") == {"source": source, "kind": "causal", "body": None}
     assert plan.load_options("gpt2") == {"dtype": "float32", "device_map": None}
@@ -102,11 +102,11 @@ def test_the_diff_job_gets_both_variants_saes_sets_and_models(plan):
     assert pairs == {
         "--pretrained-sae": "results/saes/gpt2/pretrained/news/resid_post/L2/relu",
         "--pretrained-acts": "results/activations/gpt2/pretrained/news/test/resid_post/L2",
-        "--pretrained-classifier": "results/frozen_classifiers/gpt2/news",
+        "--pretrained-classifier": "results/frozen_classifiers/gpt2/pretrained/news",
         "--pretrained-lm": shlex.quote(as_json(plan.lm_spec("gpt2", "pretrained", "news"))),
         "--finetuned-sae": "results/saes/gpt2/finetuned/news/resid_post/L2/relu",
         "--finetuned-acts": "results/activations/gpt2/finetuned/news/test/resid_post/L2",
-        "--finetuned-classifier": "results/models/gpt2/news",
+        "--finetuned-classifier": "results/models/gpt2/classify/news",
         "--finetuned-lm": shlex.quote(as_json(plan.lm_spec("gpt2", "finetuned", "news"))),
     }
     assert not any(a.endswith("-lm") for a in plan.diff_args("bert", "news", "resid_post", 2, "relu"))
@@ -122,7 +122,7 @@ def test_report_inputs_are_the_files_it_shows(plan):
         "results/analysis/bert/reviews/kmeans/clusters.png",
     ]
     assert len(reviews["saes"]) == 5 * 10 and len(reviews["diffs"]) == 3 * 5
-    assert reviews["frozen"] == ["results/frozen_classifiers/bert/reviews/metrics.json"]
+    assert reviews["frozen"] == ["results/frozen_classifiers/bert/pretrained/reviews/metrics.json"]
     args = plan.report_args("bert", "reviews")
     assert args[args.index("--diff-summaries") + 1 :][:2] == [
         "topk=results/analysis/bert/reviews/diff/topk",

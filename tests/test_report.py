@@ -25,8 +25,10 @@ FEATURES_CFG = {**FEATURE_STAGE_CFG, "sentence_docs": 2, "sentence_top": 3}
 HOSTILE = '<b>"x"</b>'
 MODEL, DATASET, RECIPE, SITE, LAYER = "tiny", "toy", "relu", "resid_post", 1
 STUDY = {
-    "models": {MODEL: {"family": "bert", "source": "unused", "layers": [LAYER]}},
-    "datasets": {DATASET: {"source": "builtin"}},
+    "models": {
+        MODEL: {"family": "bert", "source": "unused", "layers": [LAYER], "lm": None, "finetuned": {"kind": "classify"}}
+    },
+    "datasets": {DATASET: {"source": "builtin", "labelled": True}},
     "sites": [SITE],
     "saes": {RECIPE: {"architecture": "relu"}},
     "probe": {},
@@ -166,7 +168,7 @@ def test_accuracy_rows():
         "device": "cpu",
     }
     meta = {"n_train": 10, "n_test": 5, "label_names": ["a", "b"], "bow_baseline": {"accuracy": 0.7, "macro_f1": 0.6}}
-    out = sections.accuracy(metrics, meta, {"accuracy": 0.8, "macro_f1": 0.75})
+    out = sections.accuracy(metrics, meta, {"pretrained": {"accuracy": 0.8, "macro_f1": 0.75}}, "classify")
     assert out["table"].rows == [
         ["pretrained (fresh classifier)", 0.5, 0.3],
         ["pretrained + fitted linear classifier", 0.8, 0.75],
@@ -174,7 +176,16 @@ def test_accuracy_rows():
         ["bag-of-words baseline", 0.7, 0.6],
     ]
     assert out["labels"] == "a, b" and out["table"].cls == "accuracy" and out["table"].digits == 4
-    assert len(sections.accuracy(metrics, meta, None)["table"].rows) == 3
+    assert len(sections.accuracy(metrics, meta, {}, "classify")["table"].rows) == 3
+    # a checkpoint (or LM fine-tune): both variants scored by a linear classifier on frozen features
+    frozen = {"pretrained": {"accuracy": 0.8, "macro_f1": 0.75}, "finetuned": {"accuracy": 0.85, "macro_f1": 0.8}}
+    assert sections.accuracy(None, meta, frozen, "checkpoint")["table"].rows == [
+        ["pretrained + fitted linear classifier", 0.8, 0.75],
+        ["fine-tuned + fitted linear classifier", 0.85, 0.8],
+        ["bag-of-words baseline", 0.7, 0.6],
+    ]
+    assert sections.task_accuracy(None, frozen, "checkpoint") == {"pretrained": 0.8, "finetuned": 0.85}
+    assert sections.accuracy(None, {**meta, "labelled": False}, {}, "checkpoint") is None
 
 
 def _diff_summary(recipe=RECIPE, layer=LAYER):
@@ -335,7 +346,10 @@ def _page_context(saes):
     meta = {"n_train": 10, "n_test": 5, "label_names": [HOSTILE], "bow_baseline": {"accuracy": 0.7, "macro_f1": 0.6}}
     paths = {"metrics": "results/models/m/d/metrics.json", "similarity": "results/s.parquet", "meta": "results/m.json"}
     return {
-        "accuracy": sections.accuracy(metrics, meta, None),
+        "variant": sections.variant("classify", metrics, None),
+        "accuracy": sections.accuracy(metrics, meta, {}, "classify"),
+        "lm": None,
+        "skipped": [],
         "similarity": sections.similarity(sim, None),
         "saes": sections.saes(saes, "results/reports/m/d"),
         "concepts": sections.concepts(saes),
@@ -369,7 +383,7 @@ def test_tables_render_cells_of_every_kind():
     table = Table(
         ["a", "b"], [[0.12345, Parts((Link("x?a=1&b=2", "l", "tip"), "t"), " · ")], [None, Pill("new")]], "t", 2
     )
-    html = render("index.html.j2", title="t", index=table)
+    html = render("index.html.j2", title="t", index=table, notes=[])
     assert '<td>0.12</td><td class="l"><a href="x?a=1&amp;b=2" title="tip">l</a> · t</td>' in html
     assert '<td>n/a</td><td class="l"><span class="pill new">new</span></td>' in html
 
@@ -418,9 +432,9 @@ def _write_analysis(root):
             "train": {"epochs": 1, "steps": 10, "tokens": 1000, "seconds": 12.4, "tokens_per_s": 80.6},
             "device": "cpu",
         },
-        root / layout.FINETUNED.file("metrics", **W),
+        root / layout.FINETUNED.file("metrics", kind="classify", **W),
     )
-    write_json({"accuracy": 0.7812, "macro_f1": 0.77}, root / layout.FROZEN.file("metrics", **W))
+    write_json({"accuracy": 0.7812, "macro_f1": 0.77}, root / layout.FROZEN.file("metrics", variant="pretrained", **W))
     similarity = pl.DataFrame(
         {
             "layer": [0, 1],
@@ -598,6 +612,10 @@ def test_report_folder_shows_the_numbers_and_links(study):
         "last_layer_mean_cosine": 0.8,
         "retained_fraction": 7 / 14,
         "best_probe": 0.875,
+        "lm_loss_pretrained": None,
+        "lm_loss_finetuned": None,
+        "mean_kl": None,
+        "variant": "classify",
         "pages": {
             "report": "index.html",
             "features": "feature.html",
@@ -627,7 +645,7 @@ def test_summary_prints_the_readme_tables(study):
     assert "| L1H0 (self) +0.500 | L2H0 (self) +0.900 |" in text and "(20 test documents;" in text
     assert "| L1H1 (broad) +0.100 | L2H1 (first) n/a |" in text  # NaN ranks last
     assert "| L1H1 | 0.400 | broad -> first | 0.100 / 0.200 |" in text
-    assert text.endswith("fitted linear classifier (test accuracy): tiny / toy: 0.781")
+    assert text.endswith("fitted linear classifier (test accuracy): tiny / toy (pretrained): 0.781")
     concepts = text.split("Best single-feature F1 per planted concept")[1]
     assert "| tiny / toy | relu | resid_post | c0 | 1.000 | 1.000 |" in concepts  # feature 0 is concept c0
 

@@ -114,7 +114,10 @@ def test_tiny_study_on_slurm_equals_a_local_run(node, tiny_bert, tmp_path):
 
     result = run_snakemake(local, "--cores", "2", "--configfile", "study.yaml")
     assert result.returncode == 0, result.stderr[-4000:]
-    same = ["results/models/bert/reviews/metrics.json", "results/frozen_classifiers/bert/reviews/metrics.json"]
+    same = [
+        "results/models/bert/classify/reviews/metrics.json",
+        "results/frozen_classifiers/bert/pretrained/reviews/metrics.json",
+    ]
     for path in same:
         a, b = read_json(on_slurm / path), read_json(local / path)
         for variant in ("pretrained", "finetuned"):

@@ -75,10 +75,10 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
 def test_finetuning_learned_the_tasks(study):
     work, _ = study
     for model in ("bert", "gpt2"):
-        metrics = read_json(work / f"results/models/{model}/reviews/metrics.json")
+        metrics = read_json(work / f"results/models/{model}/classify/reviews/metrics.json")
         assert metrics["finetuned"]["accuracy"] >= 0.9, (model, metrics["finetuned"])  # one word decides
         assert metrics["finetuned"]["accuracy"] > metrics["pretrained"]["accuracy"]
-        news = read_json(work / f"results/models/{model}/news/metrics.json")
+        news = read_json(work / f"results/models/{model}/classify/news/metrics.json")
         assert news["train"]["steps"] == 3 * 19  # ceil(300 / 16) steps an epoch
         assert news["pretrained"]["n_docs"] == news["finetuned"]["n_docs"] == 60
 
@@ -127,7 +127,7 @@ def test_similarity_matches_the_stored_activations(study):
 
 def test_reports_show_the_numbers(study):
     work, _ = study
-    metrics = read_json(work / "results/models/gpt2/reviews/metrics.json")
+    metrics = read_json(work / "results/models/gpt2/classify/reviews/metrics.json")
     page = (work / "results/reports/gpt2/reviews/index.html").read_text()
     assert f"{metrics['finetuned']['accuracy']:.4f}" in page and 'src="img/similarity.png"' in page
     assert (work / "results/reports/gpt2/reviews/img/similarity.png").stat().st_size > 1000
@@ -180,7 +180,7 @@ def test_report_in_a_browser(study, tmp_path):
 
     work, _ = study
     reports = work / "results/reports"
-    metrics = read_json(work / "results/models/bert/reviews/metrics.json")
+    metrics = read_json(work / "results/models/bert/classify/reviews/metrics.json")
     folder = work / "results/saes/bert/finetuned/reviews/resid_post/L2/topk"
     table = pl.read_parquet(folder / "features.parquet")
     feature = table.sort("n_active", descending=True).row(0, named=True)
@@ -272,7 +272,7 @@ def test_summary_prints_the_readme_tables(study, monkeypatch):
     work, _ = study
     monkeypatch.chdir(work)  # the study's dataset file is relative to it
     text = summary(config.load_file(work / "study.yaml"), str(work / "results"))
-    metrics = read_json(work / "results/models/bert/news/metrics.json")
+    metrics = read_json(work / "results/models/bert/classify/news/metrics.json")
     assert f"| bert / news | 300 / 60 | {metrics['pretrained']['accuracy']:.3f} |" in text
     assert text.count("\n| 2 | ") == 1 and "gpt2 / reviews" in text
 
@@ -447,7 +447,7 @@ def test_saes_are_trained_evaluated_and_reported(study):
                 assert sae.cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
                 log = pl.read_parquet(folder / "training_log.parquet")
                 assert log["step"][-1] == 24  # ceil(6000 / 256)
-        head = read_json(work / f"results/frozen_classifiers/{model}/reviews/metrics.json")
+        head = read_json(work / f"results/frozen_classifiers/{model}/pretrained/reviews/metrics.json")
         assert head["n_docs"] == 80
     page = (work / "results/reports/bert/reviews/index.html").read_text()
     assert 'class="saes"' in page and "fitted linear classifier" in page

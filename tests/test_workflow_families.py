@@ -62,7 +62,7 @@ def test_llama_tokens_open_with_bos_and_gpt_neo_tokens_do_not(study):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_both_variants_are_classifiers_above_chance(study, model):
-    metrics = read_json(study / f"results/models/{model}/reviews/metrics.json")
+    metrics = read_json(study / f"results/models/{model}/classify/reviews/metrics.json")
     assert metrics["finetuned"]["accuracy"] > 0.8
 
 
@@ -75,7 +75,7 @@ def test_saes_are_spliced_into_the_language_model(study, model):
         result = read_json(folder / "eval.json")
         lm = result["downstream"]["lm"]
         assert lm["kind"] == "causal" and lm["n_tokens"] > 0
-        assert lm["body"] == (None if variant == "pretrained" else f"results/models/{model}/reviews")
+        assert lm["body"] == (None if variant == "pretrained" else f"results/models/{model}/classify/reviews")
         assert all(math.isfinite(lm[k]) for k in ("loss_spliced", "kl", "kl_zero"))
         assert math.isfinite(result["downstream"]["task"]["loss_recovered"])
 

@@ -4,10 +4,10 @@ stage re-runs no other."""
 
 # fmt: off
 STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
-          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary", "report",
-          "report_index")
+          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary",
+          "lm_compare", "report", "report_index")
 # Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
 GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
-              "heads")
+              "heads", "lm_compare")
 # fmt: on
 COMMANDS = {"summary": "workflow.report.summary"}  # commands that are not stages: name -> module

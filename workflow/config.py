@@ -30,9 +30,13 @@ SCHEMA_PATH = ROOT / "schemas" / "config.schema.yaml"
 SOURCE_KEYS = {
     "builtin": {"task", "n_train", "n_test", "label_noise"},
     "rotten_tomatoes": {"test_fraction"},
-    "file": {"path", "test_path", "text_column", "label_column", "label_names", "test_fraction"},
-    "huggingface": {"id", "config", "train_split", "test_split", "text_column", "label_column", "label_names"},
+    "file": {"path", "test_path", "text_column", "label_column", "label_names", "test_fraction", "response_column"},
+    "huggingface": {
+        *("id", "config", "train_split", "test_split"),
+        *("text_column", "label_column", "label_names", "response_column"),
+    },
 }
+LM_KINDS = {"causal_lm": "causal", "masked_lm": "masked"}  # fine-tuning kind -> the LM head it trains
 REQUIRED_KEYS = {"builtin": ["task"], "file": ["path"], "huggingface": ["id"]}
 
 
@@ -92,7 +96,80 @@ def _schema_errors(instance, schema_: dict, prefix: str = "") -> list[str]:
     return [_message(e, prefix) for e in errors]
 
 
-def _check_models(cfg: dict, problems: list[str]) -> None:
+def _check_variant(spec: dict, given: set, where: str, base: str, problems: list[str]) -> None:
+    """The `finetuned` block of one model (its body already resolved as `base`): the LM head a
+    causal_lm / masked_lm fine-tune trains, LoRA targets, and a checkpoint's fit to the base.
+    Sets ``finetuned.lm`` (the fine-tuned variant's LM head kind) and, for a checkpoint, its
+    resolved ``finetuned.resolved``."""
+    from workflow.models import checkpoints
+
+    ft, where = spec["finetuned"], f"{where}.finetuned"
+    kind = ft["kind"]
+    fam = families.FAMILIES[spec["family"]]
+    trains_lm = kind in LM_KINDS
+    for key in ("method", "lora"):
+        if key in given and not trains_lm:
+            problems.append(f"{where}.{key}: only for kind causal_lm or masked_lm (this model's kind is {kind!r})")
+    if "source" in given and kind != "checkpoint":
+        problems.append(f"{where}.source: only for kind checkpoint (this model's kind is {kind!r})")
+    ft["lm"] = spec["lm"]
+    if trains_lm:
+        wanted = LM_KINDS[kind]
+        if spec["lm"] != wanted:
+            has = f"a {spec['lm']} LM head" if spec["lm"] else "no LM head"
+            names = model_sources.read_model_config(base).get("architectures") or []
+            problems.append(
+                f"{where}.kind: {kind} trains a {wanted} LM head, and {spec['source']} has {has} "
+                f"(config.json architectures: {', '.join(names) or 'none'})"
+            )
+        if ft["method"] == "lora":
+            targets = ft["lora"]["target_modules"] or list(fam.lora_targets)
+            ft["lora"]["target_modules"] = targets
+            unknown = fam.unknown_targets(targets)
+            if unknown:
+                problems.append(
+                    f"{where}.lora.target_modules: {unknown} are not linear layers of a {fam.name} block "
+                    f"(it has: {', '.join(fam.linear)})"
+                )
+        else:
+            ft.pop("lora")
+    else:
+        ft.pop("lora")
+        ft.pop("method")
+    if kind != "checkpoint":
+        return
+    if "source" not in ft:
+        problems.append(f"{where}: kind checkpoint needs key 'source' (a local folder or a Hugging Face id)")
+        return
+    try:
+        resolved = ft["resolved"] = model_sources.resolve_source(ft["source"])
+        found = checkpoints.mismatches(base, resolved)
+        ft["lm"] = families.lm_kind(model_sources.read_model_config(resolved)) or spec["lm"]
+    except Exception as exc:  # SourceError, or a hub error for an uncached id
+        problems.append(f"{where}.source: {exc}")
+        return
+    problems += [f"{where}.source: {ft['source']} does not fit base {spec['source']}: {p}" for p in found]
+
+
+def _check_chat(spec: dict, where: str, base: str, problems: list[str]) -> None:
+    from workflow.models import checkpoints
+
+    if not spec["chat_template"]:
+        return
+    ft = spec["finetuned"]
+    candidates = {base: spec["source"], **({ft["resolved"]: ft["source"]} if ft.get("resolved") else {})}
+    found = [given for resolved, given in candidates.items() if checkpoints.has_chat_template(resolved)]
+    if found:
+        spec["chat_source"] = found[0]  # the base's template, else the fine-tuned checkpoint's
+    else:
+        problems.append(
+            f"{where}.chat_template: the tokenizer of {spec['source']}"
+            + (f" (and of {ft['source']})" if ft.get("resolved") else "")
+            + " has no chat template (tokenizer_config.json chat_template, or chat_template.jinja)"
+        )
+
+
+def _check_models(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
     finetune_schema = {**schema()["$defs"]["finetune"], "$defs": schema()["$defs"]}
     for name, spec in cfg["models"].items():
         where = f"models.{name}"
@@ -104,7 +181,8 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
         spec.setdefault("layers", cfg["layers"])
         spec.setdefault("max_length", cfg["tokenize"]["max_length"])
         try:
-            model_cfg = model_sources.read_model_config(model_sources.resolve_source(spec["source"]))
+            base = model_sources.resolve_source(spec["source"])
+            model_cfg = model_sources.read_model_config(base)
             spec["family"] = families.model_family(model_cfg)
             spec["lm"] = families.lm_kind(model_cfg)
             depth = model_sources.n_layers(model_cfg)
@@ -113,6 +191,8 @@ def _check_models(cfg: dict, problems: list[str]) -> None:
         except Exception as exc:  # SourceError, or a hub error for an uncached id
             problems.append(f"{where}.source: {exc}")
             continue
+        _check_variant(spec, given[name], where, base, problems)
+        _check_chat(spec, where, base, problems)
         too_deep = [layer for layer in spec["layers"] if layer > depth]
         if too_deep:
             problems.append(
@@ -139,9 +219,13 @@ def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> No
             )
         missing = [k for k in REQUIRED_KEYS.get(kind, []) if k not in spec]
         problems += [f"{where}: source {kind!r} needs key {k!r}" for k in missing]
-        if missing or kind not in sources.CHECKS:
+        if missing:
             continue
-        problems += sources.CHECKS[kind](spec, where)
+        spec["labelled"] = sources.labelled(spec, given[name])
+        if not spec["labelled"]:
+            spec["label_column"] = None
+        if kind in sources.CHECKS:
+            problems += sources.CHECKS[kind](spec, where)
 
 
 @functools.cache
@@ -209,7 +293,7 @@ def load(raw: dict) -> dict:
     problems = _schema_errors(cfg, schema())
     if problems:
         raise ConfigError(problems)
-    _check_models(cfg, problems)
+    _check_models(cfg, {name: set(spec.get("finetuned") or {}) for name, spec in raw["models"].items()}, problems)
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
     _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
     _check_scope(cfg, cfg["probe"], "probe", problems)

@@ -64,8 +64,11 @@ DATA = Folder(
 )
 TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet"})
 CLASSIFIER_FILES = {"weights": "model.safetensors", "metrics": "metrics.json", "config": "config.json"}
-FINETUNED = Folder("results/models/{model}/{dataset}", CLASSIFIER_FILES)  # a save_pretrained folder
-FROZEN = Folder("results/frozen_classifiers/{model}/{dataset}", CLASSIFIER_FILES)  # pretrained body + fitted classifier
+FINETUNE_KINDS = ("classify", "causal_lm", "masked_lm")  # fine-tunes the workflow makes (the {kind} wildcard)
+# a save_pretrained folder (LoRA: merged; the adapter beside it)
+FINETUNED = Folder("results/models/{model}/{kind}/{dataset}", {**CLASSIFIER_FILES, "adapter": "adapter"})
+# a variant's body + a classifier fitted on its frozen features
+FROZEN = Folder("results/frozen_classifiers/{model}/{variant}/{dataset}", CLASSIFIER_FILES)
 ACTIVATIONS = Folder("results/activations/{model}/{variant}/{dataset}/{split}", {"summary": "extract.json"})
 SET_SUBFOLDER = "{site}/L{layer}"  # an activation set inside its extract folder
 ACTIVATION_SET = Folder(f"{ACTIVATIONS.template}/{SET_SUBFOLDER}", {"manifest": "manifest.json"})
@@ -126,6 +129,10 @@ PROBE_SUMMARY = Folder(
 KMEANS = Folder(
     ANALYSIS + "/kmeans",
     {"clusters": "clusters.parquet", "scores": "scores.parquet", "plot": "clusters.png", "summary": "kmeans.json"},
+)
+LM_COMPARE = Folder(
+    ANALYSIS + "/lm",
+    {"tokens": "tokens.parquet", "documents": "documents.parquet", "summary": "lm.json", "plot": "kl.png"},
 )
 HEADS = Folder(
     ANALYSIS + "/heads/{variant}",

@@ -19,6 +19,7 @@ import shlex
 from workflow import layout
 from workflow.layout import VARIANTS
 from workflow.models.sites import SITES
+from workflow.variants import Variants
 
 SCOPE_KEYS = ("datasets", "layers", "sites")  # where a section runs; never passed to its jobs
 FROZEN_KEYS = ("seed", "max_train_docs", "eval_batch_size")  # the finetune keys the frozen classifier reads
@@ -34,7 +35,7 @@ def without(section: dict, keys) -> dict:
     return {k: v for k, v in section.items() if k not in keys}
 
 
-class Plan:
+class Plan(Variants):
     def __init__(self, study: dict):
         self.study = study
         self.models = list(study["models"])
@@ -51,31 +52,9 @@ class Plan:
     def family(self, model: str) -> str:
         return self.model(model)["family"]
 
-    def variant_source(self, model: str, variant: str, dataset: str) -> str:
-        """What a variant's body is loaded from: the configured source, or the fine-tuned folder."""
-        if variant == "pretrained":
-            return self.model(model)["source"]
-        return layout.FINETUNED.path(model=model, dataset=dataset)
-
-    def classifier(self, model: str, variant: str, dataset: str) -> str:
-        """The task classifier of a variant: the fine-tuned model, or the pretrained body with a
-        classifier fitted on its frozen features (stage `frozen_classifier`)."""
-        folder = layout.FROZEN if variant == "pretrained" else layout.FINETUNED
-        return folder.path(model=model, dataset=dataset)
-
     def load_options(self, model: str) -> dict:
         """How a model's weights are loaded (`models.<name>.load`: dtype, device_map)."""
         return self.model(model)["load"]
-
-    def lm_spec(self, model: str, variant: str, dataset: str) -> dict | None:
-        """The language model of a variant, or None where the checkpoint carries no LM head:
-        ``source`` (the pretrained checkpoint, with its head), ``kind`` (causal or masked) and
-        ``body`` (the fine-tuned folder whose body replaces the checkpoint's; None for pretrained)."""
-        kind = self.model(model)["lm"]
-        if not kind:
-            return None
-        body = None if variant == "pretrained" else self.variant_source(model, variant, dataset)
-        return {"source": self.model(model)["source"], "kind": kind, "body": body}
 
     def local_files(self, dataset: str) -> list[str]:
         """The files a `source: file` dataset reads: editing them re-runs the dataset."""
@@ -111,11 +90,14 @@ class Plan:
         return self.scope(self.study["saes"][sae], model, dataset)
 
     def probe_scope(self, model: str, dataset: str) -> list[tuple[str, int]]:
-        """Where probes and k-means run (the `probe` section's scope)."""
+        """Where probes and k-means run (the `probe` section's scope); nowhere on unlabelled data."""
+        if not self.labelled(dataset):
+            return []
         return self.scope(self.study["probe"], model, dataset)
 
     def heads_datasets(self) -> list[str]:
-        return [d for d in self.datasets if self.covers(self.study["heads"], d)]
+        """Datasets whose heads are analysed: the `heads` scope's labelled ones (heads reads the task classifier)."""
+        return [d for d in self.datasets if self.covers(self.study["heads"], d) and self.labelled(d)]
 
     def recipes(self, model: str, dataset: str) -> list[str]:
         """SAE recipes with at least one SAE on (model, dataset)."""
@@ -132,10 +114,13 @@ class Plan:
     # ------------------------------------------------------------ job slices
 
     def finetune_config(self, model: str) -> dict:
-        return self.model(model)["finetune"]
+        """The finetune job's slice: the training settings, the kind, and the method and LoRA settings
+        of an LM fine-tune."""
+        made = {k: v for k, v in self.model(model)["finetuned"].items() if k in ("kind", "method", "lora")}
+        return {**self.model(model)["finetune"], **made}
 
     def frozen_config(self, model: str) -> dict:
-        return {k: self.finetune_config(model)[k] for k in FROZEN_KEYS}
+        return {k: self.model(model)["finetune"][k] for k in FROZEN_KEYS}
 
     def extract_config(self) -> dict:
         return without(self.study["extract"], ("splits",))
@@ -208,8 +193,11 @@ class Plan:
         sae_files = ("eval", "features_summary", "features", "examples", "sentences")
         return {
             "meta": [layout.DATA.file("meta", dataset=dataset)],
-            "metrics": [layout.FINETUNED.file("metrics", **w)],
-            "frozen": [layout.FROZEN.file("metrics", **w)],
+            "metrics": [f"{self.finetuned_dir(model, dataset)}/{layout.CLASSIFIER_FILES['metrics']}"]
+            if self.made(model)
+            else [],
+            "frozen": [layout.FROZEN.file("metrics", variant=v, **w) for v in self.frozen_variants(model, dataset)],
+            "lm": layout.LM_COMPARE.files("summary", "documents", "plot", **w) if self.lm_compared(model) else [],
             "similarity": layout.SIMILARITY.files("table", "plot", **w),
             "extracts": self.extract_summaries(model, dataset),
             "saes": layout.SAE.inside(self.sae_dirs(model, dataset), *sae_files),
@@ -236,24 +224,38 @@ class Plan:
                 layout.SAE.path(variant=v, sae=sae, **where),
                 f"--{v}-acts",
                 layout.ACTIVATION_SET.path(variant=v, split="test", **where),
-                f"--{v}-classifier",
-                self.classifier(model, v, dataset),
             ]
+            classifier = self.classifier(model, v, dataset)
+            args += [f"--{v}-classifier", classifier] if classifier else []
             lm = self.lm_spec(model, v, dataset)
             args += [f"--{v}-lm", shlex.quote(as_json(lm))] if lm else []
         return args
 
+    def lm_compare_args(self, model: str, dataset: str) -> list[str]:
+        """The lm_compare job's --pretrained-lm and --finetuned-lm arguments."""
+        args = []
+        for v in VARIANTS:
+            args += [f"--{v}-lm", shlex.quote(as_json(self.lm_spec(model, v, dataset)))]
+        return args
+
     def report_args(self, model: str, dataset: str) -> list[str]:
-        """The report job's command-line arguments for its inputs."""
+        """The report job's command-line arguments for its inputs (unquoted: the rule quotes each)."""
         w = {"model": model, "dataset": dataset}
         inputs = self.report_inputs(model, dataset)
         args = [
             "--meta",
             *inputs["meta"],
-            "--metrics",
-            *inputs["metrics"],
-            "--frozen",
-            *inputs["frozen"],
+            *(["--metrics", *inputs["metrics"]] if inputs["metrics"] else []),
+            *(
+                ["--frozen", *(f"{v}={f}" for v, f in zip(self.frozen_variants(model, dataset), inputs["frozen"]))]
+                if inputs["frozen"]
+                else []
+            ),
+            *(["--lm-compare", layout.LM_COMPARE.path(**w)] if inputs["lm"] else []),
+            "--kind",
+            self.kind(model),
+            *([] if self.made(model) else ["--variant-source", self.variant_source(model, "finetuned", dataset)]),
+            *(["--skipped", as_json(self.skipped(model, dataset))] if self.skipped(model, dataset) else []),
             "--similarity",
             inputs["similarity"][0],
             "--plot",
@@ -278,15 +280,13 @@ class Plan:
 
     # ------------------------------------------------------------ targets
 
-    def pairs(self) -> list[tuple[str, str]]:
-        return [(m, d) for m in self.models for d in self.datasets]
-
     def targets(self) -> list[str]:
         """What `rule all` asks for: every report, extraction, SAE evaluation and summary."""
         out = [layout.REPORT_INDEX.file("page")]
         for model, dataset in self.pairs():
             w = {"model": model, "dataset": dataset}
             out += self.extract_summaries(model, dataset)
+            out += [layout.LM_COMPARE.file("summary", **w)] if self.lm_compared(model) else []
             out += layout.SAE.inside(self.sae_dirs(model, dataset), "eval")
             out += [layout.DIFF_SUMMARY.file("categories", sae=sae, **w) for sae in self.recipes(model, dataset)]
             if self.probe_scope(model, dataset):

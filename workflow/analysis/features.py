@@ -60,6 +60,8 @@ def _label_association(s: dict, labels: np.ndarray, label_names: list[str], n: i
     (zeros + 1) / 2); its non-zero values rank above."""
     fs, vs, rs, starts = s["feature"], s["value"], s["row"], s["starts"]
     n_classes = len(label_names)
+    if not n_classes:  # unlabelled text: no class to associate with
+        return {"best_class": np.zeros(d, int), "best_auroc": np.full(d, np.nan)}
     zeros = n - (s["ends"] - starts)
     rank = zeros[fs] + _ranks_within(s["key"], starts[fs])
     cls = labels[rs] * d + fs

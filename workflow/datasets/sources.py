@@ -2,9 +2,12 @@
 local files and Hugging Face dataset ids.
 
 Every source returns two polars tables (train, test) with columns
-``text`` (str), ``label`` (int) and, for built-in data, ``spans``, plus the
-label names. The `check_*` functions run at config validation, before any job
-starts, and return error messages that name the field, file or value.
+``text`` (str), ``label`` (int) and, for built-in data, ``spans`` (and
+``response``, the assistant turn, where a ``response_column`` is given), plus the
+label names. Unlabelled text (no label column; a .txt file of one document per
+line) has label `UNLABELLED` throughout and no label names. The `check_*`
+functions run at config validation, before any job starts, and return error
+messages that name the field, file or value.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import polars as pl
 
 from workflow.datasets import builtin
 
+UNLABELLED = -1  # the label of every document of an unlabelled dataset
 SPAN_TYPE = pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))
 
 # ------------------------------------------------------------------ built-in
@@ -86,7 +90,43 @@ READERS = {
     ".jsonl": pl.read_ndjson,
     ".ndjson": pl.read_ndjson,
     ".parquet": pl.read_parquet,
+    ".txt": lambda p: pl.DataFrame(
+        {"text": [line for line in Path(p).read_text(encoding="utf-8").splitlines() if line.strip()]},
+        schema={"text": pl.Utf8},
+    ),
 }
+TEXT_ONLY = (".txt",)  # plain text: one document per line, no columns
+
+
+def file_columns(path: str | Path) -> list[str]:
+    """The columns a data file has (the header only, where the format allows)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TEXT_ONLY:
+        return ["text"]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    if suffix in (".csv", ".tsv"):
+        return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", n_rows=0).columns
+    return read_file(path).columns
+
+
+def labelled(spec: dict, given: set) -> bool:
+    """Whether a dataset has labels. A file's default label column ("label"), when the file has
+    none, means unlabelled text; a label_column the user named must exist (`check_file` says so)."""
+    if spec["source"] not in ("file", "huggingface"):
+        return True
+    if spec.get("label_column") is None:
+        return False
+    if spec["source"] == "huggingface" or "label_column" in given:
+        return True
+    path = spec.get("path")
+    try:
+        return spec["label_column"] in file_columns(path)
+    except Exception:  # a missing or unreadable file: check_file names it
+        return True
 
 
 def read_file(path: str | Path) -> pl.DataFrame:
@@ -122,17 +162,32 @@ def _labels_to_ids(column: pl.Series, label_names: list | None, where: str) -> t
 
 
 def _select(table: pl.DataFrame, spec: dict, path: str, min_classes: int = 2) -> tuple[pl.DataFrame, list[str]]:
-    """The text and integer label columns; `min_classes`: 2 for training data, 1 for a test file."""
-    text_col, label_col = spec["text_column"], spec["label_column"]
-    for key, col in (("text_column", text_col), ("label_column", label_col)):
-        if col not in table.columns:
+    """The text, integer label (and response) columns; `min_classes`: 2 for training data, 1 for a
+    test file. Unlabelled data (`spec["labelled"]` false) gets label `UNLABELLED` and no names."""
+    is_labelled = spec.get("labelled", True)
+    text_col = spec["text_column"] if path is None or not str(path).lower().endswith(TEXT_ONLY) else "text"
+    label_col, response_col = spec.get("label_column"), spec.get("response_column")
+    wanted = [("text_column", text_col), ("response_column", response_col)]
+    wanted += [("label_column", label_col)] if is_labelled else []
+    for key, col in wanted:
+        if col is not None and col not in table.columns:
             raise ValueError(f"{path}: no column {col!r} (from {key}); columns are {table.columns}")
     if len(table) == 0:
         raise ValueError(f"{path}: the dataset is empty")
-    labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), f"{path} column {label_col!r}")
-    if labels.n_unique() < min_classes:
-        raise ValueError(f"{path} column {label_col!r}: only one class ({labels[0]}); a classifier needs two or more")
-    out = pl.DataFrame({"text": table[text_col].cast(pl.Utf8), "label": labels})
+    columns = {"text": table[text_col].cast(pl.Utf8)}
+    names: list[str] = []
+    if is_labelled:
+        labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), f"{path} column {label_col!r}")
+        if labels.n_unique() < min_classes:
+            raise ValueError(
+                f"{path} column {label_col!r}: only one class ({labels[0]}); a classifier needs two or more"
+            )
+        columns["label"] = labels
+    else:
+        columns["label"] = pl.Series([UNLABELLED] * len(table), dtype=pl.Int64)
+    if response_col is not None:
+        columns["response"] = table[response_col].cast(pl.Utf8).fill_null("")
+    out = pl.DataFrame(columns)
     if out["text"].null_count():
         raise ValueError(f"{path}: column {text_col!r} has missing texts")
     return out, names

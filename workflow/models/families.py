@@ -18,7 +18,9 @@ keeps what the study reads and writes:
 - the classifier head and the token it reads (``pooled``: ``first`` = [CLS];
   ``last`` = the last non-padding token, how transformers' decoders classify);
 - the language-model head a checkpoint may carry (``lm``: ``causal`` next-token
-  or ``masked`` masked-token) and whether inputs open with a BOS token.
+  or ``masked`` masked-token) and whether inputs open with a BOS token;
+- ``linear``: every linear layer of a block (dotted paths), and ``lora_targets``,
+  the ones LoRA adapts by default (the attention projections).
 
 Head counts come from the loaded config (`heads`): query heads, KV heads
 (grouped-query attention) and head size. A head is a query head; in a model with
@@ -78,10 +80,17 @@ class Family:
     parallel_key: str | None = None  # config attribute that turns on a parallel block
     transformer_lens: str | None = None  # TransformerLens' name of the family, where it has one
     grouped_query: bool = False  # config's num_key_value_heads may be fewer than the query heads
+    linear: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # a block's linear layers
+    lora_targets: tuple[str, ...] = ("c_attn", "attn.c_proj")  # default LoRA targets: the attention projections
 
     @property
     def causal(self) -> bool:
         return not self.encoder
+
+    def unknown_targets(self, targets) -> list[str]:
+        """LoRA target module names that match none of a block's linear layers (peft matches a name
+        against the end of each module's dotted path)."""
+        return [t for t in targets if not any(p == t or p.endswith("." + t) for p in self.linear)]
 
     def parallel(self, config) -> bool:
         """Attention and MLP read the same block input (GPT-NeoX / GPT-J style)."""
@@ -126,6 +135,8 @@ def _llama_like(name: str, model_types: tuple[str, ...], tl: str, tied: bool = F
         tied_default=tied,
         transformer_lens=tl,
         grouped_query=True,
+        linear=(*(f"self_attn.{p}_proj" for p in "qkvo"), *(f"mlp.{p}_proj" for p in ("gate", "up", "down"))),
+        lora_targets=tuple(f"{p}_proj" for p in "qkvo"),
         **{"attn_out": "self_attn", **kw},
     )
 
@@ -143,6 +154,9 @@ _TABLE = [
         attention="attention.self",
         embeddings="embeddings",
         transformer_lens="bert",
+        linear=(*(f"attention.self.{p}" for p in ("query", "key", "value")), "attention.output.dense")
+        + ("intermediate.dense", "output.dense"),
+        lora_targets=("query", "key", "value", "attention.output.dense"),
         **ENCODER,
     ),
     Family(
@@ -154,11 +168,19 @@ _TABLE = [
         mlp_out="ffn",
         attention="attention",
         embeddings="embeddings",
+        linear=(*(f"attention.{p}_lin" for p in ("q", "k", "v", "out")), "ffn.lin1", "ffn.lin2"),
+        lora_targets=tuple(f"{p}_lin" for p in ("q", "k", "v", "out")),
         **ENCODER,
     ),
     # classifier_pooling "cls" (the default) reads the first token; "mean" pools every real one
     Family(
-        "modernbert", ("modernbert",), "layers", "attn.Wo", **{**ENCODER, "norm": "pre", "final_norm": "final_norm"}
+        "modernbert",
+        ("modernbert",),
+        "layers",
+        "attn.Wo",
+        linear=("attn.Wqkv", "attn.Wo", "mlp.Wi", "mlp.Wo"),
+        lora_targets=("Wqkv", "attn.Wo"),
+        **{**ENCODER, "norm": "pre", "final_norm": "final_norm"},
     ),
     Family("gpt2", ("gpt2",), "h", "attn.c_proj", final_norm="ln_f", transformer_lens="gpt2"),
     Family(
@@ -169,6 +191,8 @@ _TABLE = [
         attention="attn.attention",
         final_norm="ln_f",
         transformer_lens="gpt-neo",
+        linear=(*(f"attn.attention.{p}_proj" for p in ("q", "k", "v", "out")), "mlp.c_fc", "mlp.c_proj"),
+        lora_targets=tuple(f"{p}_proj" for p in ("q", "k", "v", "out")),
     ),
     Family(
         "gpt_neox",
@@ -181,6 +205,8 @@ _TABLE = [
         tied_default=False,
         parallel_key="use_parallel_residual",
         transformer_lens="pythia",
+        linear=("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h"),
+        lora_targets=("query_key_value", "attention.dense"),
     ),
     _llama_like("llama", ("llama",), "llama"),
     _llama_like("mistral", ("mistral",), "mistral"),

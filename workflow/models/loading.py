@@ -100,10 +100,20 @@ def load_classifier(source: str, n_labels: int, pad_id: int | None = None, devic
     last token that is not `pad_id`."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=n_labels, **load_kwargs())
+    # a checkpoint that is itself a classifier of another label set gets a fresh head of this one
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=n_labels, ignore_mismatched_sizes=True, **load_kwargs()
+    )
     if model.config.pad_token_id is None:  # decoders find the last real token by pad id
         model.config.pad_token_id = pad_id
     return _placed(model, device)
+
+
+def lm_class(kind: str):
+    """transformers' auto class of a causal (next-token) or masked LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
 
 
 def load_lm(source: str, device=None, kind: str = "causal", body: str | None = None):
@@ -113,12 +123,13 @@ def load_lm(source: str, device=None, kind: str = "causal", body: str | None = N
     checkpoint's head on that body: every weight of the body is replaced by the fine-tuned
     one; the head keeps the checkpoint's weights, unless it is tied to the embeddings, when it
     follows the fine-tuned embeddings as the model itself would."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers import AutoModel
 
-    head = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
-    model = head.from_pretrained(source, **load_kwargs())
+    model = lm_class(kind).from_pretrained(source, **load_kwargs())
     if body:
-        tuned = AutoModel.from_pretrained(body, **load_kwargs())
+        from workflow.models.sources import resolve_source
+
+        tuned = AutoModel.from_pretrained(resolve_source(body), **load_kwargs())
         # the classifier's body may hold parts the LM does not use (BERT's pooler): only missing weights fail
         missing, _ = model.base_model.load_state_dict(tuned.state_dict(), strict=False)
         missing = [k for k in missing if "position_ids" not in k]

@@ -32,7 +32,7 @@ def sae_keys(saes: list[dict]) -> dict[tuple, str]:
 
 def sae_row(e: dict) -> list:
     """One SAE's eval.json as a row of `SAE_COLUMNS`."""
-    task, lm = e["downstream"]["task"], e["downstream"].get("lm")
+    task, lm = e["downstream"].get("task") or {}, e["downstream"].get("lm")
     return [
         e["sae"],
         e["architecture"],
@@ -45,9 +45,9 @@ def sae_row(e: dict) -> list:
         e["dead_fraction"],
         e["dense_fraction"],
         e["cosine"],
-        task["loss_recovered"],
-        f"{task['accuracy_clean']:.3f} / {task['accuracy_spliced']:.3f}",
-        task["kl"],
+        task.get("loss_recovered"),
+        f"{task['accuracy_clean']:.3f} / {task['accuracy_spliced']:.3f}" if task else None,
+        task["kl"] if task else (lm or {}).get("kl"),
         lm["loss_recovered"] if lm else None,
     ]
 

@@ -30,24 +30,92 @@ from workflow.report.rows import (
 )
 from workflow.store.files import json_safe, nan_to_null
 
+KINDS = {
+    "classify": "sequence-classification fine-tune on this dataset (made by the workflow)",
+    "causal_lm": "next-token fine-tune on this dataset's training text (made by the workflow)",
+    "masked_lm": "masked-token fine-tune on this dataset's training text (made by the workflow)",
+    "checkpoint": "an existing checkpoint, compared with its base on every dataset of the study",
+}
 
-def accuracy(metrics: dict, meta: dict, frozen: dict | None) -> dict:
-    """Test accuracy and macro-F1 of each classifier, and how the fine-tuning ran."""
-    rows = [["pretrained (fresh classifier)", metrics["pretrained"]["accuracy"], metrics["pretrained"]["macro_f1"]]]
-    if frozen:
-        rows.append(["pretrained + fitted linear classifier", frozen["accuracy"], frozen["macro_f1"]])
-    rows += [
-        ["fine-tuned", metrics["finetuned"]["accuracy"], metrics["finetuned"]["macro_f1"]],
-        ["bag-of-words baseline", meta["bow_baseline"]["accuracy"], meta["bow_baseline"]["macro_f1"]],
-    ]
+
+def variant(kind: str, metrics: dict | None, source: str | None) -> dict:
+    """What the fine-tuned variant is, and how its fine-tuning ran (where the workflow made it)."""
+    train = metrics["train"] if metrics else None
+    method = metrics.get("method", "full") if metrics else None
+    return {"kind": kind, "text": KINDS[kind], "source": source, "train": train, "method": method,
+            "device": metrics["device"] if metrics else None}  # fmt: skip
+
+
+def accuracy(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> dict | None:
+    """Test accuracy and macro-F1 of each variant's task classifier (None on unlabelled data).
+    `frozen`: {variant: metrics.json} of the classifiers fitted on frozen features."""
+    if not meta.get("labelled", True):
+        return None
+    rows = []
+    if kind == "classify":
+        rows.append(
+            ["pretrained (fresh classifier)", metrics["pretrained"]["accuracy"], metrics["pretrained"]["macro_f1"]]
+        )
+    for v in VARIANTS:
+        if v == "finetuned" and kind == "classify":
+            rows.append(["fine-tuned", metrics["finetuned"]["accuracy"], metrics["finetuned"]["macro_f1"]])
+        elif frozen.get(v):
+            name = "pretrained" if v == "pretrained" else "fine-tuned"
+            rows.append([f"{name} + fitted linear classifier", frozen[v]["accuracy"], frozen[v]["macro_f1"]])
+    rows.append(["bag-of-words baseline", meta["bow_baseline"]["accuracy"], meta["bow_baseline"]["macro_f1"]])
     return {
         "n_train": meta["n_train"],
         "n_test": meta["n_test"],
         "labels": ", ".join(map(str, meta["label_names"])),
-        "train": metrics["train"],
-        "device": metrics["device"],
         "table": Table(["model", "accuracy", "macro-F1"], rows, "accuracy", 4),
     }
+
+
+def task_accuracy(metrics: dict | None, frozen: dict, kind: str) -> dict[str, float]:
+    """{variant: test accuracy} (the study index's numbers): a classification fine-tune's before and
+    after (the pretrained body with a fresh classifier, as in the reference study); otherwise each
+    variant's linear classifier on frozen features."""
+    if kind == "classify" and metrics:
+        return {v: metrics[v]["accuracy"] for v in VARIANTS}
+    return {v: f["accuracy"] for v, f in frozen.items() if f}
+
+
+def lm(summary: dict | None, image: Image | None) -> dict | None:
+    """Both variants' LM loss on the test split, the per-token KL between their predictions, and the
+    tokens and documents where they disagree most."""
+    if summary is None:
+        return None
+    unit = "next-token" if summary["kind"] == "causal" else "masked-token"
+    losses = Table(
+        ["variant", f"test {unit} loss", "perplexity"],
+        [[v, summary[v]["loss"], summary[v]["perplexity"]] for v in VARIANTS],
+        "lm",
+        4,
+    )
+    kl = summary["kl"]
+    stats = Table(
+        ["tokens", "documents", "mean KL", "median", "90%", "99%", "max", "top-1 agreement"],
+        [[summary["n_tokens"], summary["n_docs"], kl["mean"], kl["q50"], kl["q90"], kl["q99"], kl["max"],
+          summary["agreement"]]],
+        "lm",
+        4,
+    )  # fmt: skip
+    tokens = Table(
+        ["document", "context", "token", "pretrained predicts", "fine-tuned predicts", "loss pre", "loss ft", "KL"],
+        [[t["doc_id"], t["context"], t["token"], t["top_pretrained"], t["top_finetuned"], t["loss_pretrained"],
+          t["loss_finetuned"], t["kl"]] for t in summary["top_tokens"]],
+        "lm-tokens",
+        3,
+    )  # fmt: skip
+    documents = Table(
+        ["document", "tokens", "mean KL", "max KL", "at token", "context", "loss pre", "loss ft"],
+        [[d["doc_id"], d["n_tokens"], d["mean_kl"], d["max_kl"], d["max_kl_token"], d["max_kl_context"],
+          d["loss_pretrained"], d["loss_finetuned"]] for d in summary["top_documents"]],
+        "lm-docs",
+        3,
+    )  # fmt: skip
+    return {"unit": unit, "losses": losses, "stats": stats, "tokens": tokens, "documents": documents,
+            "image": image, "change": summary["loss_change"]}  # fmt: skip
 
 
 def similarity(table: pl.DataFrame, image: Image | None) -> dict:
@@ -250,11 +318,12 @@ def files(paths: dict, extracts: list[tuple[str, dict]], page_dir: str) -> dict:
                 "links": [Link(rel(folder / s, page_dir), s) for s in summary["sets"]],
             }
         )
-    model_folder = Path(paths["metrics"]).parent
+    model_folder = Path(paths["metrics"]).parent if paths.get("metrics") else None
     return {
-        "metrics": rel(paths["metrics"], page_dir),
-        "model_folder": Link(rel(model_folder, page_dir), str(model_folder)),
-        "frozen": rel(paths["frozen"], page_dir) if paths.get("frozen") else None,
+        "metrics": rel(paths["metrics"], page_dir) if paths.get("metrics") else None,
+        "model_folder": Link(rel(model_folder, page_dir), str(model_folder)) if model_folder else None,
+        "frozen": {v: rel(f, page_dir) for v, f in (paths.get("frozen") or {}).items()},
+        "lm": rel(paths["lm_compare"], page_dir) if paths.get("lm_compare") else None,
         "similarity": rel(paths["similarity"], page_dir),
         "meta": rel(paths["meta"], page_dir),
         "activation_sets": sets,

@@ -9,9 +9,14 @@ from workflow.store.files import json_safe, nan_to_null
 
 
 def study_numbers(
-    metrics: dict, similarity_table: pl.DataFrame, diff_summaries: list[dict], probe_table: pl.DataFrame | None
+    accuracy: dict,
+    similarity_table: pl.DataFrame,
+    diff_summaries: list[dict],
+    probe_table: pl.DataFrame | None,
+    lm: dict | None = None,
 ) -> dict:
-    """The few numbers the study index shows for one (model, dataset)."""
+    """The few numbers the study index shows for one (model, dataset). `accuracy`: {variant: test
+    accuracy} of each variant's task classifier (empty on unlabelled data); `lm`: the lm_compare summary."""
     last = nan_to_null(similarity_table).sort("layer").row(-1, named=True)
     kept = live = 0
     for d in diff_summaries:
@@ -24,8 +29,11 @@ def study_numbers(
         best_probe = finetuned["accuracy"].max() if len(finetuned) else None
     return json_safe(
         {
-            "accuracy_pretrained": metrics["pretrained"]["accuracy"],
-            "accuracy_finetuned": metrics["finetuned"]["accuracy"],
+            "accuracy_pretrained": accuracy.get("pretrained"),
+            "accuracy_finetuned": accuracy.get("finetuned"),
+            "lm_loss_pretrained": lm["pretrained"]["loss"] if lm else None,
+            "lm_loss_finetuned": lm["finetuned"]["loss"] if lm else None,
+            "mean_kl": lm["kl"]["mean"] if lm else None,
             "last_layer_cka": last["cka_debiased"],
             "last_layer_mean_cosine": last["mean_cosine"],
             "retained_fraction": kept / live if live else None,
@@ -34,9 +42,10 @@ def study_numbers(
     )
 
 
-INDEX_HEADER = ["model / dataset", "similarity by layer", "accuracy pretrained", "accuracy fine-tuned",
-                "last-layer CKA (debiased)", "last-layer cos(mean)", "SAEs", "pretrained features retained or drifted",
-                "best probe accuracy", "pages"]  # fmt: skip
+INDEX_HEADER = ["model / dataset", "fine-tuned variant", "similarity by layer", "accuracy pretrained",
+                "accuracy fine-tuned", "LM loss pretrained / fine-tuned", "mean KL", "last-layer CKA (debiased)",
+                "last-layer cos(mean)", "SAEs", "pretrained features retained or drifted", "best probe accuracy",
+                "pages"]  # fmt: skip
 
 
 def index(pages: list[tuple[str, dict]], out_dir: str) -> Table:
@@ -54,9 +63,14 @@ def index(pages: list[tuple[str, dict]], out_dir: str) -> Table:
         rows.append(
             [
                 f"{s['model']} / {s['dataset']}",
+                s.get("variant", ""),
                 plot,
                 s["accuracy_pretrained"],
                 s["accuracy_finetuned"],
+                Parts((s.get("lm_loss_pretrained"), s.get("lm_loss_finetuned")), " / ")
+                if s.get("lm_loss_pretrained") is not None
+                else None,
+                s.get("mean_kl"),
                 s["last_layer_cka"],
                 s["last_layer_mean_cosine"],
                 s["n_saes"],

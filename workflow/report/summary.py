@@ -40,7 +40,7 @@ def summary(study: dict, results: str = layout.RESULTS) -> str:
     """The README's tables (markdown) of a study (a validated config) whose results are in `results`."""
     r = Results(study, results)
     lines = accuracy_lines(r) + similarity_lines(r) + sae_lines(r) + concept_lines(r) + diff_lines(r)
-    lines += probe_lines(r) + head_lines(r) + frozen_lines(r)
+    lines += probe_lines(r) + head_lines(r) + frozen_lines(r) + lm_lines(r)
     return "\n".join(lines)
 
 
@@ -51,7 +51,9 @@ def accuracy_lines(r: Results) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for model, dataset in r.plan.pairs():
-        m = r.json(layout.FINETUNED.file("metrics", model=model, dataset=dataset))
+        if r.plan.kind(model) != "classify":
+            continue
+        m = r.json(f"{r.plan.finetuned_dir(model, dataset)}/{layout.CLASSIFIER_FILES['metrics']}")
         meta = r.json(layout.DATA.file("meta", dataset=dataset))
         if m is None or meta is None:
             continue
@@ -325,16 +327,41 @@ def head_lines(r: Results, top: int = 5) -> list[str]:
 
 
 def frozen_lines(r: Results) -> list[str]:
-    """Test accuracy of each pretrained body with a linear classifier fitted on its frozen features."""
-    found = [(m, d, r.json(layout.FROZEN.file("metrics", model=m, dataset=d))) for m, d in r.plan.pairs()]
-    found = [(m, d, x) for m, d, x in found if x is not None]
+    """Test accuracy of each body with a linear classifier fitted on its frozen features."""
+    found = [
+        (m, d, v, r.json(layout.FROZEN.file("metrics", model=m, variant=v, dataset=d)))
+        for m, d in r.plan.pairs()
+        for v in r.plan.frozen_variants(m, d)
+    ]
+    found = [(m, d, v, x) for m, d, v, x in found if x is not None]
     if not found:
         return []
     return [
         "",
-        "Pretrained body + fitted linear classifier (test accuracy): "
-        + ", ".join(f"{m} / {d}: {x['accuracy']:.3f}" for m, d, x in found),
+        "Body + fitted linear classifier (test accuracy): "
+        + ", ".join(f"{m} / {d} ({v}): {x['accuracy']:.3f}" for m, d, v, x in found),
     ]
+
+
+def lm_lines(r: Results) -> list[str]:
+    """Both variants' test LM loss and the mean per-token KL between them."""
+    lines = []
+    for model, dataset in r.plan.pairs():
+        s = (
+            r.json(layout.LM_COMPARE.file("summary", model=model, dataset=dataset))
+            if r.plan.lm_compared(model)
+            else None
+        )
+        if s:
+            lines.append(
+                f"| {model} / {dataset} | {r.plan.kind(model)} | {s['pretrained']['loss']:.4f} "
+                f"| {s['finetuned']['loss']:.4f} | {s['kl']['mean']:.4f} | {s['kl']['q99']:.4f} "
+                f"| {s['agreement']:.3f} |"
+            )
+    if not lines:
+        return []
+    header = "| model / dataset | variant | LM loss pretrained | LM loss fine-tuned | mean KL | KL 99% | top-1 agree |"
+    return ["", header, "|---|---|---|---|---|---|---|", *lines]
 
 
 def main(argv=None) -> None:

@@ -8,8 +8,8 @@ zero-ablated run and ``kl_recovered`` = (KL_zero - KL_spliced) / KL_zero. These 
 SAEBench's core downstream metrics (its ``ce_loss_score`` and ``kl_div_score``).
 `task_effects` scores a sequence classifier (cross-entropy and accuracy per
 document), `lm_effects` a language model: a causal LM by next-token loss per
-predicted token, a masked LM by masked-token loss on a fixed `MASK_FRACTION` of each
-document's real, non-special tokens (at least one), replaced by the mask token.
+predicted token, a masked LM by masked-token loss on fixed positions of each
+document (`workflow.models.lm`).
 Positions whose activation norm exceeds `max_norm` (outlier tokens), if given, keep
 their clean value when spliced or ablated.
 """
@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from workflow.models import loading
 from workflow.models.hooks import Splice
+from workflow.models.lm import Scored
 from workflow.models.sources import resolve_source
 from workflow.store.tokens import labelled_batches
 
@@ -134,26 +135,6 @@ def task_effects(
     }
 
 
-MASK_FRACTION = 0.15
-
-
-def masked_positions(docs, idx, width: int, seed: int = 0):
-    """(batch, width) bool: the tokens a masked-LM loss predicts, fixed per document (seeded by
-    its position): `MASK_FRACTION` of its real, non-special tokens, at least one."""
-    import numpy as np
-    import torch
-
-    out = np.zeros((len(idx), width), dtype=bool)
-    for j, i in enumerate(idx):
-        candidates = np.flatnonzero(~docs.special[i].astype(bool))
-        if len(candidates) == 0:
-            continue
-        rng = np.random.default_rng([seed, int(i)])
-        n = max(1, round(MASK_FRACTION * len(candidates)))
-        out[j, rng.choice(candidates, n, replace=False)] = True
-    return torch.from_numpy(out)
-
-
 def lm_effects(
     lm: dict, docs, site: str, layer: int, saes: dict, batch_size: int, device, max_norm: float | None = None
 ) -> dict:
@@ -170,17 +151,11 @@ def lm_effects(
     n = 0
     with torch.inference_mode():
         for idx, inputs, _ in labelled_batches(docs, batch_size, pad_id, device):
-            if kind == "causal":
-                predicted = inputs["attention_mask"][:, 1:].bool()
-                targets = inputs["input_ids"][:, 1:][predicted]
-            else:
-                predicted = masked_positions(docs, idx, inputs["input_ids"].shape[1]).to(device)
-                targets = inputs["input_ids"][predicted]
-                inputs = {**inputs, "input_ids": inputs["input_ids"].masked_fill(predicted, mask_id)}
-            runs = _spliced_runs(model, site, layer, saes, inputs, max_norm)
-            logp = {k: (v[:, :-1] if kind == "causal" else v)[predicted].log_softmax(-1) for k, v in runs.items()}
-            _add_runs(sums, logp, lambda lp, targets=targets: float(F.nll_loss(lp, targets, reduction="sum")))
-            n += int(predicted.sum())
+            scored = Scored(docs, idx, inputs, kind, mask_id)
+            runs = _spliced_runs(model, site, layer, saes, scored.inputs, max_norm)
+            logp = {k: scored.log_probs(v) for k, v in runs.items()}
+            _add_runs(sums, logp, lambda lp, t=scored.targets: float(F.nll_loss(lp, t, reduction="sum")))
+            n += len(scored.targets)
     return {
         name: {"model": source, "body": lm.get("body"), "kind": kind, **summary, "n_tokens": n}
         for name, summary in _summaries(sums, saes, max(n, 1)).items()

@@ -1,10 +1,12 @@
 """Stage `dataset`: one dataset as train/test Parquet tables plus metadata.
 
 Tables follow the dataset contract: ``id`` (int, unique across splits),
-``text``, ``label`` (int), and ``spans`` (character spans of planted concepts)
-for built-in data. ``meta.json`` holds the label names, split sizes, class
-counts and a bag-of-words logistic-regression baseline on the test split: a
-fine-tuned transformer should beat it.
+``text``, ``label`` (int; -1 throughout for unlabelled text), ``spans``
+(character spans of planted concepts) for built-in data, and ``response`` where
+a response column is given. ``meta.json`` holds whether the dataset is
+labelled, the label names, split sizes, class counts and a bag-of-words
+logistic-regression baseline on the test split: a fine-tuned transformer
+should beat it.
 """
 
 from __future__ import annotations
@@ -38,17 +40,21 @@ def run(name: str, spec: dict, out_dir: str) -> dict:
     n_train = len(train)
     train = train.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
     test = test.with_row_index("id", offset=n_train).with_columns(pl.col("id").cast(pl.Int64))
-    baseline = bow_baseline(train["text"], train["label"], test["text"], test["label"])
+    is_labelled = bool(label_names)
+    baseline = bow_baseline(train["text"], train["label"], test["text"], test["label"]) if is_labelled else None
     meta = {
         "name": name,
         "source": spec["source"],
+        "labelled": is_labelled,
         "label_names": label_names,
         "n_train": len(train),
         "n_test": len(test),
         "class_counts": {
             split: {str(k): v for k, v in table["label"].value_counts().sort("label").iter_rows()}
             for split, table in (("train", train), ("test", test))
-        },
+        }
+        if is_labelled
+        else None,
         "concepts": sorted(builtin.CONCEPTS.get(spec.get("task"), [])),
         "bow_baseline": baseline,
         "spec": spec,
@@ -58,12 +64,13 @@ def run(name: str, spec: dict, out_dir: str) -> dict:
     write_parquet(test, f"{out_dir}/{names['test']}")
     write_json(meta, f"{out_dir}/{names['meta']}")
     log.info(
-        "dataset %s: %d train / %d test rows, %d labels; bag-of-words baseline accuracy %.3f",
+        "dataset %s: %d train / %d test rows, %s",
         name,
         len(train),
         len(test),
-        len(label_names),
-        baseline["accuracy"],
+        f"{len(label_names)} labels; bag-of-words baseline accuracy {baseline['accuracy']:.3f}"
+        if is_labelled
+        else "unlabelled text",
     )
     return meta
 

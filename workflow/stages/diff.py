@@ -157,7 +157,9 @@ def match(pair: Pair, cfg: dict) -> Matched:
     return Matched(table, cos, init_cos, paired["n_tokens"])
 
 
-def _transfer_row(pair: Pair, sae_variant: str, acts_variant: str, task: dict, lm: dict | None, cfg: dict) -> dict:
+def _transfer_row(
+    pair: Pair, sae_variant: str, acts_variant: str, task: dict | None, lm: dict | None, cfg: dict
+) -> dict:
     """One SAE on one variant's activations: reconstruction and the spliced losses."""
     stats, outliers = measure(
         pair.sae[sae_variant],
@@ -173,17 +175,18 @@ def _transfer_row(pair: Pair, sae_variant: str, acts_variant: str, task: dict, l
         "own": sae_variant == acts_variant,
         **stats.result(),
         "n_outliers": outliers,
-        **{f"task_{k}": task[sae_variant][k] for k in TASK_KEYS},
+        **{f"task_{k}": task[sae_variant][k] if task else None for k in TASK_KEYS},
     }
     if lm is not None:
         row.update({f"lm_{k}": lm[sae_variant][k] for k in LM_KEYS})
+    recovered = {"task": row["task_loss_recovered"], "lm": row.get("lm_loss_recovered")}
     log.info(
-        "%s SAE on %s activations: explained variance %.3f, L0 %.1f, task loss recovered %.3f (%d outliers)",
+        "%s SAE on %s activations: explained variance %.3f, L0 %.1f, loss recovered %s (%d outliers)",
         sae_variant,
         acts_variant,
         row["explained_variance"],
         row["l0"],
-        row["task_loss_recovered"],
+        ", ".join(f"{k} {v:.3f}" for k, v in recovered.items() if v is not None) or "-",
         outliers,
     )
     return row
@@ -194,7 +197,11 @@ def transfer_rows(pair: Pair, docs, classifiers: dict, lm_specs: dict, cfg: dict
     rows, where, size = [], (docs, pair.site, pair.layer), eval_cfg["batch_size"]
     for acts in VARIANTS:  # each variant's model: clean and zero-ablated once, both SAEs spliced in
         limit = pair.max_norm[acts]
-        task = task_effects(classifiers[acts], *where, pair.sae, size, pair.device, limit)
+        task = (
+            task_effects(classifiers[acts], *where, pair.sae, size, pair.device, limit)
+            if classifiers.get(acts)
+            else None
+        )
         lm = lm_effects(lm_specs[acts], *where, pair.sae, size, pair.device, limit) if lm_specs.get(acts) else None
         rows += [_transfer_row(pair, sae_variant, acts, task, lm, cfg) for sae_variant in VARIANTS]
     return rows
@@ -224,7 +231,8 @@ def run(
     eval_cfg: dict,
     out_dir: str,
 ) -> dict:
-    """sae_dirs, acts_dirs, classifiers, lm_specs: {variant: ...}; lm_specs may be empty."""
+    """sae_dirs, acts_dirs, classifiers, lm_specs: {variant: ...}; classifiers (unlabelled data) and
+    lm_specs (no LM head) may hold None."""
     started = time.perf_counter()
     pair = _load(sae_dirs, acts_dirs, cfg, pick_device())
     matched = match(pair, cfg)
@@ -268,7 +276,7 @@ def main(argv=None) -> None:
     for v in VARIANTS:
         parser.add_argument(f"--{v}-sae", required=True, help=f"the {v} SAE folder (with features.parquet)")
         parser.add_argument(f"--{v}-acts", required=True, help=f"held-out activation set of the {v} model")
-        parser.add_argument(f"--{v}-classifier", required=True, help=f"task classifier folder of the {v} model")
+        parser.add_argument(f"--{v}-classifier", help=f"task classifier folder of the {v} model (labelled data)")
         cli.add_lm(parser, f"--{v}-lm", f"the {v} model")
     parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
     cli.add_config(parser, "diff config")

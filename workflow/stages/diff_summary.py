@@ -86,9 +86,14 @@ def categories_plot(cats: pl.DataFrame, title: str, path: Path) -> None:
 
 
 def transfer_plot(transfer: pl.DataFrame, sites: list[str], title: str, path: Path) -> None:
-    """Spliced task loss recovered and explained variance by layer, each SAE on each variant."""
+    """Spliced task (or, on unlabelled data, LM) loss recovered and explained variance by layer, each SAE
+    on each variant."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    # unlabelled data has no task loss: the LM's loss recovered takes its place
+    measure = "task" if transfer["task_loss_recovered"].null_count() < len(transfer) else "lm"
+    if f"{measure}_loss_recovered" not in transfer.columns:
+        measure = "task"
     for (sae, acts), style in (
         (("pretrained", "pretrained"), "o-"),
         (("finetuned", "finetuned"), "s-"),
@@ -100,9 +105,9 @@ def transfer_plot(transfer: pl.DataFrame, sites: list[str], title: str, path: Pa
                 (pl.col("sae") == sae) & (pl.col("activations") == acts) & (pl.col("site") == site)
             ).sort("layer")
             label = f"{sae} SAE on {acts}" + (f" ({site})" if len(sites) > 1 else "")
-            axes[0].plot(part["layer"], part["task_loss_recovered"], style, label=label)
+            axes[0].plot(part["layer"], part[f"{measure}_loss_recovered"].cast(pl.Float64), style, label=label)
             axes[1].plot(part["layer"], part["explained_variance"], style, label=label)
-    axes[0].set_ylabel("task loss recovered (spliced)")
+    axes[0].set_ylabel(f"{measure} loss recovered (spliced)")
     axes[1].set_ylabel("explained variance")
     for ax in axes:
         ax.set_xlabel("layer")

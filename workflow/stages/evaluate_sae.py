@@ -44,38 +44,33 @@ from workflow.store.tokens import read_documents
 log = logging.getLogger(__name__)
 
 
-def downstream(sae, docs, site: str, layer: int, classifier_dir: str, lm: dict | None, cfg: dict, device) -> dict:
-    """Task (and LM) loss with the SAE spliced in, against clean and zero-ablated."""
-    result = {"task": task_effects(classifier_dir, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]}
-    log.info(
-        "task: loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f; accuracy %.3f / %.3f / %.3f",
-        *(
-            result["task"][k]
-            for k in (
-                "loss_clean",
-                "loss_spliced",
-                "loss_zero",
-                "loss_recovered",
-                "accuracy_clean",
-                "accuracy_spliced",
-                "accuracy_zero",
-            )
-        ),
-    )
+TASK_LOG = ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "accuracy_clean", "accuracy_spliced")
+LM_LOG = ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "kl", "kl_zero", "kl_recovered")
+
+
+def downstream(
+    sae, docs, site: str, layer: int, classifier_dir: str | None, lm: dict | None, cfg: dict, device
+) -> dict:
+    """Task and LM loss with the SAE spliced in, against clean and zero-ablated: the task where the
+    data is labelled (a classifier is given), the LM where the model has one."""
+    result = {}
+    if classifier_dir:
+        result["task"] = task_effects(classifier_dir, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]
+        log.info(
+            "task: loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f; accuracy %.3f / %.3f",
+            *(result["task"][k] for k in TASK_LOG),
+        )
     if lm:
         result["lm"] = lm_effects(lm, docs, site, layer, {"sae": sae}, cfg["batch_size"], device)["sae"]
         log.info(
             "lm (%s): loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f; KL %.4f (zero %.4f) -> recovered %.3f",
             lm["kind"],
-            *(
-                result["lm"][k]
-                for k in ("loss_clean", "loss_spliced", "loss_zero", "loss_recovered", "kl", "kl_zero", "kl_recovered")
-            ),
+            *(result["lm"][k] for k in LM_LOG),
         )
     return result
 
 
-def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str, lm: dict | None, cfg: dict) -> dict:
+def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str | None, lm: dict | None, cfg: dict) -> dict:
     import torch
     from safetensors.torch import save_file
 
@@ -126,7 +121,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sae", required=True, help="SAE folder (cfg.json, sae_weights.safetensors)")
     parser.add_argument("--acts", required=True, help="held-out activation set of the same (site, layer)")
     parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
-    parser.add_argument("--classifier", required=True, help="task classifier folder of the SAE's variant")
+    parser.add_argument("--classifier", help="task classifier folder of the SAE's variant (labelled data)")
     cli.add_lm(parser, whose="the SAE's variant")
     cli.add_config(parser, "evaluation config (sae_eval)")
     cli.add_load(parser)

@@ -92,7 +92,8 @@ def heatmap(table: pl.DataFrame, label_names: list[str], concepts: list[str], pa
     picked = list(dict.fromkeys(picked))
     if not picked:
         fig, ax = plt.subplots(figsize=(4, 1.5))
-        ax.text(0.5, 0.5, "no feature fired on these tokens", ha="center", va="center")
+        why = "no feature fired on these tokens" if label_names or concepts else "unlabelled text: no classes"
+        ax.text(0.5, 0.5, why, ha="center", va="center")
         ax.axis("off")
         save(fig, path, dpi=110, tight=False)
         return

@@ -1,4 +1,13 @@
-"""Stage `finetune`: sequence classification on one dataset, before/after metrics.
+"""Stage `finetune`: the fine-tuned variant of one model on one dataset, with before/after metrics.
+
+The kind (`models.<name>.finetuned.kind`) says how. ``classify`` (the default):
+sequence classification, below. ``causal_lm``: next-token fine-tuning on the
+train split's text; ``masked_lm``: BERT's masked-token objective (domain-adaptive
+pre-training). Both train every weight (``method: full``) or LoRA adapters through
+peft (``method: lora``), which are then merged into the weights: the merged
+``save_pretrained`` folder is what every later stage loads, the adapter is kept in
+``adapter/``. ``metrics.json`` holds the test next-token (masked-token) loss and
+perplexity before and after. The rest of this note is about ``classify``.
 
 `AutoModelForSequenceClassification` from the model source (any family of
 `workflow.models.families`: encoders classify from the first token, decoders
@@ -24,7 +33,7 @@ import time
 
 import numpy as np
 
-from workflow import cli
+from workflow import cli, layout
 from workflow.models import loading
 from workflow.models.classifier import evaluate, save_classifier
 from workflow.models.sources import resolve_source
@@ -50,15 +59,61 @@ def _length_bucketed_order(docs: Documents, batch_size: int, rng: np.random.Gene
     return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
 
 
-def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype) -> dict:
+def classification_loss(docs: Documents, device):
+    """loss(model, idx, inputs): cross-entropy of the documents' labels."""
     import torch
     import torch.nn.functional as F
+
+    def loss(model, idx, inputs):
+        labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
+        return F.cross_entropy(model(**inputs).logits.float(), labels)
+
+    return loss
+
+
+def next_token_loss(model, idx, inputs):
+    """Mean cross-entropy of every real token but the first, predicted from the ones before it."""
+    import torch.nn.functional as F
+
+    logits = model(**inputs).logits[:, :-1]
+    keep = inputs["attention_mask"][:, 1:].bool() & inputs["attention_mask"][:, :-1].bool()
+    return F.cross_entropy(logits[keep].float(), inputs["input_ids"][:, 1:][keep])
+
+
+def masked_token_loss(tokenizer, docs: Documents, seed: int):
+    """loss(model, idx, inputs): BERT's masked-LM objective, 15% of the real, non-special tokens
+    drawn afresh each step (80% mask token, 10% random, 10% kept; transformers' collator)."""
+    import torch
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
+
+    def loss(model, idx, inputs):
+        ids = inputs["input_ids"]
+        special = torch.ones_like(ids, dtype=torch.bool)
+        for j, i in enumerate(idx):
+            special[j, : len(docs.special[i])] = torch.from_numpy(docs.special[i].astype(bool))
+        masked, labels = collator.torch_mask_tokens(ids.cpu().clone(), special.cpu())
+        out = model(**{**inputs, "input_ids": masked.to(ids.device)}).logits.float()
+        labels = labels.to(ids.device)
+        if not (labels != -100).any():
+            return out.sum() * 0.0
+        return torch.nn.functional.cross_entropy(out[labels != -100], labels[labels != -100])
+
+    return loss
+
+
+def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype, loss_of) -> dict:
+    """AdamW with linear warmup and decay over the trainable parameters; `loss_of(model, idx, inputs)`
+    gives a batch's loss."""
+    import torch
     from transformers import get_linear_schedule_with_warmup
 
     rng = np.random.default_rng(cfg["seed"])
     steps_per_epoch = math.ceil(len(docs.token_ids) / cfg["batch_size"])
     total = steps_per_epoch * cfg["epochs"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
     model.train()
     step, tokens, started = 0, 0, time.perf_counter()
@@ -68,14 +123,12 @@ def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype) -> 
             docs, cfg["batch_size"], pad_id, _length_bucketed_order(docs, cfg["batch_size"], rng)
         ):
             inputs = {k: v.to(device) for k, v in inputs.items()}
-            labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(**inputs).logits
-            loss = F.cross_entropy(logits.float(), labels)
+                loss = loss_of(model, idx, inputs)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower finetune.lr")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
+            torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -105,6 +158,83 @@ def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype) -> 
     }
 
 
+def with_lora(model, family_name: str, lora: dict, kind: str):
+    """`model` wrapped by peft with LoRA adapters on `lora["target_modules"]` (the base frozen)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=list(lora["target_modules"]),
+        fan_in_fan_out=family_name == "gpt2",  # GPT-2's Conv1D stores weights transposed
+        task_type=TaskType.CAUSAL_LM if kind == "causal" else None,
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_counts(model) -> dict:
+    n_all = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_parameters": int(n_train), "parameters": int(n_all)}
+
+
+def run_lm(source: str, train_docs: Documents, test_docs: Documents, cfg: dict, out_dir: str, device, amp_dtype):
+    """Next-token (causal_lm) or masked-token (masked_lm) fine-tuning, full or LoRA; the merged model
+    is saved with save_pretrained, a LoRA adapter beside it (``adapter/``)."""
+    from workflow.models.families import FAMILIES, model_family
+    from workflow.models.lm import mean_loss
+    from workflow.models.sources import read_model_config
+    from workflow.store.files import atomic_dir, write_json
+
+    kind = "causal" if cfg["kind"] == "causal_lm" else "masked"
+    tokenizer = loading.load_tokenizer(source)
+    pad_id, mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
+    model = loading.lm_class(kind).from_pretrained(source, **loading.load_kwargs())
+    model.config.use_cache = False
+    if not loading.OPTIONS["device_map"]:
+        model = model.to(device)
+    before = mean_loss(model, test_docs, kind, cfg["eval_batch_size"], pad_id, mask_id, device, amp_dtype)
+    log.info("pretrained: test %s-token loss %.4f (perplexity %.2f)", kind, before["loss"], before["perplexity"])
+    if cfg["method"] == "lora":
+        model = with_lora(model, FAMILIES[model_family(read_model_config(source))].name, cfg["lora"], kind)
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg["method"] == "lora":
+            model.enable_input_require_grads()
+    counts = trainable_counts(model)
+    log.info(
+        "%s fine-tuning of %d of %d parameters", cfg["method"], counts["trainable_parameters"], counts["parameters"]
+    )
+    loss_of = next_token_loss if kind == "causal" else masked_token_loss(tokenizer, train_docs, cfg["seed"])
+    training = {**train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of), **counts}
+    after = mean_loss(model, test_docs, kind, cfg["eval_batch_size"], pad_id, mask_id, device, amp_dtype)
+    log.info(
+        "fine-tuned: test loss %.4f (perplexity %.2f; %.0f tokens/s training)",
+        after["loss"],
+        after["perplexity"],
+        training["tokens_per_s"],
+    )
+    metrics = {
+        "kind": cfg["kind"],
+        "method": cfg["method"],
+        "pretrained": before,
+        "finetuned": after,
+        "train": training,
+        "device": loading.describe_device(device),
+        "autocast": str(amp_dtype),
+        "config": cfg,
+    }
+    with atomic_dir(out_dir) as tmp:
+        if cfg["method"] == "lora":
+            model.save_pretrained(tmp / layout.FINETUNED.names["adapter"])  # the adapter alone (peft)
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(metrics, tmp / layout.CLASSIFIER_FILES["metrics"])
+    return metrics
+
+
 def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: str, cfg: dict, out_dir: str) -> dict:
     import torch
 
@@ -113,6 +243,9 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     amp_dtype = loading.autocast_dtype(cfg["bf16"], device)
     log.info("device: %s; autocast: %s", loading.describe_device(device), amp_dtype)
     source = resolve_source(model_source)
+    if cfg.get("kind", "classify") != "classify":
+        train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
+        return run_lm(source, train_docs, read_documents(test_tokens), cfg, out_dir, device, amp_dtype)
     label_names = read_json(dataset_meta)["label_names"]
     tokenizer = loading.load_tokenizer(source)
     model = loading.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
@@ -130,7 +263,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     pad_id = tokenizer.pad_token_id
     before = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
     log.info("pretrained (fresh classifier): accuracy %.4f macro-F1 %.4f", before["accuracy"], before["macro_f1"])
-    training = train(model, train_docs, cfg, pad_id, device, amp_dtype)
+    training = train(model, train_docs, cfg, pad_id, device, amp_dtype, classification_loss(train_docs, device))
     after = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
     log.info(
         "fine-tuned: accuracy %.4f macro-F1 %.4f (%.0f tokens/s training)",

@@ -2,7 +2,8 @@
 
 ``results/reports/<model>/<dataset>/`` holds
 
-- ``index.html``: accuracy before and after fine-tuning, per-layer similarity, the SAE
+- ``index.html``: what the fine-tuned variant is, accuracy before and after fine-tuning (labelled
+  data), both variants' LM loss and where their predictions disagree (per-token KL), per-layer similarity, the SAE
   quality table, planted concepts, the feature diff (categories by layer, transfer, the
   most changed features), probes and k-means, attention heads, links to the results;
 - ``feature.html`` and ``sentences.html`` with their lazily loaded ``data/``
@@ -19,6 +20,7 @@ copies the plots and renders the templates (`workflow.report.render`).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -80,8 +82,11 @@ def read_inputs(paths: dict) -> dict:
     heads = _tables(paths.get("heads_summary"), layout.HEADS_SUMMARY, ("changes",))
     return {
         "meta": read_json(paths["meta"]),
-        "metrics": read_json(paths["metrics"]),
-        "frozen": read_json(paths["frozen"]) if paths.get("frozen") else None,
+        "metrics": read_json(paths["metrics"]) if paths.get("metrics") else None,
+        "frozen": {v: read_json(f) for v, f in (paths.get("frozen") or {}).items()},
+        "lm": read_json(Path(paths["lm_compare"]) / layout.LM_COMPARE.names["summary"])
+        if paths.get("lm_compare")
+        else None,
         "similarity": pl.read_parquet(paths["similarity"]),
         "extracts": [(p, read_json(p)) for p in paths.get("extracts") or []],
         "saes": feature_data.describe_saes(paths.get("saes") or []),
@@ -146,8 +151,15 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
     """The report page's template context: one entry per section (None: not shown)."""
     saes = inputs["saes"]
     plot = layout.SIMILARITY.names["plot"]
+    lm_plot = layout.LM_COMPARE.names["plot"]
+    lm_image = (
+        folder.image(Path(paths["lm_compare"]) / lm_plot, f"lm-{lm_plot}", "per-token KL") if inputs["lm"] else None
+    )
     return {
-        "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"]),
+        "variant": sections.variant(paths["kind"], inputs["metrics"], paths.get("variant_source")),
+        "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
+        "lm": sections.lm(inputs["lm"], lm_image),
+        "skipped": paths.get("skipped") or [],
         "similarity": sections.similarity(
             inputs["similarity"], folder.image(paths["plot"], plot, "similarity by layer")
         ),
@@ -181,10 +193,11 @@ def summary_json(model: str, dataset: str, inputs: dict, context: dict) -> dict:
     """What the study index reads of this folder: its numbers, and which pages and plot it has."""
     has_features, plot = bool(inputs["saes"]), context["similarity"]["image"]
     numbers = study_index.study_numbers(
-        inputs["metrics"],
+        sections.task_accuracy(inputs["metrics"], inputs["frozen"], context["variant"]["kind"]),
         inputs["similarity"],
         [d["summary"] for d in inputs["diffs"]],
         inputs["probes"]["probes"] if inputs["probes"] else None,
+        inputs["lm"],
     )
     pages = {
         "report": PAGES["page"],
@@ -192,7 +205,15 @@ def summary_json(model: str, dataset: str, inputs: dict, context: dict) -> dict:
         "sentences": PAGES["sentences"] if has_features else None,
         "similarity_plot": plot.src if plot else None,
     }
-    return {"model": model, "dataset": dataset, "n_saes": len(inputs["saes"]), **numbers, "pages": pages}
+    kind = context["variant"]["kind"]
+    return {
+        "model": model,
+        "dataset": dataset,
+        "variant": kind if kind != "checkpoint" else f"checkpoint {context['variant']['source']}",
+        "n_saes": len(inputs["saes"]),
+        **numbers,
+        "pages": pages,
+    }
 
 
 def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
@@ -224,7 +245,9 @@ def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
 INPUTS = (
     "meta",
     "metrics",
-    "frozen",
+    "lm_compare",
+    "kind",
+    "variant_source",
     "similarity",
     "plot",
     "extracts",
@@ -241,8 +264,16 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--meta", required=True, help="the dataset's meta.json")
-    parser.add_argument("--metrics", required=True, help="metrics.json of the fine-tuned model (before and after)")
-    parser.add_argument("--frozen", required=True, help="metrics.json of the pretrained body with a fitted classifier")
+    parser.add_argument(
+        "--metrics", help="metrics.json of the fine-tune, where the workflow made it (before and after)"
+    )
+    parser.add_argument(
+        "--frozen", nargs="*", default=[], help="VARIANT=metrics.json of a variant's body with a fitted classifier"
+    )
+    parser.add_argument("--lm-compare", help="lm_compare folder (both variants' LM loss and per-token KL)")
+    parser.add_argument("--kind", default="classify", help="where the fine-tuned variant comes from")
+    parser.add_argument("--variant-source", help="the checkpoint, for kind checkpoint")
+    parser.add_argument("--skipped", type=json.loads, default=[], help="analyses left out, with reasons (JSON)")
     parser.add_argument("--similarity", required=True, help="similarity.parquet")
     parser.add_argument("--plot", required=True, help="similarity.png")
     parser.add_argument("--extracts", nargs="+", required=True, help="extract.json of each variant and split")
@@ -260,4 +291,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     paths = {k: getattr(args, k) for k in INPUTS}
     paths["diff_summaries"] = cli.pairs(args.diff_summaries)
+    paths["frozen"] = cli.pairs(args.frozen)
+    paths["skipped"] = args.skipped
     run(args.model, args.dataset, paths, args.out_dir)

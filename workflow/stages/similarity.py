@@ -44,7 +44,7 @@ def compare(
 
     device = loading.pick_device()
     source = resolve_source(pretrained_source)
-    bodies = [loading.load_base_model(source, device), loading.load_base_model(finetuned_dir, device)]
+    bodies = [loading.load_base_model(source, device), loading.load_base_model(resolve_source(finetuned_dir), device)]
     depth = len(locate(bodies[0]).blocks)
     layers = list(range(depth + 1))
     docs = read_documents(tokens_path).sample(max_tokens=max_tokens)

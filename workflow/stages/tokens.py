@@ -8,7 +8,10 @@ rows. One row per kept token, padding never appears:
 
 `concepts` lists the planted concepts whose character span overlaps the
 token's character offsets (built-in datasets; empty elsewhere). Special tokens
-([CLS], [SEP], BOS) are marked `is_special`. Decoders whose family expects a BOS
+([CLS], [SEP], BOS) are marked `is_special`. With a model's ``chat_template``,
+each document is first formatted by the tokenizer's chat template (the text as
+the user turn, a ``response`` column as the assistant's reply), and every token
+the template adds (role headers, turn markers) is marked `is_special` too. Decoders whose family expects a BOS
 token (Llama, Mistral, Gemma) get one where their tokenizer did not add it;
 decoders without a padding token pad with their end-of-text token (padding is
 masked out everywhere and never stored).
@@ -50,19 +53,65 @@ def with_bos(enc, bos_id: int, max_length: int) -> None:
         enc["special_tokens_mask"][i] = [1, *enc["special_tokens_mask"][i]][:max_length]
 
 
-def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False) -> pl.DataFrame:
-    """The tokens table of a dataset split; `bos`: make sure each document opens with the BOS token."""
+def chat_format(data: pl.DataFrame, template) -> tuple[list[str], list[list[tuple[int, int]]], list[int]]:
+    """Each document through `template`'s chat template (a tokenizer): the text as the user turn, and
+    the ``response`` column, where there is one, as the assistant's reply (else the prompt for one).
+    Returns the formatted strings, the character spans of the documents' own text inside each, and
+    where the user text starts (planted-concept spans move by that much)."""
+    responses = data["response"].to_list() if "response" in data.columns else [None] * len(data)
+    formatted, content, shifts = [], [], []
+    for text, response in zip(data["text"].to_list(), responses):
+        messages = [{"role": "user", "content": text}]
+        if response:
+            messages.append({"role": "assistant", "content": response})
+        out = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=not response)
+        start = out.find(text)
+        if start < 0:
+            raise ValueError(f"the chat template changed the text of a document: {text[:60]!r}")
+        spans = [(start, start + len(text))]
+        if response:
+            at = out.find(response, start + len(text))
+            spans.append((at, at + len(response)))
+        formatted.append(out)
+        content.append(spans)
+        shifts.append(start)
+    return formatted, content, shifts
+
+
+def _outside(offsets, spans) -> list[bool]:
+    """Per token: whether it lies outside every span (a token the chat template added)."""
+    return [end <= start or not any(a <= start and end <= b for a, b in spans) for start, end in offsets]
+
+
+def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None) -> pl.DataFrame:
+    """The tokens table of a dataset split; `bos`: make sure each document opens with the BOS token;
+    `template`: a tokenizer whose chat template formats each document first (`chat_format`); the
+    tokens it adds are marked `is_special`."""
     texts = data["text"].to_list()
+    content = shifts = None
+    if template is not None:
+        texts, content, shifts = chat_format(data, template)
     enc = tokenizer(
         texts,
         truncation=True,
         max_length=max_length,
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
+        add_special_tokens=template is None,  # the template writes its own
     )
+    if content is not None:
+        enc["special_tokens_mask"] = [
+            [int(m or o) for m, o in zip(mask, _outside(offsets, spans))]
+            for mask, offsets, spans in zip(enc["special_tokens_mask"], enc["offset_mapping"], content)
+        ]
     if bos and tokenizer.bos_token_id is not None:
         with_bos(enc, tokenizer.bos_token_id, max_length)
     all_spans = data["spans"].to_list() if "spans" in data.columns else [[]] * len(data)
+    if shifts is not None:
+        all_spans = [
+            [{**s, "start": s["start"] + k, "end": s["end"] + k} for s in spans or []]
+            for spans, k in zip(all_spans, shifts)
+        ]
     columns = {k: [] for k in TOKENS_SCHEMA}
     for i, (doc_id, label) in enumerate(zip(data["id"].to_list(), data["label"].to_list())):
         ids = enc["input_ids"][i]
@@ -78,13 +127,17 @@ def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = F
     return pl.DataFrame(columns, schema=TOKENS_SCHEMA)
 
 
-def run(data_path: str, model_source: str, max_length: int, out_path: str) -> pl.DataFrame:
+def run(data_path: str, model_source: str, max_length: int, out_path: str, chat: str | None = None) -> pl.DataFrame:
+    """`chat`: the model source whose tokenizer's chat template formats each document (None: none)."""
     started = time.perf_counter()
     data = pl.read_parquet(data_path)
     source = resolve_source(model_source)
     tokenizer = load_tokenizer(source)
     fam = FAMILIES[model_family(read_model_config(source))]
-    table = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos)
+    template = None
+    if chat:
+        template = tokenizer if resolve_source(chat) == source else load_tokenizer(resolve_source(chat))
+    table = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos, template=template)
     write_parquet(table, out_path)
     seconds = time.perf_counter() - started
     truncated = int((table.group_by("doc_id").len()["len"] >= max_length).sum())
@@ -106,5 +159,6 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="model source (folder, hub id or package:NAME)")
     parser.add_argument("--max-length", type=int, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--chat", help="model source whose tokenizer's chat template formats each document")
     args = parser.parse_args(argv)
-    run(args.data, args.model, args.max_length, args.out)
+    run(args.data, args.model, args.max_length, args.out, args.chat)
