@@ -43,7 +43,18 @@ def test_default_config_is_valid_and_gets_defaults():
 def test_every_schema_property_is_commented_in_the_default_config():
     text = (ROOT / "config.yaml").read_text()
     schema = study.schema()
-    for block in ("tokenize", "extract", "similarity", "sae_eval", "features", "diff", "probe", "kmeans", "heads"):
+    for block in (
+        "tokenize",
+        "extract",
+        "similarity",
+        "sae_eval",
+        "features",
+        "diff",
+        "probe",
+        "kmeans",
+        "heads",
+        "lm_compare",
+    ):
         for key in schema["properties"][block]["properties"]:
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
     for key in schema["$defs"]["finetune"]["properties"]:
@@ -233,3 +244,156 @@ def test_the_decoder_study_dry_runs_against_a_local_stand_in(tmp_path):
         2 * 3 + 1
     )  # variants x datasets x (topk 2 layers x 3 sites + batchtopk)
     assert int(counts["heads"]) == 2 and int(counts["report"]) == 2
+
+
+# ------------------------------------------------------------ fine-tuned variant kinds
+
+
+def _config_with(models: dict, datasets: dict | None = None) -> dict:
+    return {
+        "models": models,
+        "datasets": datasets or {"news": {"source": "builtin", "task": "news_topic"}},
+        "layers": [1],
+    }
+
+
+def _problems(cfg) -> str:
+    with pytest.raises(study.ConfigError) as err:
+        study.load(cfg)
+    return str(err.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from tests.tiny_models import make_tiny
+
+    return make_tiny("gpt2", tmp_path_factory.mktemp("lm") / "gpt2")
+
+
+def test_a_checkpoint_must_fit_its_base(tiny_lm, tmp_path):
+    import json
+    import shutil
+
+    from tests.tiny_models import make_tiny
+
+    def pair(checkpoint):
+        return _config_with(
+            {"m": {"source": str(tiny_lm), "finetuned": {"kind": "checkpoint", "source": str(checkpoint)}}}
+        )
+
+    same = tmp_path / "same"
+    shutil.copytree(tiny_lm, same)
+    cfg = study.load(pair(same))
+    assert cfg["models"]["m"]["finetuned"]["lm"] == "causal"
+    assert Plan(cfg).variant_source("m", "finetuned", "news") == str(same)
+    # another vocabulary: two tokens swap ids
+    other = tmp_path / "other-vocab"
+    shutil.copytree(tiny_lm, other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = list(vocab)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    message = _problems(pair(other))
+    assert "models.m.finetuned.source" in message and "tokenizer vocabulary differs" in message
+    assert "2 with other ids" in message and repr(a) in message
+    # another width
+    narrow = make_tiny("gpt2", tmp_path / "narrow", n_embd=32)
+    message = _problems(pair(narrow))
+    assert "d_model 32 differs from the base's 64" in message
+    assert "tokenizer" not in message  # the same tokenizer: only the width is named
+
+
+def test_lm_fine_tuning_needs_the_lm_head_and_known_lora_targets(tiny_bert, tiny_lm):
+    message = _problems(_config_with({"b": {"source": str(tiny_bert), "finetuned": {"kind": "masked_lm"}}}))
+    assert "models.b.finetuned.kind: masked_lm trains a masked LM head" in message and "no LM head" in message
+    assert "BertModel" in message
+    message = _problems(_config_with({"g": {"source": str(tiny_lm), "finetuned": {"kind": "masked_lm"}}}))
+    assert "has a causal LM head" in message
+    lora = {"kind": "causal_lm", "method": "lora", "lora": {"target_modules": ["c_attn", "q_proj"]}}
+    message = _problems(_config_with({"g": {"source": str(tiny_lm), "finetuned": lora}}))
+    assert "models.g.finetuned.lora.target_modules: ['q_proj'] are not linear layers of a gpt2 block" in message
+    ok = study.load(_config_with({"g": {"source": str(tiny_lm), "finetuned": {"kind": "causal_lm", "method": "lora"}}}))
+    assert ok["models"]["g"]["finetuned"]["lora"]["target_modules"] == ["c_attn", "attn.c_proj"]  # the family's
+    message = _problems(_config_with({"g": {"source": str(tiny_lm), "finetuned": {"method": "lora"}}}))
+    assert "models.g.finetuned.method: only for kind causal_lm or masked_lm" in message
+    message = _problems(_config_with({"g": {"source": str(tiny_lm), "finetuned": {"kind": "checkpoint"}}}))
+    assert "kind checkpoint needs key 'source'" in message
+
+
+def test_a_chat_template_must_exist(tiny_lm, tmp_path):
+    import json
+    import shutil
+
+    message = _problems(_config_with({"g": {"source": str(tiny_lm), "chat_template": True}}))
+    assert "models.g.chat_template" in message and "has no chat template" in message
+    chat = tmp_path / "chat"
+    shutil.copytree(tiny_lm, chat)
+    cfg_file = chat / "tokenizer_config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "chat_template": "{{ messages }}"}))
+    # the base has none; the instruct checkpoint's template is used
+    pair = {"source": str(tiny_lm), "chat_template": True, "finetuned": {"kind": "checkpoint", "source": str(chat)}}
+    assert Plan(study.load(_config_with({"g": pair}))).chat_source("g") == str(chat)
+
+
+def test_unlabelled_text_is_found_and_a_classifier_skips_it(tiny_bert, tiny_lm, tmp_path):
+    (tmp_path / "notes.txt").write_text("first line of text\n\nsecond line\nthird one\n")
+    pl.DataFrame({"text": ["a", "b", "c"], "source": ["x", "y", "z"]}).write_csv(tmp_path / "plain.csv")
+    datasets = {
+        "notes": {"source": "file", "path": str(tmp_path / "notes.txt")},
+        "plain": {"source": "file", "path": str(tmp_path / "plain.csv")},
+        "news": {"source": "builtin", "task": "news_topic"},
+    }
+    models = {"clf": {"source": str(tiny_bert)}, "lm": {"source": str(tiny_lm), "finetuned": {"kind": "causal_lm"}}}
+    cfg = study.load(_config_with(models, datasets))
+    assert [cfg["datasets"][d]["labelled"] for d in datasets] == [False, False, True]
+    plan = Plan(cfg)
+    assert plan.pairs() == [("clf", "news"), ("lm", "notes"), ("lm", "plain"), ("lm", "news")]
+    assert "clf on notes: clf is fine-tuned by classification" in plan.unstudied()[0]
+    assert plan.classifier("lm", "finetuned", "notes") is None and plan.probe_scope("lm", "notes") == []
+    assert plan.classifier("lm", "finetuned", "news") == "results/frozen_classifiers/lm/finetuned/news"
+    assert {s["analysis"] for s in plan.skipped("lm", "notes")} >= {"probes", "class AUROC", "task loss"}
+    # a label column the user names must be there
+    named = {"plain": {"source": "file", "path": str(tmp_path / "plain.csv"), "label_column": "label"}}
+    assert "no column 'label' (from label_column)" in _problems(_config_with(models, named))
+
+
+def test_the_instruct_pair_and_lora_studies_dry_run_against_local_stand_ins(tmp_path):
+    """config/instruct_pair.yaml and config/lora.yaml name Hub ids (online users); with tiny local
+    models of the same depth (and a local file for the Hub dataset) they validate and plan every stage."""
+    import json
+    import shutil
+
+    from tests.tiny_models import make_tiny
+
+    def dry_run(cfg, name):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        result = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", f"{name}.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M)}
+
+    pair = yaml.safe_load((ROOT / "config" / "instruct_pair.yaml").read_text())
+    assert pair["models"]["qwen"]["finetuned"]["source"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    base = make_tiny("qwen2", tmp_path / "base", layers=24)
+    instruct = tmp_path / "instruct"
+    shutil.copytree(base, instruct)
+    tok = instruct / "tokenizer_config.json"
+    template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    tok.write_text(json.dumps({**json.loads(tok.read_text()), "chat_template": template}))
+    pair["models"]["qwen"]["source"] = str(base)
+    pair["models"]["qwen"]["finetuned"]["source"] = str(instruct)
+    pl.DataFrame({"instruction": ["say hi", "count"] * 20, "output": ["hi", "1 2 3"] * 20}).write_ndjson(
+        tmp_path / "alpaca.jsonl"
+    )
+    pair["datasets"]["alpaca"] = {"source": "file", "path": "alpaca.jsonl", "text_column": "instruction",
+                                  "response_column": "output", "label_column": None}  # fmt: skip
+    counts = dry_run(pair, "pair")
+    assert "finetune" not in counts and counts["lm_compare"] == 2 and counts["report"] == 2
+    assert counts["frozen_classifier"] == 2  # news_topic only: both variants get a fitted linear head
+    assert counts["train_sae"] == 2 * 2 * 2 and "probe" in counts  # variants x datasets x layers; probes on news
+
+    lora = yaml.safe_load((ROOT / "config" / "lora.yaml").read_text())
+    assert lora["models"]["smollm2"]["finetuned"]["method"] == "lora"
+    lora["models"]["smollm2"]["source"] = str(make_tiny("llama", tmp_path / "smol", layers=30))
+    counts = dry_run(lora, "lora")
+    assert counts["finetune"] == 2 and counts["lm_compare"] == 2 and counts["frozen_classifier"] == 2 * 2

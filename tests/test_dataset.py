@@ -76,3 +76,20 @@ def test_rotten_tomatoes_split_by_movie(tmp_path):
     assert len(train_movies) > 100 and len(test_movies) > 20 and train_movies.isdisjoint(test_movies)
     capped = dataset.run("rt", {**spec, "max_train": 300, "max_test": 100}, str(tmp_path))
     assert (capped["n_train"], capped["n_test"]) == (300, 100)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".parquet"])
+def test_unlabelled_text_gets_no_labels_and_no_baseline(suffix, tmp_path):
+    texts = [f"document number {i} about things" for i in range(30)]
+    path = tmp_path / f"docs{suffix}"
+    if suffix == ".txt":
+        path.write_text("\n".join(texts) + "\n\n")  # blank lines are not documents
+    else:
+        frame = pl.DataFrame({"text": texts, "source": ["web"] * 30})
+        frame.write_ndjson(path) if suffix == ".jsonl" else frame.write_parquet(path)
+    spec = {"source": "file", "path": str(path), "text_column": "text", "label_column": None, "labelled": False}
+    spec |= {"test_path": None, "test_fraction": 0.2, "seed": 0, "max_train": None, "max_test": None}
+    meta = dataset.run("docs", spec, str(tmp_path / "out"))
+    assert meta["labelled"] is False and meta["label_names"] == [] and meta["bow_baseline"] is None
+    train = pl.read_parquet(tmp_path / "out/train.parquet")
+    assert meta["n_train"] + meta["n_test"] == 30 and set(train["label"]) == {sources.UNLABELLED}

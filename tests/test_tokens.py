@@ -65,3 +65,41 @@ def test_decoders_that_expect_bos_open_with_it_once(data_dir, tmp_path):
     for name in ("llama", "llama-bare"):
         assert (firsts[name]["token_id"] == BOS).all() and firsts[name]["is_special"].all()
     assert not (firsts["gpt2"]["token_id"] == BOS).any() and not firsts["gpt2"]["is_special"].any()
+
+
+CHAT = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+
+
+def test_a_chat_template_wraps_each_document_and_its_tokens_are_marked(tmp_path):
+    """The document's own tokens keep their text and planted concepts; the template's (role headers,
+    turn markers) are special, and a response column becomes the assistant's turn."""
+    from tests.tiny_models import make_tiny
+
+    folder = make_tiny("llama", tmp_path / "llama")
+    tokenizer = loading.load_tokenizer(str(folder))
+    tokenizer.chat_template = CHAT
+    spans = [[{"start": 4, "end": 8, "concept": "colour"}], []]
+    data = pl.DataFrame(
+        {
+            "id": [0, 1],
+            "text": ["the blue sky", "a fine day"],
+            "label": [0, 1],
+            "response": ["", "it was"],
+            "spans": spans,
+        },
+        schema_overrides={"spans": pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))},
+    )
+    table = tokens.tokenize_table(data, tokenizer, 64, bos=True, template=tokenizer)
+    first = table.filter(pl.col("doc_id") == 0)
+    own = first.filter(~pl.col("is_special"))
+    assert tokenizer.convert_tokens_to_string(own["token"].to_list()).strip() == "the blue sky"
+    assert first["token_id"][0] == tokenizer.bos_token_id and first["is_special"].sum() >= 4  # <s> user : ... </s> <s>
+    marked = own.filter(pl.col("concepts").list.len() > 0)["token"].to_list()
+    assert tokenizer.convert_tokens_to_string(marked).strip() == "blue"  # the span moved with the text
+    second = table.filter((pl.col("doc_id") == 1) & ~pl.col("is_special"))
+    assert tokenizer.convert_tokens_to_string(second["token"].to_list()).split() == ["a", "fine", "day", "it", "was"]
+    text = tokenizer.convert_tokens_to_string(table.filter(pl.col("doc_id") == 1)["token"].to_list())
+    assert "assistant" in text and text.count("<s>") == 2  # one BOS per turn, none added twice

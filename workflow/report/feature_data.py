@@ -194,7 +194,8 @@ def sentence_data(saes: list[dict], max_top: int = 3) -> dict:
             docs = [
                 {
                     "doc_id": int(part["doc_id"][0]),
-                    "label": s["labels"][part["label"][0]],
+                    # unlabelled text has no label names (its label is -1 throughout)
+                    "label": s["labels"][part["label"][0]] if 0 <= part["label"][0] < len(s["labels"]) else "",
                     "tokens": part["token"].to_list(),
                 }
                 for part in parts

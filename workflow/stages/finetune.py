@@ -75,9 +75,12 @@ def next_token_loss(model, idx, inputs):
     """Mean cross-entropy of every real token but the first, predicted from the ones before it."""
     import torch.nn.functional as F
 
-    logits = model(**inputs).logits[:, :-1]
-    keep = inputs["attention_mask"][:, 1:].bool() & inputs["attention_mask"][:, :-1].bool()
-    return F.cross_entropy(logits[keep].float(), inputs["input_ids"][:, 1:][keep])
+    logits = model(**inputs).logits
+    # position t predicts token t + 1: shift the targets, not the (batch x length x vocab) logits,
+    # so no copy of the logits is made; the last position and padding are ignored
+    targets = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    targets = F.pad(targets[:, 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
 
 
 def masked_token_loss(tokenizer, docs: Documents, seed: int):

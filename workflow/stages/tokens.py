@@ -79,8 +79,9 @@ def chat_format(data: pl.DataFrame, template) -> tuple[list[str], list[list[tupl
 
 
 def _outside(offsets, spans) -> list[bool]:
-    """Per token: whether it lies outside every span (a token the chat template added)."""
-    return [end <= start or not any(a <= start and end <= b for a, b in spans) for start, end in offsets]
+    """Per token: whether it overlaps none of the spans (a token the chat template added; a token that
+    carries any of the document's characters, such as BPE's space-prefixed first word, is the document's)."""
+    return [end <= start or not any(start < b and a < end for a, b in spans) for start, end in offsets]
 
 
 def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None) -> pl.DataFrame:
