@@ -127,9 +127,9 @@ def load_lm(source: str, device=None, kind: str = "causal", body: str | None = N
 
     model = lm_class(kind).from_pretrained(source, **load_kwargs())
     if body:
-        from workflow.models.sources import resolve_source
+        from workflow.models.sources import resolve_weights
 
-        tuned = AutoModel.from_pretrained(resolve_source(body), **load_kwargs())
+        tuned = AutoModel.from_pretrained(resolve_weights(body), **load_kwargs())
         # the classifier's body may hold parts the LM does not use (BERT's pooler): only missing weights fail
         missing, _ = model.base_model.load_state_dict(tuned.state_dict(), strict=False)
         missing = [k for k in missing if "position_ids" not in k]

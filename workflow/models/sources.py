@@ -82,6 +82,12 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def resolve_weights(source: str) -> str:
+    """A source whose weights alone are loaded (a fine-tuned body): a local folder as it is (it needs
+    no tokenizer), anything else through `resolve_source`."""
+    return source if Path(source).is_dir() else resolve_source(source)
+
+
 def read_model_config(source: str) -> dict:
     """config.json of a resolved source (local folder or cached / online hub id)."""
     folder = Path(source)

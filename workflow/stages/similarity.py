@@ -22,7 +22,7 @@ from workflow.models import loading
 from workflow.models.families import locate
 from workflow.models.hooks import Capture
 from workflow.models.sites import hook_name
-from workflow.models.sources import resolve_source
+from workflow.models.sources import resolve_source, resolve_weights
 from workflow.plots import pyplot, save
 from workflow.store.files import write_parquet
 from workflow.store.tokens import batches, length_order, read_documents
@@ -44,7 +44,7 @@ def compare(
 
     device = loading.pick_device()
     source = resolve_source(pretrained_source)
-    bodies = [loading.load_base_model(source, device), loading.load_base_model(resolve_source(finetuned_dir), device)]
+    bodies = [loading.load_base_model(source, device), loading.load_base_model(resolve_weights(finetuned_dir), device)]
     depth = len(locate(bodies[0]).blocks)
     layers = list(range(depth + 1))
     docs = read_documents(tokens_path).sample(max_tokens=max_tokens)
