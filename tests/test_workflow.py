@@ -294,7 +294,8 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
     assert result.returncode == 0
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     # news only: 1 dataset, 2 models x 2 splits tokens, 2 finetune, 2 frozen classifiers, 2 x 2 x 2 extract,
-    # 2 similarity, 2 x 2 probes (L2 resid_post), 2 probe summaries, 2 k-means jobs, 2 reports, index
+    # 2 similarity, 2 x 2 probes (L2 resid_post), 2 probe summaries, 2 k-means jobs, GPT-2's lm_compare,
+    # 2 reports, index
     # (no SAE recipe covers news)
     assert jobs == {
         "dataset": "1",
@@ -307,9 +308,10 @@ def test_editing_one_dataset_reruns_only_its_jobs(study):
         "kmeans": "2",
         "probe_summary": "2",
         "report": "2",
+        "lm_compare": "1",  # the GPT-2 has an LM head: both variants' predictions are compared
         "report_index": "1",
         "all": "1",
-        "total": "31",
+        "total": "32",
     }
 
 
