@@ -169,3 +169,30 @@ def save_classifier(model, tokenizer_source: Path, folder: Path) -> Path:
     model.save_pretrained(folder)
     loading.load_tokenizer(str(tokenizer_source)).save_pretrained(folder)
     return folder
+
+
+def tiny_study(**sections) -> dict:
+    """The settings the whole-workflow studies of tiny models share (layers 1 and 2, short documents, small
+    batches, a 64-latent TopK SAE at layer 2, few documents for splices and heads); `sections` add or
+    replace top-level sections."""
+    return {
+        "layers": [1, 2],
+        "tokenize": {"max_length": 32},
+        "finetune": {"epochs": 3, "lr": 3e-3, "batch_size": 16, "bf16": False, "log_every": 5},
+        "extract": {"batch_size": 16, "shard_rows": 500},
+        "similarity": {"max_tokens": 100000},
+        "saes": {
+            "topk": {
+                "architecture": "topk",
+                "layers": [2],
+                "d_sae": 64,
+                "k": 4,
+                "lr": 3e-3,
+                "train_tokens": 4000,
+                "batch_size": 256,
+            },
+        },  # fmt: skip
+        "sae_eval": {"max_docs": 40},
+        "heads": {"max_docs": 16, "pattern_docs": 2, "pattern_max_tokens": 16},
+        **sections,
+    }

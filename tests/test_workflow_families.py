@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import run_snakemake, word_reviews
+from tests.conftest import run_snakemake, tiny_study, word_reviews
 from tests.tiny_models import BOS, make_tiny
 from workflow.store.files import read_json
 
@@ -23,31 +23,13 @@ def study(tmp_path_factory):
     work = tmp_path_factory.mktemp("families-study")
     sources = {m: str(make_tiny(m, work / "models" / m)) for m in MODELS}
     word_reviews(work / "reviews.csv", 300)
-    cfg = {
-        "models": {m: {"source": s} for m, s in sources.items()},
-        "datasets": {"reviews": {"source": "file", "path": "reviews.csv"}},
-        "layers": [1, 2],
-        "sites": ["resid_post", "attn_out"],
-        "tokenize": {"max_length": 32},
-        "finetune": {"epochs": 3, "lr": 3e-3, "batch_size": 16, "bf16": False, "log_every": 5},
-        "extract": {"batch_size": 16, "shard_rows": 500},
-        "similarity": {"max_tokens": 100000},
-        "saes": {
-            "topk": {
-                "architecture": "topk",
-                "layers": [2],
-                "sites": ["resid_post"],
-                "d_sae": 64,
-                "k": 4,
-                "lr": 3e-3,
-                "train_tokens": 4000,
-                "batch_size": 256,
-            },
-        },
-        "sae_eval": {"max_docs": 40},
-        "probe": {"sites": ["resid_post"], "layers": [2], "token_max_tokens": 2000},
-        "heads": {"max_docs": 16, "pattern_docs": 2, "pattern_max_tokens": 16},
-    }
+    cfg = tiny_study(
+        models={m: {"source": s} for m, s in sources.items()},
+        datasets={"reviews": {"source": "file", "path": "reviews.csv"}},
+        sites=["resid_post", "attn_out"],
+        probe={"sites": ["resid_post"], "layers": [2], "token_max_tokens": 2000},
+    )
+    cfg["saes"]["topk"]["sites"] = ["resid_post"]
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml")
     assert result.returncode == 0, result.stderr[-4000:]

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import run_snakemake, word_reviews
+from tests.conftest import run_snakemake, tiny_study, word_reviews
 from tests.tiny_models import make_tiny
 from workflow.store.files import read_json
 
@@ -45,36 +45,18 @@ def trained_copy(base, folder, steps: int = 30):
 
 
 def _cfg(base, tuned, clf_kind: dict) -> dict:
-    return {
-        "models": {
+    return tiny_study(
+        models={
             "clf": {"source": str(base), **clf_kind},
             "pair": {"source": str(base), "finetuned": {"kind": "checkpoint", "source": str(tuned)}},
         },
-        "datasets": {
+        datasets={
             "reviews": {"source": "file", "path": "reviews.csv"},
             "notes": {"source": "file", "path": "notes.txt"},
         },
-        "layers": [1, 2],
-        "tokenize": {"max_length": 32},
-        "finetune": {"epochs": 3, "lr": 3e-3, "batch_size": 16, "bf16": False, "log_every": 5},
-        "extract": {"batch_size": 16, "shard_rows": 500},
-        "similarity": {"max_tokens": 100000},
-        "saes": {
-            "topk": {
-                "architecture": "topk",
-                "layers": [2],
-                "d_sae": 64,
-                "k": 4,
-                "lr": 3e-3,
-                "train_tokens": 4000,
-                "batch_size": 256,
-            },
-        },  # fmt: skip
-        "sae_eval": {"max_docs": 40},
-        "lm_compare": {"max_docs": 60},
-        "probe": {"layers": [2], "token_max_tokens": 2000},
-        "heads": {"max_docs": 16, "pattern_docs": 2, "pattern_max_tokens": 16},
-    }
+        lm_compare={"max_docs": 60},
+        probe={"layers": [2], "token_max_tokens": 2000},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,20 @@ def task_accuracy(metrics: dict | None, frozen: dict, kind: str) -> dict[str, fl
     return {v: f["accuracy"] for v, f in frozen.items() if f}
 
 
+# header -> field of lm.json's most-disagreeing tokens and documents
+TOP_TOKENS = {"document": "doc_id", "context": "context", "token": "token", "pretrained predicts": "top_pretrained",
+              "fine-tuned predicts": "top_finetuned", "loss pre": "loss_pretrained", "loss ft": "loss_finetuned",
+              "KL": "kl"}  # fmt: skip
+TOP_DOCUMENTS = {"document": "doc_id", "tokens": "n_tokens", "mean KL": "mean_kl", "max KL": "max_kl",
+                 "at token": "max_kl_token", "context": "max_kl_context", "loss pre": "loss_pretrained",
+                 "loss ft": "loss_finetuned"}  # fmt: skip
+
+
+def _listed(records: list[dict], columns: dict[str, str], cls: str) -> Table:
+    """One row per record, one column per (header, field) of `columns`."""
+    return Table(list(columns), [[r[f] for f in columns.values()] for r in records], cls, 3)
+
+
 def lm(summary: dict | None, image: Image | None) -> dict | None:
     """Both variants' LM loss on the test split, the per-token KL between their predictions, and the
     tokens and documents where they disagree most."""
@@ -100,20 +114,8 @@ def lm(summary: dict | None, image: Image | None) -> dict | None:
         "lm",
         4,
     )  # fmt: skip
-    tokens = Table(
-        ["document", "context", "token", "pretrained predicts", "fine-tuned predicts", "loss pre", "loss ft", "KL"],
-        [[t["doc_id"], t["context"], t["token"], t["top_pretrained"], t["top_finetuned"], t["loss_pretrained"],
-          t["loss_finetuned"], t["kl"]] for t in summary["top_tokens"]],
-        "lm-tokens",
-        3,
-    )  # fmt: skip
-    documents = Table(
-        ["document", "tokens", "mean KL", "max KL", "at token", "context", "loss pre", "loss ft"],
-        [[d["doc_id"], d["n_tokens"], d["mean_kl"], d["max_kl"], d["max_kl_token"], d["max_kl_context"],
-          d["loss_pretrained"], d["loss_finetuned"]] for d in summary["top_documents"]],
-        "lm-docs",
-        3,
-    )  # fmt: skip
+    tokens = _listed(summary["top_tokens"], TOP_TOKENS, "lm-tokens")
+    documents = _listed(summary["top_documents"], TOP_DOCUMENTS, "lm-docs")
     return {"unit": unit, "losses": losses, "stats": stats, "tokens": tokens, "documents": documents,
             "image": image, "change": summary["loss_change"]}  # fmt: skip
 

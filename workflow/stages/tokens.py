@@ -137,7 +137,8 @@ def run(data_path: str, model_source: str, max_length: int, out_path: str, chat:
     fam = FAMILIES[model_family(read_model_config(source))]
     template = None
     if chat:
-        template = tokenizer if resolve_source(chat) == source else load_tokenizer(resolve_source(chat))
+        chat = resolve_source(chat)
+        template = tokenizer if chat == source else load_tokenizer(chat)
     table = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos, template=template)
     write_parquet(table, out_path)
     seconds = time.perf_counter() - started
