@@ -4,10 +4,12 @@ A random-weight GPT-2 small (124M; speed does not depend on the weights) is fine
 loss on random token ids, documents of `--length` tokens, by
 
 - ours: `workflow.stages.finetune.train` with `next_token_loss` (the causal_lm kind), full or LoRA
-  (`with_lora`, the family's default targets, r 8);
+  (`with_lora`, the family's default targets, r 8): the LM head fused with the loss (chunked, only
+  the positions that predict a token; `workflow.models.lm.next_token_loss`) and the fused AdamW;
 - plain: the loop every transformers tutorial writes: `model(input_ids, attention_mask, labels=...)`,
   `loss.backward()`, gradient clipping, AdamW and a linear schedule, on the same batches in the
-  same order.
+  same order. `--plain-fused-adamw` gives it the fused AdamW too, which leaves the fused head as
+  the only difference.
 
 Both run in the same process, alternating, each on a fresh model, after a warm-up; medians of the
 repeats are compared. Prints tokens/s of each and their ratio (goal >= 1.0).
@@ -54,12 +56,12 @@ def ours(model, docs, cfg, device, amp) -> float:
     return out["tokens"] / out["seconds"]
 
 
-def plain(model, docs, cfg, device, amp) -> float:
+def plain(model, docs, cfg, device, amp, fused: bool = False) -> float:
     """The same batches in the same order as `finetune.train`, through the model's own loss."""
     rng = np.random.default_rng(cfg["seed"])
     order = finetune._length_bucketed_order(docs, cfg["batch_size"], rng)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
     total = math.ceil(len(docs.token_ids) / cfg["batch_size"])
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
     model.train()
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--bf16", default="false", choices=["auto", "true", "false"], help="autocast, as finetune.bf16")
+    parser.add_argument("--plain-fused-adamw", action="store_true", help="the plain loop uses the fused AdamW too")
     args = parser.parse_args()
     device = loading.pick_device()
     amp = loading.autocast_dtype({"true": True, "false": False}.get(args.bf16, args.bf16), device)
@@ -98,14 +101,15 @@ def main() -> None:
     cfg = {**CFG, "batch_size": args.batch_size}
     warm = random_docs(2 * args.batch_size, args.length, base.config.vocab_size)
     print(f"device: {loading.describe_device(device)}; autocast {amp}; {args.docs} docs x {args.length} tokens, "
-          f"batch {args.batch_size}, GPT-2 small (random weights)")  # fmt: skip
+          f"batch {args.batch_size}, GPT-2 small (random weights); plain AdamW "
+          f"{'fused' if args.plain_fused_adamw else 'default'}")  # fmt: skip
     for method in args.methods:
         ours(fresh(base, method), warm, cfg, device, amp)  # warm-up of both paths
-        plain(fresh(base, method), warm, cfg, device, amp)
+        plain(fresh(base, method), warm, cfg, device, amp, args.plain_fused_adamw)
         ours_rates, plain_rates = [], []
         for _ in range(args.repeats):
             ours_rates.append(ours(fresh(base, method), docs, cfg, device, amp))
-            plain_rates.append(plain(fresh(base, method), docs, cfg, device, amp))
+            plain_rates.append(plain(fresh(base, method), docs, cfg, device, amp, args.plain_fused_adamw))
         a, b = statistics.median(ours_rates), statistics.median(plain_rates)
         print(f"{method:5s} ours {a:8.0f} tokens/s  plain transformers loop {b:8.0f} tokens/s  ratio {a / b:.3f}")
 

@@ -21,6 +21,7 @@ wildcard_constraints:
     site="|".join(SITES),
     layer=r"\d+",
     sae="|".join(PLAN.saes) or "(?!)",
+    crosscoder="|".join(PLAN.crosscoders) or "(?!)",
     kind="|".join(layout.FINETUNE_KINDS),
 
 

@@ -8,6 +8,7 @@ rule diff:
         tokens=layout.TOKENS.pattern("table", split="test"),
         classifiers=lambda w: [f for v in VARIANTS for f in PLAN.classifier_inputs(w.model, v, w.dataset)],
         models=lambda w: PLAN.variant_inputs(w.model, "finetuned", w.dataset),
+        seed=lambda w: [f"{d}/{layout.SEED_SAE.names['cfg']}" for d in [PLAN.seed_sae(w.model, w.dataset, w.site, int(w.layer), w.sae)] if d],
     output:
         **files(layout.DIFF, "table", "transfer", "changed", "summary"),
     params:

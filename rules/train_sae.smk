@@ -27,3 +27,31 @@ rule train_sae:
     shell:
         "python -m workflow train_sae --acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae}"
         " --source {params.source:q} --max-length {params.max_length} --out {params.out} > {log} 2>&1"
+
+
+# The seed baseline: a second pretrained SAE of the recipe with seed + 1 (the diff's noise floor),
+# where diff.seed_baseline asks for one.
+rule train_sae_seed:
+    input:
+        layout.ACTIVATIONS.pattern("summary", variant="pretrained", split="train"),
+    output:
+        **files(layout.SEED_SAE, "weights", "cfg", "training_log"),
+    params:
+        acts=layout.ACTIVATION_SET.pattern(variant="pretrained", split="train"),
+        recipe=lambda w: as_json(PLAN.seed_recipe(w.sae)),
+        code=lambda w: code_version("train_sae", PLAN.sae_recipe(w.sae)["architecture"]),
+        source=lambda w: PLAN.model(w.model)["source"],
+        max_length=lambda w: PLAN.model(w.model)["max_length"],
+        out=layout.SEED_SAE.pattern(),
+    threads: STUDY["sae_threads"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/workflow.yaml"
+    log:
+        layout.log("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+    benchmark:
+        layout.benchmark("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}")
+    shell:
+        "python -m workflow train_sae --acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae}"
+        " --source {params.source:q} --max-length {params.max_length} --out {params.out} > {log} 2>&1"

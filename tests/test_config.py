@@ -54,6 +54,8 @@ def test_every_schema_property_is_commented_in_the_default_config():
         "kmeans",
         "heads",
         "lm_compare",
+        "crosscoder",
+        "stagewise",
     ):
         for key in schema["properties"][block]["properties"]:
             assert f"  {key}:" in text, f"config.yaml does not show {block}.{key}"
@@ -72,6 +74,31 @@ def test_sae_recipes_get_defaults_and_lose_keys_of_other_architectures():
     relu = cfg["saes"]["relu"]
     assert relu["l1_coefficient"] == 5.0 and "k" not in relu and "aux_k" not in relu
     assert "datasets" not in Plan(cfg).sae_recipe("relu") and relu["datasets"] == ["movie_sentiment"]
+
+
+CROSSCODER = {"datasets": ["movie_sentiment"], "expansion_factor": 2, "k": 12}
+
+
+def test_crosscoder_recipes_and_thresholds_are_checked():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["crosscoders"] = {"batchtopk": dict(CROSSCODER)}
+    cfg["crosscoders"]["batchtopk"]["k"] = 2000  # 768 latents on MiniLM
+    cfg["crosscoders"]["batchtopk"]["layers"] = [5]
+    cfg["crosscoder"]["shared_band"] = 0.45  # overlaps pretrained-only
+    cfg["diff"]["seed_baseline_layers"] = [3]
+    with pytest.raises(study.ConfigError) as info:
+        study.load(cfg)
+    text = str(info.value)
+    assert "crosscoders.batchtopk.k: 2000 is more than the 768 latents" in text
+    assert "crosscoders.batchtopk.layers: [5] not extracted" in text
+    assert "crosscoder: the classes overlap" in text and "diff.seed_baseline_layers: 3" in text
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["crosscoders"] = {"batchtopk": {**CROSSCODER, "l1_coefficient": 1.0}}
+    with pytest.raises(study.ConfigError, match="l1_coefficient"):
+        study.load(cfg)
+    loaded = study.load({**DEFAULT, "crosscoders": {"batchtopk": CROSSCODER}})
+    assert Plan(loaded).crosscoder_recipe("batchtopk")["architecture"] == "crosscoder"
+    assert "datasets" not in Plan(loaded).crosscoder_recipe("batchtopk")
 
 
 def test_diff_thresholds_must_nest():

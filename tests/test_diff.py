@@ -148,3 +148,17 @@ def test_transfer_leaves_out_outlier_norm_tokens(tmp_path):
     assert outliers == 1 and clean_outliers == 0
     assert rec["n_tokens"] == N - 1
     assert abs(rec["explained_variance"] - clean["explained_variance"]) < 0.01
+
+
+def test_the_seed_floor_excess_and_its_interval():
+    from workflow.analysis.matching import floor_excess
+
+    out = floor_excess({"retained": 0.10, "drifted": 0.80, "overwritten": 0.05, "dead": 0.05},
+                       {"retained": 0.70, "drifted": 0.10, "overwritten": 0.15, "dead": 0.05}, 768, 768)  # fmt: skip
+    assert out["retained"]["excess"] == pytest.approx(-0.6) and out["retained"]["exceeds_floor"] is True
+    assert out["drifted"]["exceeds_floor"] is True
+    assert out["overwritten"]["exceeds_floor"] is False  # fewer overwritten than between seeds
+    half = 1.96 * np.sqrt(0.8 * 0.2 / 768 + 0.1 * 0.9 / 768)
+    assert out["drifted"]["low"] == pytest.approx(0.7 - half) and out["drifted"]["high"] == pytest.approx(0.7 + half)
+    same = floor_excess({"drifted": 0.11}, {"drifted": 0.10}, 768, 768)
+    assert same["drifted"]["exceeds_floor"] is False  # within noise

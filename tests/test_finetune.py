@@ -176,3 +176,42 @@ def test_masked_lm_fine_tuning_lowers_the_masked_token_loss(small_data, tmp_path
     from transformers import AutoModelForMaskedLM
 
     assert AutoModelForMaskedLM.from_pretrained(tmp_path / "ft").config.model_type == "bert"
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox", "llama", "gemma2"])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fused_next_token_loss_equals_the_models_own(model_type, method, tmp_path):
+    """The LM head fused with the loss (chunked, padding and last positions skipped) gives the
+    loss and every gradient of `model(..., labels=...)`; Gemma 2's soft-capped logits included."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workflow.models import lm
+    from workflow.models.families import FAMILIES, MODEL_TYPES
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny(model_type, tmp_path / "m"), attn_implementation="eager")
+    if model_type == "gemma2":
+        assert model.config.final_logit_softcapping
+    if method == "lora":
+        lora = {**LORA, "target_modules": list(FAMILIES[MODEL_TYPES[model_type]].lora_targets)}
+        model = finetune.with_lora(model, MODEL_TYPES[model_type], lora, "causal")
+    model.eval()
+    assert lm._split_head(model) is not None  # the fused path is taken
+    ids = torch.randint(5, model.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    attention[1, 7:], attention[2, 2:] = 0, 0
+    inputs = {"input_ids": ids, "attention_mask": attention}
+    reference = copy.deepcopy(model)
+    fused = lm.next_token_loss(model, inputs, chunk=7 * model.config.vocab_size)  # several chunks
+    expected = reference(**inputs, labels=ids.masked_fill(attention == 0, -100)).loss
+    fused.backward()
+    expected.backward()
+    torch.testing.assert_close(fused, expected, atol=1e-6, rtol=1e-5)
+    grads = [
+        (n, p.grad, q.grad) for (n, p), q in zip(model.named_parameters(), reference.parameters()) if p.requires_grad
+    ]
+    assert grads and all(g is not None for _, g, _ in grads)
+    for name, got, want in grads:
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4, msg=name)

@@ -35,6 +35,9 @@ def plan(tiny_bert, tiny_gpt2, tmp_path_factory) -> Plan:
                 },
                 "relu": {"architecture": "relu"},
             },
+            "crosscoders": {"cc": {"k": 4, "layers": [2], "sites": ["resid_post"], "datasets": ["news"]}},
+            "diff": {"seed_baseline": True, "seed_baseline_layers": [2]},
+            "stagewise": {"enabled": True},
             "probe": {"datasets": ["reviews"], "layers": [2]},
             "heads": {"datasets": ["news"], "n_examples": 2},
         }
@@ -108,6 +111,7 @@ def test_the_diff_job_gets_both_variants_saes_sets_and_models(plan):
         "--finetuned-acts": "results/activations/gpt2/finetuned/news/test/resid_post/L2",
         "--finetuned-classifier": "results/models/gpt2/classify/news",
         "--finetuned-lm": shlex.quote(as_json(plan.lm_spec("gpt2", "finetuned", "news"))),
+        "--seed-sae": "results/seed_baselines/gpt2/news/resid_post/L2/relu",  # the noise floor
     }
     assert not any(a.endswith("-lm") for a in plan.diff_args("bert", "news", "resid_post", 2, "relu"))
 
@@ -142,3 +146,29 @@ def test_targets_cover_every_pair(plan):
     assert "results/analysis/bert/news/kmeans/kmeans.json" not in targets
     assert sum(t.endswith("/eval.json") for t in targets) == sum(len(plan.sae_dirs(m, d)) for m, d in plan.pairs())
     assert len(plan.report_pages()) == 4
+
+
+def test_the_diffing_methods_run_where_their_scopes_say(plan):
+    # the seed baseline only at the layers it is asked for; its recipe is the recipe's, seed + 1
+    assert (
+        plan.seed_sae("gpt2", "news", "resid_post", 2, "relu") == "results/seed_baselines/gpt2/news/resid_post/L2/relu"
+    )
+    assert plan.seed_sae("gpt2", "news", "resid_post", 1, "relu") is None
+    assert plan.seed_recipe("relu") == {**plan.sae_recipe("relu"), "seed": 1}
+    assert plan.crosscoder_dirs("bert", "news") == ["results/crosscoders/bert/news/resid_post/L2/cc"]
+    assert plan.crosscoder_dirs("bert", "reviews") == []
+    assert plan.layer_crosscoders("bert", "news", "mlp_out", 2) == {}
+    assert plan.methods_args("bert", "news", "resid_post", 2, "relu") == [
+        "--stagewise",
+        "results/analysis/bert/news/resid_post/L2/relu/stagewise",
+        "--crosscoders",
+        "cc=results/crosscoders/bert/news/resid_post/L2/cc",
+    ]
+    assert plan.methods_args("bert", "news", "mlp_out", 1, "relu") == [
+        "--stagewise",
+        "results/analysis/bert/news/mlp_out/L1/relu/stagewise",
+    ]
+    assert set(plan.stagewise_config()) >= {"steps", "match_cosine", "retained_cosine", "retained_correlation"}
+    targets = plan.targets()
+    assert "results/crosscoders/gpt2/news/resid_post/L2/cc/crosscoder.json" in targets
+    assert "results/analysis/gpt2/news/mlp_out/L1/relu/methods/methods.json" in targets

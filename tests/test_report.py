@@ -354,6 +354,7 @@ def _page_context(saes):
         "saes": sections.saes(saes, "results/reports/m/d"),
         "concepts": sections.concepts(saes),
         "diff": sections.diff([{"summary": _diff_summary(HOSTILE), "changed": _changed()}], {HOSTILE: []}, saes),
+        "methods": None,
         "probes": None,
         "kmeans": None,
         "heads": None,

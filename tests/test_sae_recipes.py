@@ -80,3 +80,16 @@ def test_a_configured_recipe_reaches_its_job_unchanged(name, tiny_bert):
     assert recipe.d_sae_for(32) == 8 * 32 and "d_sae" not in recipe.as_dict()  # the width key not given stays out
     with pytest.raises(ValueError, match="unknown keys"):
         recipe_from_dict({**values, "l2_coefficient": 1.0})
+
+
+def test_the_crosscoder_recipe_has_the_schemas_keys_and_defaults():
+    from workflow.sae.crosscoder import CrosscoderRecipe
+
+    properties = config.schema()["$defs"]["crosscoder"]["properties"]
+    fields = {f.name: f for f in dataclasses.fields(CrosscoderRecipe)}
+    assert set(fields) == set(properties) - SCOPE_KEYS
+    for key, field in fields.items():
+        if "default" in properties[key]:
+            default = field.default if field.default is not dataclasses.MISSING else None
+            assert (list(default) if isinstance(default, tuple) else default) == properties[key]["default"], key
+    assert CrosscoderRecipe(k=4, expansion_factor=2).d_sae_for(2 * 32) == 64  # per side's width

@@ -110,9 +110,9 @@ def stage_files(stage: str, architecture: str | None = None, root: Path = ROOT) 
     """Every file whose content decides what `stage` (and its SAE architecture) computes."""
     files = set(closure(f"{PACKAGE}.stages.{stage}", root))
     if architecture is not None:
-        from workflow.sae import ARCHITECTURES
+        from workflow.sae import ARCHITECTURES, CROSSCODERS
 
-        files.update(closure(ARCHITECTURES[architecture].partition(":")[0], root))
+        files.update(closure({**ARCHITECTURES, **CROSSCODERS}[architecture].partition(":")[0], root))
     modules = sorted(files)
     return tuple(modules + data_files(modules))
 

@@ -5,9 +5,9 @@ stage re-runs no other."""
 # fmt: off
 STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
           "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary",
-          "lm_compare", "report", "report_index")
+          "lm_compare", "crosscoder", "stagewise", "methods", "report", "report_index")
 # Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
 GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
-              "heads", "lm_compare")
+              "heads", "lm_compare", "crosscoder", "stagewise")
 # fmt: on
 COMMANDS = {"summary": "workflow.report.summary"}  # commands that are not stages: name -> module

@@ -261,6 +261,28 @@ def _check_saes(cfg: dict, given: dict[str, set], problems: list[str]) -> None:
         _check_scope(cfg, recipe, where, problems)
 
 
+def _check_crosscoders(cfg: dict, problems: list[str]) -> None:
+    """Crosscoder recipes: one width key, k within the latents, scopes; the thresholds in order."""
+    for name, recipe in cfg["crosscoders"].items():
+        where = f"crosscoders.{name}"
+        if "expansion_factor" in recipe and "d_sae" in recipe:
+            problems.append(f"{where}: give expansion_factor or d_sae, not both")
+        if "d_sae" not in recipe:
+            recipe.setdefault("expansion_factor", 8)
+        _check_width(cfg, recipe, where, problems)
+        _check_scope(cfg, recipe, where, problems)
+    cc = cfg["crosscoder"]
+    if not cc["pretrained_only"] < 0.5 - cc["shared_band"] <= 0.5 + cc["shared_band"] < cc["finetuned_only"]:
+        problems.append(
+            f"crosscoder: the classes overlap (pretrained_only {cc['pretrained_only']}, shared 0.5 +/- "
+            f"{cc['shared_band']}, finetuned_only {cc['finetuned_only']}); "
+            "keep pretrained_only < shared < finetuned_only"
+        )
+    for layer in cfg["diff"]["seed_baseline_layers"] or []:
+        if not any(layer in spec["layers"] for spec in cfg["models"].values()):
+            problems.append(f"diff.seed_baseline_layers: {layer} is not extracted for any model")
+
+
 def _check_width(cfg: dict, recipe: dict, where: str, problems: list[str]) -> None:
     """k and aux_k must not exceed the latents a recipe has on any model."""
     for model, spec in cfg["models"].items():
@@ -296,6 +318,7 @@ def load(raw: dict) -> dict:
     _check_models(cfg, {name: set(spec.get("finetuned") or {}) for name, spec in raw["models"].items()}, problems)
     _check_datasets(cfg, {name: set(spec) for name, spec in raw["datasets"].items()}, problems)
     _check_saes(cfg, {name: set(spec) for name, spec in (raw.get("saes") or {}).items()}, problems)
+    _check_crosscoders(cfg, problems)
     _check_scope(cfg, cfg["probe"], "probe", problems)
     _check_scope(cfg, cfg["heads"], "heads", problems)
     diff = cfg["diff"]

@@ -95,6 +95,36 @@ DIFF = Folder(
     ANALYSIS + "/{site}/L{layer}/{sae}",
     {"table": "diff.parquet", "transfer": "transfer.parquet", "changed": "changed.parquet", "summary": "diff.json"},
 )
+# a second pretrained SAE of the recipe, seed + 1: the diff's noise floor
+SEED_SAE = Folder(
+    "results/seed_baselines/{model}/{dataset}/{site}/L{layer}/{sae}",
+    {k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint")},
+)
+CROSSCODER = Folder(
+    "results/crosscoders/{model}/{dataset}/{site}/L{layer}/{crosscoder}",
+    {
+        "weights": "crosscoder_weights.safetensors",
+        "cfg": "cfg.json",
+        "training_log": "training_log.parquet",
+        "checkpoint": "checkpoint.pt",
+        "latents": "latents.parquet",
+        "summary": "crosscoder.json",
+    },
+)
+# the pretrained SAE after more training on the fine-tuned activations, and how each feature moved
+STAGEWISE = Folder(
+    ANALYSIS + "/{site}/L{layer}/{sae}/stagewise",
+    {
+        **{k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint")},
+        "movement": "movement.parquet",
+        "summary": "stagewise.json",
+    },
+)
+# the diffing methods side by side, per pretrained feature, and their agreement
+METHODS = Folder(
+    ANALYSIS + "/{site}/L{layer}/{sae}/methods",
+    {"table": "methods.parquet", "summary": "methods.json"},
+)
 DIFF_SUMMARY = Folder(
     ANALYSIS + "/diff/{sae}",
     {

@@ -41,6 +41,7 @@ class Plan(Variants):
         self.models = list(study["models"])
         self.datasets = list(study["datasets"])
         self.saes = list(study["saes"])
+        self.crosscoders = list(study.get("crosscoders") or {})
         self.sites = sorted(study["sites"], key=SITES.index)
         self._stored: dict[str, list[tuple[str, int]]] = {}
 
@@ -110,6 +111,77 @@ class Plan(Variants):
             for sae in self.saes
             if (site, int(layer)) in self.sae_scope(model, dataset, sae)
         }
+
+    # ------------------------------------------------------------ diffing methods
+
+    def seed_sae(self, model: str, dataset: str, site: str, layer: int, sae: str) -> str | None:
+        """The pretrained SAE's seed twin of a diffed (site, layer, recipe), where the diff has a seed baseline."""
+        diff = self.study["diff"]
+        if not diff["seed_baseline"] or (
+            diff["seed_baseline_layers"] and int(layer) not in diff["seed_baseline_layers"]
+        ):
+            return None
+        return layout.SEED_SAE.path(model=model, dataset=dataset, site=site, layer=layer, sae=sae)
+
+    def seed_recipe(self, sae: str) -> dict:
+        """The seed twin's recipe: the recipe with seed + 1."""
+        recipe = self.sae_recipe(sae)
+        return {**recipe, "seed": recipe["seed"] + 1}
+
+    def crosscoder_scope(self, model: str, dataset: str, crosscoder: str) -> list[tuple[str, int]]:
+        return self.scope(self.study["crosscoders"][crosscoder], model, dataset)
+
+    def crosscoder_recipe(self, crosscoder: str) -> dict:
+        return without(self.study["crosscoders"][crosscoder], SCOPE_KEYS)
+
+    def crosscoder_config(self) -> dict:
+        """The crosscoder job's analysis settings (with the diff's cosine for "kept")."""
+        return {**self.study["crosscoder"], "retained_cosine": self.study["diff"]["retained_cosine"]}
+
+    def crosscoder_dirs(self, model: str, dataset: str) -> list[str]:
+        return [
+            layout.CROSSCODER.path(model=model, dataset=dataset, site=site, layer=layer, crosscoder=cc)
+            for cc in self.crosscoders
+            for site, layer in self.crosscoder_scope(model, dataset, cc)
+        ]
+
+    def layer_crosscoders(self, model: str, dataset: str, site: str, layer: int) -> dict[str, str]:
+        """{recipe: folder} of every crosscoder at this (site, layer)."""
+        return {
+            cc: layout.CROSSCODER.path(model=model, dataset=dataset, site=site, layer=layer, crosscoder=cc)
+            for cc in self.crosscoders
+            if (site, int(layer)) in self.crosscoder_scope(model, dataset, cc)
+        }
+
+    def stagewise_dir(self, model: str, dataset: str, site: str, layer: int, sae: str) -> str | None:
+        if not self.study.get("stagewise", {}).get("enabled"):
+            return None
+        return layout.STAGEWISE.path(model=model, dataset=dataset, site=site, layer=layer, sae=sae)
+
+    def stagewise_config(self) -> dict:
+        """The stagewise job's settings, with the diff's thresholds it categorises by."""
+        diff = self.study["diff"]
+        keys = ("match_cosine", "retained_cosine", "retained_correlation", "outlier_norm_factor")
+        return {**without(self.study["stagewise"], ("enabled",)), **{k: diff[k] for k in keys}}
+
+    def methods_args(self, model: str, dataset: str, site: str, layer: int, sae: str) -> list[str]:
+        """The methods job's --stagewise and --crosscoders arguments."""
+        stagewise = self.stagewise_dir(model, dataset, site, layer, sae)
+        crosscoders = self.layer_crosscoders(model, dataset, site, layer)
+        return [
+            *(["--stagewise", stagewise] if stagewise else []),
+            *(["--crosscoders", *(f"{k}={v}" for k, v in crosscoders.items())] if crosscoders else []),
+        ]
+
+    def methods_dirs(self, model: str, dataset: str) -> list[str]:
+        """Where the methods are compared: wherever the diff runs beside stage-wise fine-tuning or a crosscoder."""
+        return [
+            layout.METHODS.path(model=model, dataset=dataset, site=site, layer=layer, sae=sae)
+            for sae in self.saes
+            for site, layer in self.sae_scope(model, dataset, sae)
+            if self.stagewise_dir(model, dataset, site, layer, sae)
+            or self.layer_crosscoders(model, dataset, site, layer)
+        ]
 
     # ------------------------------------------------------------ job slices
 
@@ -202,6 +274,8 @@ class Plan(Variants):
             "extracts": self.extract_summaries(model, dataset),
             "saes": layout.SAE.inside(self.sae_dirs(model, dataset), *sae_files),
             "diffs": layout.DIFF.inside(self.diff_dirs(model, dataset), "summary", "table", "changed"),
+            "methods": layout.METHODS.inside(self.methods_dirs(model, dataset), "summary"),
+            "crosscoders": layout.CROSSCODER.inside(self.crosscoder_dirs(model, dataset), "summary"),
             "diff_summaries": [
                 layout.DIFF_SUMMARY.file(n, sae=sae, **w)
                 for sae in self.recipes(model, dataset)
@@ -229,7 +303,8 @@ class Plan(Variants):
             args += [f"--{v}-classifier", classifier] if classifier else []
             lm = self.lm_spec(model, v, dataset)
             args += [f"--{v}-lm", shlex.quote(as_json(lm))] if lm else []
-        return args
+        seed = self.seed_sae(model, dataset, site, layer, sae)
+        return args + (["--seed-sae", seed] if seed else [])
 
     def lm_compare_args(self, model: str, dataset: str) -> list[str]:
         """The lm_compare job's --pretrained-lm and --finetuned-lm arguments."""
@@ -272,6 +347,10 @@ class Plan(Variants):
                 "--diff-summaries",
                 *(f"{sae}={layout.DIFF_SUMMARY.path(sae=sae, **w)}" for sae in self.recipes(model, dataset)),
             ]
+            if self.methods_dirs(model, dataset):
+                args += ["--methods", *self.methods_dirs(model, dataset)]
+        if inputs["crosscoders"]:
+            args += ["--crosscoders", *self.crosscoder_dirs(model, dataset)]
         if inputs["probes"]:
             args += ["--probe-summary", layout.PROBE_SUMMARY.path(**w), "--kmeans", layout.KMEANS.path(**w)]
         if inputs["heads"]:
@@ -289,6 +368,8 @@ class Plan(Variants):
             out += [layout.LM_COMPARE.file("summary", **w)] if self.lm_compared(model) else []
             out += layout.SAE.inside(self.sae_dirs(model, dataset), "eval")
             out += [layout.DIFF_SUMMARY.file("categories", sae=sae, **w) for sae in self.recipes(model, dataset)]
+            out += layout.METHODS.inside(self.methods_dirs(model, dataset), "summary")
+            out += layout.CROSSCODER.inside(self.crosscoder_dirs(model, dataset), "summary")
             if self.probe_scope(model, dataset):
                 out += [layout.PROBE_SUMMARY.file("probes", **w), layout.KMEANS.file("summary", **w)]
             if dataset in self.heads_datasets():

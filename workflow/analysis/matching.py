@@ -18,6 +18,25 @@ from workflow.store.activations import ActivationSet
 
 PRE_CATEGORIES = ("retained", "drifted", "overwritten", "dead")
 FT_CATEGORIES = ("retained", "drifted", "new", "dead")
+# the matching's categories in the terms every diffing method shares (`workflow.stages.methods`)
+MATCH_LABELS = {"retained": "kept", "drifted": "changed", "overwritten": "removed"}
+
+
+def floor_excess(diff: dict, floor: dict, n_diff: int, n_floor: int, z: float = 1.96) -> dict:
+    """Each category's share in the diff minus its share between two seeds (the noise floor), with
+    a Wald 95% interval for a difference of two proportions (features counted as independent).
+    `exceeds_floor`: the change is beyond seed noise (retained: fewer than between seeds; drifted,
+    overwritten: more)."""
+    import math
+
+    out = {}
+    for c in PRE_CATEGORIES:
+        p1, p2 = diff.get(c, 0.0), floor.get(c, 0.0)
+        half = z * math.sqrt(p1 * (1 - p1) / max(n_diff, 1) + p2 * (1 - p2) / max(n_floor, 1))
+        d = p1 - p2
+        exceeds = (d + half < 0) if c == "retained" else (d - half > 0) if c in ("drifted", "overwritten") else None
+        out[c] = {"diff": p1, "floor": p2, "excess": d, "low": d - half, "high": d + half, "exceeds_floor": exceeds}
+    return out
 
 
 def decoder_cosines(W_dec_pre: np.ndarray, W_dec_ft: np.ndarray) -> np.ndarray:
@@ -107,7 +126,8 @@ def paired_activations(
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = np.where(var > 0, cov / np.sqrt(np.maximum(var, 1e-300)), np.nan)
     corr[~paired] = np.nan
-    return {"n_tokens": n, "freq_pre": fires_pre / max(n, 1), "freq_ft": fires_ft / max(n, 1), "corr": corr}
+    means = {"mean_pre": sums["a"] / max(n, 1), "mean_ft": sums["b"] / max(n, 1)}  # mean activation, partner's
+    return {"n_tokens": n, "freq_pre": fires_pre / max(n, 1), "freq_ft": fires_ft / max(n, 1), "corr": corr, **means}
 
 
 def categorize(

@@ -15,6 +15,7 @@ import polars as pl
 from workflow import cli, config, layout
 from workflow.layout import VARIANTS
 from workflow.plan import Plan
+from workflow.report.methods_summary import methods_lines
 from workflow.report.render import number
 from workflow.report.rows import SAE_COLUMNS, sae_rows
 from workflow.store.files import nan_to_null, read_json
@@ -39,7 +40,7 @@ class Results:
 def summary(study: dict, results: str = layout.RESULTS) -> str:
     """The README's tables (markdown) of a study (a validated config) whose results are in `results`."""
     r = Results(study, results)
-    lines = accuracy_lines(r) + similarity_lines(r) + sae_lines(r) + concept_lines(r) + diff_lines(r)
+    lines = accuracy_lines(r) + similarity_lines(r) + sae_lines(r) + concept_lines(r) + diff_lines(r) + methods_lines(r)
     lines += probe_lines(r) + head_lines(r) + frozen_lines(r) + lm_lines(r)
     return "\n".join(lines)
 

@@ -25,15 +25,18 @@ ARCHITECTURES = {
     "batchtopk": "workflow.sae.batchtopk:BatchTopKSAE",
     "jumprelu": "workflow.sae.jumprelu:JumpReluSAE",
 }
+# trained on two variants' paired activations (the config's `crosscoders` block, not `saes`)
+CROSSCODERS = {"crosscoder": "workflow.sae.crosscoder:Crosscoder"}
 SAELENS_NAMES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}  # SAELens architecture -> ours
 WEIGHTS, CFG = SAE.names["weights"], SAE.names["cfg"]
 
 
 def architecture(name: str):
     """The SAE class registered under `name`."""
-    if name not in ARCHITECTURES:
+    registered = {**ARCHITECTURES, **CROSSCODERS}
+    if name not in registered:
         raise ValueError(f"unknown SAE architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    module, _, cls = ARCHITECTURES[name].partition(":")
+    module, _, cls = registered[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

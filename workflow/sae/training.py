@@ -54,15 +54,30 @@ def initial_sae(recipe: Recipe, d_in: int, b_dec=None):
     return sae
 
 
-def fingerprint(recipe: Recipe, aset: ActivationSet) -> str:
-    """What a checkpoint must match to be resumed: recipe, data and trainer code."""
+def fingerprint(recipe: Recipe, aset: ActivationSet, start_id: str = "") -> str:
+    """What a checkpoint must match to be resumed: recipe, data, starting SAE and trainer code."""
     keys = ("n_rows", "d_model", "mean_sq_norm", "hook_name", "model", "variant", "dataset")
     data = {k: aset.manifest.get(k) for k in keys}
-    blob = json.dumps([recipe.as_dict(), data, code_version("train_sae", recipe.architecture)], sort_keys=True)
+    code = code_version("train_sae", recipe.architecture)
+    blob = json.dumps([recipe.as_dict(), data, code, start_id], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _initial_b_dec(stream: ShuffledRows, how: str, scale: float, d_in: int):
+def input_scale(aset, normalize: bool):
+    """The multiplier that brings the inputs to mean squared norm d_in: one number for an
+    activation set, one per side (repeated over its dimensions) for paired sets."""
+    import torch
+
+    msn = aset.manifest["mean_sq_norm"]
+    if not normalize:
+        return torch.tensor(1.0) if not isinstance(msn, list) else torch.ones(aset.d_model)
+    if not isinstance(msn, list):
+        return torch.tensor(math.sqrt(aset.d_model / msn))
+    side = aset.d_model // len(msn)
+    return torch.cat([torch.full((side,), math.sqrt(side / m)) for m in msn])
+
+
+def _initial_b_dec(stream: ShuffledRows, how: str, scale, d_in: int):
     import torch
 
     sample = torch.from_numpy(stream.sample(B_DEC_SAMPLE)) * scale
@@ -74,22 +89,31 @@ def _initial_b_dec(stream: ShuffledRows, how: str, scale: float, d_in: int):
 
 
 class Trainer:
-    """The training state of one SAE: `fit()` runs every step from where a checkpoint left off."""
+    """The training state of one SAE: `fit()` runs every step from where a checkpoint left off.
 
-    def __init__(self, aset: ActivationSet, recipe: Recipe, out: Path, device):
+    `aset` is an `ActivationSet` or, for a crosscoder, `PairedSets`. `start`: an SAE (in its
+    training form) to keep training instead of a fresh one (stage-wise fine-tuning): its weights,
+    threshold and input scale are kept, b_dec is not re-initialised; `start_id` names it in the
+    checkpoint fingerprint."""
+
+    def __init__(self, aset, recipe: Recipe, out: Path, device, start=None, start_id: str = ""):
         import torch
 
         self.aset, self.recipe, self.out, self.device = aset, recipe, out, device
         self.n_steps = max(1, math.ceil(recipe.train_tokens / recipe.batch_size))
         self.stream = ShuffledRows(aset, recipe.batch_size, recipe.seed, recipe.shuffle_buffer)
         d_in = aset.d_model
-        self.scale = math.sqrt(d_in / aset.manifest["mean_sq_norm"]) if recipe.normalize else 1.0
         self.amp = autocast_dtype(recipe.dtype, device)
-        self.sae = initial_sae(recipe, d_in, _initial_b_dec(self.stream, recipe.b_dec_init, self.scale, d_in))
-        self.sae.scale.fill_(self.scale)
+        if start is None:
+            scale = input_scale(aset, recipe.normalize)
+            self.sae = initial_sae(recipe, d_in, _initial_b_dec(self.stream, recipe.b_dec_init, scale, d_in))
+            self.sae.scale.copy_(scale)
+        else:
+            self.sae = start
+        self.scale = self.sae.scale.detach().clone().to(device)
         self.sae.to(device).train()
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas))
-        self.fingerprint = fingerprint(recipe, aset)
+        self.fingerprint = fingerprint(recipe, aset, start_id)
         self.state = {
             "step": 0,
             "coefficient": recipe.coefficient(),
@@ -215,25 +239,29 @@ class Trainer:
         return self.state["seconds"] + time.perf_counter() - started
 
 
-def train(acts_folder: str, recipe: Recipe, out_folder: str, metadata: dict, device=None) -> dict:
-    """Train, save the SAELens folder (sae_weights.safetensors, cfg.json) and training_log.parquet."""
+def train(
+    acts_folder, recipe: Recipe, out_folder: str, metadata: dict, device=None, start=None, start_id: str = ""
+) -> dict:
+    """Train, save the SAELens folder (sae_weights.safetensors, cfg.json) and training_log.parquet.
+    `acts_folder`: an activation set folder, or an already opened set (`PairedSets` for a
+    crosscoder); `start`, `start_id`: as `Trainer`."""
     device = device or pick_device()
-    aset = ActivationSet(acts_folder)
+    aset = acts_folder if hasattr(acts_folder, "manifest") else ActivationSet(acts_folder)
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(aset, recipe, out, device)
+    trainer = Trainer(aset, recipe, out, device, start, start_id)
     log.info(
-        "device: %s; %s %s -> %s: d_in %d, d_sae %d, %d steps x %d tokens (%d rows in set), scale %.4g, autocast %s",
+        "device: %s; %s %s -> %s: d_in %d, d_sae %d, %d steps x %d tokens (%d rows in set), scale %s, autocast %s",
         describe_device(device),
         recipe.architecture,
-        acts_folder,
+        aset.folder,
         out,
         aset.d_model,
         trainer.sae.d_sae,
         trainer.n_steps,
         recipe.batch_size,
         aset.n_rows,
-        trainer.scale,
+        " / ".join(f"{float(v):.4g}" for v in trainer.scale.flatten().unique_consecutive()),
         trainer.amp,
     )
     seconds = trainer.fit()
@@ -251,3 +279,18 @@ def train(acts_folder: str, recipe: Recipe, out_folder: str, metadata: dict, dev
         last["dead_fraction"],
     )
     return {"steps": trainer.n_steps, "seconds": seconds, "final": last}
+
+
+def training_form(sae):
+    """A saved SAE (weights with the input scale folded in, `workflow.sae.load`) back in its
+    training form: the scale unfolded, so training can go on where it stopped (stage-wise
+    fine-tuning). Thresholds compare pre-activations, which folding leaves unchanged."""
+    import torch
+
+    s = float(sae.cfg.get("metadata", {}).get("activation_scale", 1.0))
+    with torch.no_grad():
+        sae.W_enc /= s
+        sae.W_dec *= s
+        sae.b_dec *= s
+        sae.scale.fill_(s)
+    return sae

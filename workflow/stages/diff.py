@@ -31,6 +31,13 @@ the data hardly moves stays paired with its twin; ``init_cosine_median`` in
 diff.json says how far each decoder moved from that start (a warning is
 logged when the median stays above match_cosine).
 
+Seed baseline (``--seed-sae``): a second SAE of the recipe trained on the pretrained variant
+with seed + 1, matched to the first in the same way on the same tokens. Its categories are the
+noise floor: the share "retained" between two seeds is the most fine-tuning could show, the share
+"drifted" between seeds is what training noise alone produces. diff.json gives each category's
+share, its floor and the difference with a Wald 95% interval (`matching.floor_excess`), and says
+whether the diff exceeds its floor.
+
 Sign convention: every difference is fine-tuned minus pretrained
 (``delta_frequency`` > 0: fires more after fine-tuning).
 
@@ -63,6 +70,7 @@ from workflow.analysis.matching import (
     decoder_cosines,
     diff_table,
     firing_frequency,
+    floor_excess,
     match_features,
     most_changed,
     outlier_limit,
@@ -207,6 +215,29 @@ def transfer_rows(pair: Pair, docs, classifiers: dict, lm_specs: dict, cfg: dict
     return rows
 
 
+def seed_baseline(pair: Pair, seed_dir: str, counts: dict, cfg: dict) -> dict:
+    """Match the pretrained SAE to its seed twin on the pretrained tokens: the noise floor, and
+    each category's excess over it."""
+    twin = Pair(
+        {"pretrained": pair.sae["pretrained"], "finetuned": load(seed_dir, pair.device)},
+        dict.fromkeys(VARIANTS, pair.sets["pretrained"]),
+        pair.site,
+        pair.layer,
+        pair.device,
+        dict.fromkeys(VARIANTS, pair.max_norm["pretrained"]),
+    )
+    floor = category_counts(match(twin, cfg).table)["pretrained"]
+    n = pair.sae["pretrained"].d_sae
+    excess = floor_excess(counts["pretrained"]["fractions"], floor["fractions"], n, n)
+    below = [c for c, e in excess.items() if e["exceeds_floor"] is False]
+    log.info(
+        "seed floor: %s; diff within its floor for %s",
+        {c: round(f, 3) for c, f in floor["fractions"].items()},
+        ", ".join(below) or "no category",
+    )
+    return {"sae": seed_dir, "floor": floor, "excess": excess, "within_floor": below}
+
+
 def _changed(table: pl.DataFrame, sae_dirs: dict, n: int) -> pl.DataFrame:
     names = layout.SAE.names
     features = {
@@ -230,9 +261,10 @@ def run(
     cfg: dict,
     eval_cfg: dict,
     out_dir: str,
+    seed_sae: str | None = None,
 ) -> dict:
     """sae_dirs, acts_dirs, classifiers, lm_specs: {variant: ...}; classifiers (unlabelled data) and
-    lm_specs (no LM head) may hold None."""
+    lm_specs (no LM head) may hold None; seed_sae: the pretrained SAE's seed twin (the floor)."""
     started = time.perf_counter()
     pair = _load(sae_dirs, acts_dirs, cfg, pick_device())
     matched = match(pair, cfg)
@@ -244,6 +276,7 @@ def run(
         counts["pretrained"]["counts"],
         counts["finetuned"]["counts"],
     )
+    baseline = seed_baseline(pair, seed_sae, counts, cfg) if seed_sae else None
     changed = _changed(matched.table, sae_dirs, cfg["n_changed"])
     docs = read_documents(tokens_path).sample(max_docs=eval_cfg["max_docs"], seed=0)
     rows = transfer_rows(pair, docs, classifiers, lm_specs, cfg, eval_cfg)
@@ -261,6 +294,7 @@ def run(
         "thresholds": cfg,
         "sign_convention": "differences are fine-tuned minus pretrained",
         "categories": counts,
+        "seed_baseline": baseline,
         "matched_cosine_median": float(np.nanmedian(cos)) if np.isfinite(cos).any() else None,
         "init_cosine_median": matched.init_cos,
         "outlier_norm_limit": pair.max_norm,
@@ -279,6 +313,7 @@ def main(argv=None) -> None:
         parser.add_argument(f"--{v}-classifier", help=f"task classifier folder of the {v} model (labelled data)")
         cli.add_lm(parser, f"--{v}-lm", f"the {v} model")
     parser.add_argument("--tokens", required=True, help="tokens table of the held-out split")
+    parser.add_argument("--seed-sae", help="the pretrained SAE's twin of seed + 1 (the noise floor)")
     cli.add_config(parser, "diff config")
     cli.add_config(parser, "sae_eval config (documents for the spliced loss)", "--eval-config")
     parser.add_argument("--out-dir", required=True)
@@ -294,4 +329,5 @@ def main(argv=None) -> None:
         args["config"],
         args["eval_config"],
         args["out_dir"],
+        args["seed_sae"],
     )

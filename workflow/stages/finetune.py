@@ -72,15 +72,11 @@ def classification_loss(docs: Documents, device):
 
 
 def next_token_loss(model, idx, inputs):
-    """Mean cross-entropy of every real token but the first, predicted from the ones before it."""
-    import torch.nn.functional as F
+    """Mean cross-entropy of every real token but the first, predicted from the ones before it
+    (`workflow.models.lm.next_token_loss`: the LM head fused with the loss)."""
+    from workflow.models import lm
 
-    logits = model(**inputs).logits
-    # position t predicts token t + 1: shift the targets, not the (batch x length x vocab) logits,
-    # so no copy of the logits is made; the last position and padding are ignored
-    targets = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
-    targets = F.pad(targets[:, 1:], (0, 1), value=-100)
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+    return lm.next_token_loss(model, inputs)
 
 
 def masked_token_loss(tokenizer, docs: Documents, seed: int):
@@ -116,7 +112,11 @@ def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype, los
     steps_per_epoch = math.ceil(len(docs.token_ids) / cfg["batch_size"])
     total = steps_per_epoch * cfg["epochs"]
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    # the fused AdamW kernel (one pass over every parameter, CPU and CUDA) where the parameters allow
+    fused = device.type in ("cpu", "cuda") and all(
+        p.is_floating_point() and p.device.type == device.type for p in trainable
+    )
+    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
     model.train()
     step, tokens, started = 0, 0, time.perf_counter()

@@ -77,6 +77,24 @@ def _tables(folder: str | None, where, names: tuple[str, ...]) -> dict[str, pl.D
     return {name: pl.read_parquet(Path(folder) / where.names[name]) for name in names}
 
 
+def _keyed(folders: list[str], name: str, keys: tuple[str, ...]) -> dict:
+    """Each folder's JSON file `name`, by the folder's (sae, site, layer) from its diff.json beside it."""
+    out = {}
+    for folder in folders:
+        diff = read_json(Path(folder).parent / layout.DIFF.names["summary"])
+        out[tuple(diff[k] for k in keys)] = read_json(Path(folder) / name)
+    return out
+
+
+def _crosscoders(folders: list[str]) -> dict:
+    """crosscoder.json of each crosscoder folder, grouped by (site, layer)."""
+    out: dict = {}
+    for folder in folders:
+        summary = read_json(Path(folder) / layout.CROSSCODER.names["summary"])
+        out.setdefault((summary["site"], summary["layer"]), []).append(summary)
+    return out
+
+
 def read_inputs(paths: dict) -> dict:
     """Everything the page shows, parsed (the folders and files of `paths`: see `main`)."""
     heads = _tables(paths.get("heads_summary"), layout.HEADS_SUMMARY, ("changes",))
@@ -91,6 +109,8 @@ def read_inputs(paths: dict) -> dict:
         "extracts": [(p, read_json(p)) for p in paths.get("extracts") or []],
         "saes": feature_data.describe_saes(paths.get("saes") or []),
         "diffs": read_diffs(paths.get("diffs") or []),
+        "methods": _keyed(paths.get("methods") or [], layout.METHODS.names["summary"], ("sae", "site", "layer")),
+        "crosscoders": _crosscoders(paths.get("crosscoders") or []),
         "probes": _tables(paths.get("probe_summary"), layout.PROBE_SUMMARY, ("probes", "sparse", "ranked", "tokens")),
         "kmeans": _tables(paths.get("kmeans"), layout.KMEANS, ("scores", "clusters")),
         "heads": heads["changes"] if heads else None,
@@ -166,6 +186,7 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
         "saes": sections.saes(saes, page_dir),
         "concepts": sections.concepts(saes),
         "diff": sections.diff(inputs["diffs"], _diff_images(folder, paths.get("diff_summaries") or {}), saes),
+        "methods": sections.methods(inputs["diffs"], inputs["methods"], inputs["crosscoders"]),
         **_probe_sections(folder, inputs, paths),
         "heads": _heads_section(folder, inputs["heads"], paths.get("heads_summary")),
         "files": sections.files(paths, inputs["extracts"], page_dir),
@@ -253,6 +274,8 @@ INPUTS = (
     "extracts",
     "saes",
     "diffs",
+    "methods",
+    "crosscoders",
     "probe_summary",
     "kmeans",
     "heads_summary",
@@ -284,6 +307,8 @@ def main(argv=None) -> None:
         "--diffs", nargs="*", default=[], help="diff folders (diff.json, diff.parquet, changed.parquet)"
     )
     parser.add_argument("--diff-summaries", nargs="*", default=[], help="RECIPE=diff_summary folder, one per recipe")
+    parser.add_argument("--methods", nargs="*", default=[], help="methods folders (methods.json), beside their diffs")
+    parser.add_argument("--crosscoders", nargs="*", default=[], help="crosscoder folders (crosscoder.json)")
     parser.add_argument("--probe-summary", help="probe_summary folder")
     parser.add_argument("--kmeans", help="kmeans folder (shown with the probes)")
     parser.add_argument("--heads-summary", help="heads_summary folder")

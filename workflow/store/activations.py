@@ -133,3 +133,58 @@ class ActivationSet:
 
     def read_all(self) -> np.ndarray:
         return np.concatenate([np.asarray(self.load_shard(s["file"])) for s in self.manifest["shards"]])
+
+
+class _PairedShard:
+    """Rows of two same-shaped shards side by side, read on slicing."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        self.a, self.b = a, b
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.concatenate([np.asarray(self.a[key]), np.asarray(self.b[key])], axis=-1)
+
+
+class PairedSets:
+    """Two row-aligned activation sets (the pretrained and fine-tuned variants' activations of the
+    same tokens) read as one set of width 2 x d_model: row i is [a_i, b_i]. What reads an
+    `ActivationSet` (the shuffled training stream, encode passes) reads this the same way; the
+    crosscoder trains on it. The two sets must hold the same rows in the same shards."""
+
+    def __init__(self, a: ActivationSet, b: ActivationSet):
+        if a.n_rows != b.n_rows or a.d_model != b.d_model:
+            raise ValueError(
+                f"{a.folder} ({a.n_rows} x {a.d_model}) and {b.folder} ({b.n_rows} x {b.d_model}) "
+                "are not the same tokens' activations"
+            )
+        shards = [(s["start"], s["stop"]) for s in a.manifest["shards"]]
+        if shards != [(s["start"], s["stop"]) for s in b.manifest["shards"]]:
+            raise ValueError(f"{a.folder} and {b.folder} are sharded differently (extract both with one shard_rows)")
+        self.sets = (a, b)
+        self.folder = Path(f"{a.folder}+{b.folder.name}")
+        self.n_rows, self.d_model = a.n_rows, 2 * a.d_model
+        self._files = {s["file"]: t["file"] for s, t in zip(a.manifest["shards"], b.manifest["shards"])}
+        self.manifest = {
+            **a.manifest,
+            "variant": "+".join(str(s.manifest.get("variant")) for s in self.sets),
+            "d_model": self.d_model,
+            "mean_sq_norm": [s.manifest["mean_sq_norm"] for s in self.sets],
+            "mean": [*a.manifest["mean"], *b.manifest["mean"]],
+        }
+
+    def load_shard(self, name: str) -> _PairedShard:
+        return _PairedShard(self.sets[0].load_shard(name), self.sets[1].load_shard(self._files[name]))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.manifest["mean"])
+
+    def iter_batches(self, batch_rows: int) -> Iterator[np.ndarray]:
+        for a, b in zip(self.sets[0].iter_batches(batch_rows), self.sets[1].iter_batches(batch_rows)):
+            yield np.concatenate([a, b], axis=1)
+
+    def rows(self, indices) -> np.ndarray:
+        return np.concatenate([s.rows(indices) for s in self.sets], axis=1)
