@@ -87,7 +87,7 @@ def test_the_pool_follows_cuda_visible_devices(monkeypatch):
 def test_every_rule_that_asks_for_a_gpu_claims_one():
     declared = set()
     for path in (ROOT / "rules").glob("*.smk"):
-        for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), flags=re.M):
+        for _rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), flags=re.M):
             if re.search(r"^\s+gpu=", body, flags=re.M):
                 declared.add(re.search(r"python -m workflow (\w+)", body).group(1))  # the stage it runs
     assert declared == set(GPU_STAGES)
