@@ -37,8 +37,12 @@ class BatchTopKSAE(TopKSAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return pre.relu() * (pre > self.threshold)
 
+    def ranking(self, pre: torch.Tensor) -> torch.Tensor:
+        """What the batch selection ranks (and the threshold compares): the activations."""
+        return pre.relu()
+
     def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = pre.relu().flatten()
+        flat = self.ranking(pre).flatten()
         kept = flat.topk(self.k * len(pre), sorted=False)
         order = kept.indices.sort().indices  # row-major, as the sparse kernels need
         flat_idx, vals = kept.indices[order], kept.values[order]

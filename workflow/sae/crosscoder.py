@@ -83,22 +83,9 @@ class Crosscoder(BatchTopKSAE):
         pre = pre.relu()
         return pre * (pre * self._weight() > self.threshold)
 
-    def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weighted = (pre.relu() * self._weight()).flatten()
-        kept = weighted.topk(self.k * len(pre), sorted=False)
-        order = kept.indices.sort().indices  # row-major, as the sparse kernels need
-        flat_idx, vals = kept.indices[order], kept.values[order]
-        positive = vals > 0
-        flat_idx, vals = flat_idx[positive], vals[positive]
-        if self.training and len(vals):
-            smallest = float(vals.min())
-            with torch.no_grad():
-                if self._threshold_seen:
-                    self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
-                else:
-                    self.threshold.fill_(smallest)
-                    self._threshold_seen = True
-        return flat_idx // self.d_sae, flat_idx % self.d_sae
+    def ranking(self, pre: torch.Tensor) -> torch.Tensor:
+        """Activations weighted by the latent's summed decoder norms (Minder et al.)."""
+        return pre.relu() * self._weight()
 
     # ------------------------------------------------------------ one side
 
