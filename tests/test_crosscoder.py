@@ -123,3 +123,157 @@ def test_latent_scaling_flags_a_shrunk_decoder(trained):
     W = cc.W_dec.detach().numpy()
     new = _latent_of(W[:, cc.side :], pair.new_atoms())
     assert np.median(stats["nu_error"][new[new >= 0]]) < 0.2
+
+
+def _pair_of_classifiers(tmp_path):
+    """A tiny GPT-2 and a perturbed copy (the "fine-tuned" one) as two classifiers, their test tokens."""
+    from tests.conftest import colour_words, make_tiny_gpt2, save_classifier
+    from workflow.models import loading
+    from workflow.models.classifier import classifier_layer
+    from workflow.stages import tokens
+
+    src = make_tiny_gpt2(tmp_path / "model")
+    folders = {}
+    for i, v in enumerate(SIDES):
+        model = loading.load_classifier(str(src), 2, loading.load_tokenizer(str(src)).pad_token_id)
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            classifier_layer(model).weight.normal_(0, 20.0, generator=torch.Generator().manual_seed(0))
+            for p in model.transformer.parameters():
+                p.add_(0.5 * i * p.std() * torch.randn(p.shape, generator=g))  # the fine-tuned body differs
+        folders[v] = str(save_classifier(model, src, tmp_path / f"clf_{v}"))
+    colour_words(tmp_path / "test.parquet", 24)
+    tokens.run(str(tmp_path / "test.parquet"), str(folders["pretrained"]), 32, str(tmp_path / "tokens.parquet"))
+    lms = {v: {"source": str(src), "kind": "causal", "body": str(folders[v])} for v in SIDES}
+    return folders, lms, tmp_path / "tokens.parquet"
+
+
+def _hand_crosscoder(d: int, swap: bool):
+    """A crosscoder whose latents are +/- copies of each input dimension (relu(x) - relu(-x) = x):
+    each side's decoder writes its own side back (lossless, whatever each side's input scale), or with
+    `swap` the other side's (both sides at scale 1)."""
+    from workflow.sae.crosscoder import Crosscoder, CrosscoderRecipe
+
+    cc = Crosscoder(2 * d, 4 * d, CrosscoderRecipe(k=4, d_sae=4 * d)).eval()
+    eye = torch.eye(2 * d)
+    out = eye if not swap else torch.cat([eye[d:], eye[:d]])  # row i of the decoder: where latent i writes
+    with torch.no_grad():
+        cc.W_enc.copy_(torch.cat([eye, -eye], 1))
+        cc.W_dec.copy_(torch.cat([out, -out], 0))
+        cc.b_enc.zero_()
+        cc.b_dec.zero_()
+        cc.threshold.zero_()
+        if not swap:  # each side normalised by its own scale, as training leaves it
+            cc.scale.copy_(torch.cat([torch.full((d,), 2.0), torch.full((d,), 0.25)]))
+    return cc
+
+
+def test_a_lossless_crosscoder_spliced_into_each_variant_recovers_all_the_loss(tmp_path):
+    from workflow.sae.downstream import crosscoder_effects
+    from workflow.store.tokens import read_documents
+
+    folders, lms, tokens = _pair_of_classifiers(tmp_path)
+    docs = read_documents(str(tokens))
+    result = crosscoder_effects(_hand_crosscoder(32, swap=False), docs, "resid_post", 1, folders, lms, 8, "cpu")
+    for v in SIDES:
+        for what in ("task", "lm"):
+            e = result[v][what]
+            assert e["loss_spliced"] == pytest.approx(e["loss_clean"], abs=1e-4), (v, what)
+            assert e["kl"] == pytest.approx(0.0, abs=1e-6) and e["kl_zero"] > 0
+            assert e["kl_recovered"] == pytest.approx(1.0, abs=1e-4)
+        task = result[v]["task"]  # a random LM's loss barely depends on its input; the big head's does
+        assert task["loss_zero"] != pytest.approx(task["loss_clean"], abs=1e-3)
+        assert task["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert result["pretrained"]["task"]["model"] == str(folders["pretrained"])
+
+
+def test_the_splice_reads_the_partner_variant_on_the_same_tokens(tmp_path):
+    """A crosscoder whose pretrained decoder writes the fine-tuned input back: spliced into the
+    pretrained model it must put the fine-tuned model's own activation there, as a direct splice of
+    the captured activation does."""
+    import torch.nn.functional as F
+
+    from workflow.models.hooks import Capture, Splice
+    from workflow.sae.downstream import classifier, crosscoder_effects
+    from workflow.store.tokens import labelled_batches, read_documents
+
+    folders, lms, tokens = _pair_of_classifiers(tmp_path)
+    docs = read_documents(str(tokens))
+    result = crosscoder_effects(_hand_crosscoder(32, swap=True), docs, "resid_post", 1, folders, {}, 8, "cpu")
+    assert set(result["pretrained"]) == {"task"}  # no LM specs: no LM effects
+    pre, ft = classifier(str(folders["pretrained"]), "cpu"), classifier(str(folders["finetuned"]), "cpu")
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for _, inputs, labels in labelled_batches(docs, 8, pre.config.pad_token_id, "cpu"):
+            with Capture(ft.base_model, [("resid_post", 1)]) as capture:
+                other = capture.run(**inputs)[("resid_post", 1)]
+            with Splice(pre.base_model, "resid_post", 1, lambda a, other=other: other):
+                total += float(F.cross_entropy(pre(**inputs).logits, labels, reduction="sum"))
+            n += len(labels)
+    swapped = result["pretrained"]["task"]
+    assert swapped["loss_spliced"] == pytest.approx(total / n, rel=1e-4)
+    assert swapped["loss_spliced"] != pytest.approx(swapped["loss_clean"], rel=1e-3)  # the bodies differ
+
+
+FEATURES_CFG = {
+    "max_tokens": None,
+    "batch_rows": 4096,
+    "top_tokens": 5,
+    "min_token_count": 3,
+    "n_top": 10,
+    "n_quantiles": 3,
+    "per_quantile": 1,
+    "window": 4,
+    "seed": 0,
+}
+
+
+def test_latent_pages_show_which_variant_drives_each_latent(trained, tmp_path):
+    """The features statistics of the latents agree with the crosscoder's own frequencies; on every example
+    token both variants' contributions add up (with b_enc) to the latent's pre-activation; a new atom's
+    latent is driven by the fine-tuned side, a removed atom's by the pretrained side."""
+    from workflow.store.files import write_json
+
+    pair, sets, out, _ = trained
+    n = ActivationSet(sets["test"]["pretrained"]).n_rows
+    doc = np.arange(n) // 20
+    tokens = pl.DataFrame(
+        {
+            "row": np.arange(n),
+            "doc_id": doc,
+            "pos": np.arange(n) % 20,
+            "token_id": np.arange(n) % 50,
+            "token": [f"t{i % 50}" for i in range(n)],
+            "label": doc % 2,
+            "is_special": np.zeros(n, dtype=bool),
+            "concepts": [[] for _ in range(n)],
+        }
+    )
+    tokens.write_parquet(tmp_path / "tokens.parquet")
+    write_json({"label_names": ["a", "b"], "concepts": []}, tmp_path / "meta.json")
+    cc = load(out)
+    test = PairedSets(*(ActivationSet(sets["test"][v]) for v in SIDES))
+    summary = stage.latent_features(
+        cc, test, str(tmp_path / "tokens.parquet"), str(tmp_path / "meta.json"), FEATURES_CFG, tmp_path, "cpu"
+    )
+    table = pl.read_parquet(tmp_path / "features.parquet")
+    latents = pl.read_parquet(out / "latents.parquet")
+    np.testing.assert_allclose(table["frequency"].to_numpy(), latents["frequency"].to_numpy(), atol=1e-9)
+    examples = pl.read_parquet(tmp_path / "examples.parquet")
+    assert summary["n_examples"] == len(examples) > 0
+    top = examples.filter(pl.col("kind") == "top")
+    centre = {v: np.array([a[c] for a, c in zip(top[f"acts_{v}"].to_list(), top["center"].to_list())]) for v in SIDES}
+    b_enc = cc.b_enc.detach().numpy()[top["feature"].to_numpy()]
+    np.testing.assert_allclose(
+        centre["pretrained"] + centre["finetuned"] + b_enc, top["activation"].to_numpy(), rtol=1e-3, atol=1e-3
+    )  # the latent fires: its activation is its pre-activation
+    W = cc.W_dec.detach().numpy()
+    for atoms, side, driver in (
+        (pair.new_atoms(), slice(cc.side, None), "finetuned"),
+        (pair.atoms_pre[pair.category == "removed"], slice(None, cc.side), "pretrained"),
+    ):
+        found = _latent_of(W[:, side], atoms)
+        mine = top.filter(pl.col("feature").is_in(found[found >= 0].tolist()))["feature"].to_numpy()
+        at = np.isin(top["feature"].to_numpy(), mine)
+        other = "pretrained" if driver == "finetuned" else "finetuned"
+        assert np.median(centre[driver][at]) > 3 * np.median(np.abs(centre[other][at])), driver

@@ -109,6 +109,10 @@ CROSSCODER = Folder(
         "checkpoint": "checkpoint.pt",
         "latents": "latents.parquet",
         "summary": "crosscoder.json",
+        # what each latent responds to (the features stage's statistics, on both variants' test tokens)
+        "features": "features.parquet",
+        "examples": "examples.parquet",
+        "features_summary": "features.json",
     },
 )
 # the pretrained SAE after more training on the fine-tuned activations, and how each feature moved

@@ -299,12 +299,18 @@ class Plan(Variants):
                 f"--{v}-acts",
                 layout.ACTIVATION_SET.path(variant=v, split="test", **where),
             ]
+        seed = self.seed_sae(model, dataset, site, layer, sae)
+        return args + self.variant_model_args(model, dataset) + (["--seed-sae", seed] if seed else [])
+
+    def variant_model_args(self, model: str, dataset: str) -> list[str]:
+        """--<variant>-classifier and --<variant>-lm of both variants, where they exist."""
+        args = []
+        for v in VARIANTS:
             classifier = self.classifier(model, v, dataset)
             args += [f"--{v}-classifier", classifier] if classifier else []
             lm = self.lm_spec(model, v, dataset)
             args += [f"--{v}-lm", shlex.quote(as_json(lm))] if lm else []
-        seed = self.seed_sae(model, dataset, site, layer, sae)
-        return args + (["--seed-sae", seed] if seed else [])
+        return args
 
     def lm_compare_args(self, model: str, dataset: str) -> list[str]:
         """The lm_compare job's --pretrained-lm and --finetuned-lm arguments."""

@@ -234,9 +234,16 @@ def example_positions(sorted_codes: dict, n_top: int, n_quantiles: int, per_quan
 
 
 def examples_table(
-    codes: Codes, sorted_codes: dict, positions: pl.DataFrame, tokens: pl.DataFrame, window: int
+    codes: Codes,
+    sorted_codes: dict,
+    positions: pl.DataFrame,
+    tokens: pl.DataFrame,
+    window: int,
+    extra: dict | None = None,
 ) -> pl.DataFrame:
-    """One row per example: its token in context and the feature's activation on every window token."""
+    """One row per example: its token in context and the feature's activation on every window token.
+    `extra`: {column: fn(rows, features) -> values}, more per-token values of every window (a list
+    column each, beside ``acts``)."""
     at = positions["at"].to_numpy()
     feature = positions["feature"].to_numpy()
     row = sorted_codes["row"][at].astype(np.int64)
@@ -248,9 +255,10 @@ def examples_table(
     example = np.repeat(np.arange(len(row)), length)
     window_row = np.repeat(lo, length) + np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
     acts = codes.lookup(window_row, np.repeat(feature, length))
-    flat = pl.DataFrame({"example": example, "token": tokens["token"].gather(window_row), "act": acts})
+    more = {name: fn(window_row, np.repeat(feature, length)) for name, fn in (extra or {}).items()}
+    flat = pl.DataFrame({"example": example, "token": tokens["token"].gather(window_row), "act": acts, **more})
     windows = flat.group_by("example", maintain_order=True).agg(
-        pl.col("token").alias("tokens"), pl.col("act").alias("acts")
+        pl.col("token").alias("tokens"), pl.col("act").alias("acts"), *(pl.col(name) for name in more)
     )
     return positions.drop("at").with_columns(
         pl.Series("row", row),
@@ -260,6 +268,7 @@ def examples_table(
         pl.Series("center", (row - lo).astype(np.int32)),
         windows["tokens"],
         windows["acts"],
+        *(windows[name] for name in more),
     )
 
 

@@ -98,6 +98,14 @@ class Crosscoder(BatchTopKSAE):
         cut = slice(side * self.side, (side + 1) * self.side)
         return (acts @ self.W_dec[:, cut] + self.b_dec[cut]) / self.scale[cut]
 
+    def side_contributions(self, x: torch.Tensor, features: torch.Tensor, side: int) -> torch.Tensor:
+        """What one side adds to the pre-activation of latent features[i] on raw row x[i]:
+        ``(x_side * scale - b_dec_side) @ W_enc_side[:, f]`` (the pre-activation is both sides'
+        contributions plus b_enc)."""
+        cut = slice(side * self.side, (side + 1) * self.side)
+        xs = x[:, cut] * self.scale[cut] - self.b_dec[cut]
+        return (xs * self.W_enc[cut][:, features].t()).sum(1)
+
     # ------------------------------------------------------------ saving
 
     def saelens_tensors(self) -> dict[str, torch.Tensor]:

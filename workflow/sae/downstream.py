@@ -12,6 +12,11 @@ predicted token, a masked LM by masked-token loss on fixed positions of each
 document (`workflow.models.lm`).
 Positions whose activation norm exceeds `max_norm` (outlier tokens), if given, keep
 their clean value when spliced or ablated.
+
+A crosscoder is spliced in one side at a time (`CrosscoderSide`): its encoder reads both
+variants' activations of the same tokens, so the other variant's model (the partner) is run on
+the same inputs first and its activation at the (site, layer) captured; the spliced variant's
+activation is then replaced by that side's decoder output.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workflow.models import loading
-from workflow.models.hooks import Splice
+from workflow.models.hooks import Capture, Splice
 from workflow.models.lm import Scored
 from workflow.models.sources import resolve_source
 from workflow.store.tokens import labelled_batches
@@ -39,6 +44,29 @@ def through_sae(sae, max_norm: float | None = None) -> Callable:
         return out.reshape(shape).to(acts.dtype)
 
     return fn
+
+
+class CrosscoderSide:
+    """One side of a crosscoder as an SAE for `through_sae`: `prepare(inputs)` runs the partner
+    (the other variant's model, whose activations are the crosscoder's other input) on the same
+    inputs and keeps its (site, layer) activation; calling it on the spliced variant's flattened
+    activation gives that side's reconstruction from both."""
+
+    def __init__(self, cc, side: int, partner, site: str, layer: int):
+        self.cc, self.side, self.partner, self.where = cc, side, partner, (site, layer)
+        self.other = None
+
+    def prepare(self, inputs: dict) -> None:
+        with Capture(self.partner.base_model, [self.where]) as capture:
+            self.other = capture.run(**inputs)[self.where]
+
+    def __call__(self, flat):
+        import torch
+
+        other = self.other.reshape(flat.shape).float()
+        pair = (flat, other) if self.side == 0 else (other, flat)
+        acts = self.cc.encode(torch.cat(pair, dim=1))  # raw in, raw out: the scale is applied inside
+        return self.cc.decode_side(acts, self.side)
 
 
 def zeros(acts):
@@ -63,6 +91,8 @@ def _spliced_runs(model, site: str, layer: int, saes: dict, inputs: dict, max_no
     with Splice(base, site, layer, zeros_except_outliers(max_norm)):
         runs["zero"] = model(**inputs).logits.float()
     for name, sae in saes.items():
+        if hasattr(sae, "prepare"):  # a crosscoder side: its partner's activation of these inputs
+            sae.prepare(inputs)
         with Splice(base, site, layer, through_sae(sae, max_norm)):
             runs[f"spliced:{name}"] = model(**inputs).logits.float()
     return runs
@@ -108,6 +138,17 @@ def _add_runs(
             _add(sums, f"kl:{name}" if name else f"kl_{kind}", kl)
 
 
+def classifier(classifier_dir: str, device):
+    """A saved task classifier, in eval mode."""
+    pad_id = loading.pad_token_id(classifier_dir)
+    return loading.load_classifier(classifier_dir, loading.num_labels(classifier_dir), pad_id, device).eval()
+
+
+def language_model(lm: dict, device):
+    """The language model of an `lm` spec (`Plan.lm_spec`: source, kind, body), in eval mode."""
+    return loading.load_lm(resolve_source(lm["source"]), device, lm["kind"], lm.get("body"))
+
+
 def task_effects(
     classifier_dir: str, docs, site: str, layer: int, saes: dict, batch_size: int, device, max_norm: float | None = None
 ) -> dict:
@@ -116,7 +157,7 @@ def task_effects(
     import torch.nn.functional as F
 
     pad_id = loading.pad_token_id(classifier_dir)
-    model = loading.load_classifier(classifier_dir, loading.num_labels(classifier_dir), pad_id, device).eval()
+    model = classifier(classifier_dir, device)
     sums: dict[str, float] = {}
     with torch.inference_mode():
         for _, inputs, labels in labelled_batches(docs, batch_size, pad_id, device):
@@ -145,7 +186,7 @@ def lm_effects(
 
     source, kind = resolve_source(lm["source"]), lm["kind"]
     pad_id = loading.pad_token_id(source)
-    model = loading.load_lm(source, device, kind, lm.get("body"))
+    model = language_model(lm, device)
     mask_id = loading.load_tokenizer(source).mask_token_id if kind == "masked" else None
     sums: dict[str, float] = {}
     n = 0
@@ -160,3 +201,26 @@ def lm_effects(
         name: {"model": source, "body": lm.get("body"), "kind": kind, **summary, "n_tokens": n}
         for name, summary in _summaries(sums, saes, max(n, 1)).items()
     }
+
+
+def crosscoder_effects(
+    cc, docs, site: str, layer: int, classifiers: dict, lm_specs: dict, batch_size: int, device
+) -> dict:
+    """Each side of a crosscoder spliced into its own variant: {variant: {"task": ..., "lm": ...}},
+    as `task_effects` / `lm_effects` give them ("task" where both variants have a task classifier,
+    "lm" where both have a language model). `classifiers`, `lm_specs`: {variant: folder / spec}."""
+    from workflow.sae.crosscoder import SIDES
+
+    out = {}
+    for side, variant in enumerate(SIDES):
+        partner, result = SIDES[1 - side], {}
+        if classifiers.get(variant) and classifiers.get(partner):
+            spliced = CrosscoderSide(cc, side, classifier(classifiers[partner], device), site, layer)
+            result["task"] = task_effects(classifiers[variant], docs, site, layer, {"cc": spliced}, batch_size, device)[
+                "cc"
+            ]
+        if lm_specs.get(variant) and lm_specs.get(partner):
+            spliced = CrosscoderSide(cc, side, language_model(lm_specs[partner], device), site, layer)
+            result["lm"] = lm_effects(lm_specs[variant], docs, site, layer, {"cc": spliced}, batch_size, device)["cc"]
+        out[variant] = result
+    return out

@@ -5,33 +5,125 @@ Trained (`workflow.sae.training`, the SAE trainer: shuffled stream, lr schedule,
 checkpoints) on the two variants' train-split activation sets read side by side
 (`workflow.store.activations.PairedSets`: row i of both is the same token), then analysed on the
 test split (`workflow.analysis.crosscoding`: relative decoder norm and class, the two decoders'
-cosine, latent scaling, frequency; FVU per side, L0, dead fraction).
+cosine, latent scaling, frequency; FVU per side, L0, dead fraction). Each side is then spliced
+into its own variant on the test documents (`workflow.sae.downstream.crosscoder_effects`: task
+and LM loss recovered, as `evaluate_sae` gives them for an SAE).
 
 Output: ``crosscoder_weights.safetensors`` + ``cfg.json`` (`workflow.sae.crosscoder` documents
 the tensors; `workflow.sae.crosscoder.load` reads them back), ``training_log.parquet``,
-``latents.parquet`` (one row per latent) and ``crosscoder.json`` (quality and class counts).
+``latents.parquet`` (one row per latent), ``crosscoder.json`` (quality, class counts, splice), and
+what each latent responds to as the features stage gives it for an SAE (``features.parquet``,
+``examples.parquet`` with each variant's contribution per example token, ``features.json``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from workflow import cli, layout
 from workflow.analysis import crosscoding
+from workflow.analysis.features import TOKEN_COLUMNS, example_positions, examples_table, feature_table
 from workflow.layout import VARIANTS
-from workflow.models.loading import pick_device
+from workflow.models.loading import describe_device, pick_device
+from workflow.sae.codes import sparse_codes
 from workflow.sae.crosscoder import CrosscoderRecipe, load
+from workflow.sae.downstream import crosscoder_effects
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet, PairedSets
-from workflow.store.files import write_json, write_parquet
+from workflow.store.files import read_json, write_json, write_parquet
+from workflow.store.tokens import read_documents
+
+log = logging.getLogger(__name__)
 
 
-def run(train_acts: dict, test_acts: dict, recipe: dict, name: str, cfg: dict, source: str, out: str) -> dict:
+def latent_features(cc, test: PairedSets, tokens_path: str, meta_path: str, cfg: dict, out: Path, device) -> dict:
+    """What each latent responds to on the test tokens, as the features stage gives it for an SAE
+    (statistics, top and quantile examples), with each variant's contribution to the latent's
+    pre-activation on every example token (``acts_pretrained``, ``acts_finetuned``): which
+    variant's activations drive the latent there. Written beside the crosscoder."""
+    import torch
+
+    tokens = pl.read_parquet(tokens_path, columns=TOKEN_COLUMNS)
+    if len(tokens) != test.n_rows:
+        raise ValueError(f"{tokens_path}: {len(tokens)} rows, but the activation sets {test.folder} have {test.n_rows}")
+    meta = read_json(meta_path)
+    labels, concepts = meta["label_names"], meta.get("concepts") or []
+    codes = sparse_codes(cc, test, cfg["max_tokens"], cfg["batch_rows"], device)
+    table, extra = feature_table(codes, tokens, labels, concepts, cfg["top_tokens"], cfg["min_token_count"])
+    positions = example_positions(extra["sorted"], cfg["n_top"], cfg["n_quantiles"], cfg["per_quantile"], cfg["seed"])
+
+    def contribution(side: int):
+        def fn(rows, features):
+            with torch.inference_mode():
+                x = torch.from_numpy(test.rows(rows).astype(np.float32)).to(device)
+                f = torch.from_numpy(np.asarray(features, dtype=np.int64)).to(device)
+                return cc.side_contributions(x, f, side).float().cpu().numpy()
+
+        return fn
+
+    sides = {f"acts_{v}": contribution(i) for i, v in enumerate(VARIANTS)}
+    examples = examples_table(codes, extra["sorted"], positions, tokens, cfg["window"], sides)
+    names = layout.CROSSCODER.names
+    write_parquet(table, out / names["features"])
+    write_parquet(examples, out / names["examples"])
+    summary = {
+        "n_tokens": codes.n_rows,
+        "d_sae": codes.d_sae,
+        "label_names": labels,
+        "concepts": concepts,
+        "l0": len(codes.value) / max(codes.n_rows, 1),
+        "n_examples": len(examples),
+    }
+    write_json(summary, out / names["features_summary"])
+    return summary
+
+
+def downstream(cc, tokens: str, site: str, layer: int, models: dict, eval_cfg: dict, device) -> dict:
+    """Each side spliced into its variant on (a sample of) the test documents; logged per variant."""
+    docs = read_documents(tokens).sample(max_docs=eval_cfg["max_docs"], seed=0)
+    result = crosscoder_effects(
+        cc, docs, site, layer, models["classifier"], models["lm"], eval_cfg["batch_size"], device
+    )
+    for variant, effects in result.items():
+        for what, e in effects.items():
+            log.info(
+                "%s side spliced into the %s model: %s loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f",
+                variant,
+                variant,
+                what,
+                e["loss_clean"],
+                e["loss_spliced"],
+                e["loss_zero"],
+                e["loss_recovered"],
+            )
+    return result
+
+
+def run(
+    train_acts: dict,
+    test_acts: dict,
+    recipe: dict,
+    name: str,
+    cfg: dict,
+    source: str,
+    out: str,
+    tokens: str | None = None,
+    models: dict | None = None,
+    eval_cfg: dict | None = None,
+    meta: str | None = None,
+    features_cfg: dict | None = None,
+) -> dict:
     """train_acts, test_acts: {variant: activation set folder}; cfg: the `crosscoder` section plus
-    the diff's retained_cosine."""
+    the diff's retained_cosine. With `tokens` (the test split's table), `models` ({"classifier":
+    {variant: folder}, "lm": {variant: spec}}) and `eval_cfg` (the sae_eval section), each side is
+    spliced into its variant; with `tokens`, `meta` (the dataset's meta.json) and `features_cfg` (the
+    features section), what each latent responds to is written beside it (`latent_features`)."""
     started = time.perf_counter()
     device = pick_device()
     paired = PairedSets(*(ActivationSet(train_acts[v]) for v in VARIANTS))
@@ -48,6 +140,8 @@ def run(train_acts: dict, test_acts: dict, recipe: dict, name: str, cfg: dict, s
     table = crosscoding.latent_table(cc, stats, cfg)
     names = layout.CROSSCODER.names
     write_parquet(table, Path(out) / names["latents"])
+    if tokens and meta and features_cfg:
+        latent_features(cc, test, tokens, meta, features_cfg, Path(out), device)
     live = table.filter(table["frequency"] > 0)
     summary = {
         **metadata["study"],
@@ -62,12 +156,16 @@ def run(train_acts: dict, test_acts: dict, recipe: dict, name: str, cfg: dict, s
             c: int((live["robust"] & (live["class"] == c)).sum()) for c in ("pretrained_only", "finetuned_only")
         },
         "categories": {c: int((table["category"] == c).sum()) for c in ("kept", "changed", "removed", "new", "dead")},
+        "downstream": downstream(cc, tokens, manifest["site"], int(manifest["layer"]), models, eval_cfg, device)
+        if tokens and models
+        else {},
         "shared_decoder_cos_median": float(np.nanmedian(live.filter(live["class"] == "shared")["decoder_cos"]))
         if (live["class"] == "shared").any()
         else None,
         "thresholds": cfg,
         "sign_convention": "relative norm > 0.5: the fine-tuned side's decoder is the larger",
         "train": {"steps": training["steps"], "seconds": training["seconds"], "final": training["final"]},
+        "device": describe_device(device),
         "seconds": time.perf_counter() - started,
     }
     write_json(summary, Path(out) / names["summary"])
@@ -79,12 +177,19 @@ def main(argv=None) -> None:
     for v in VARIANTS:
         parser.add_argument(f"--{v}-train", required=True, help=f"train-split activation set of the {v} model")
         parser.add_argument(f"--{v}-test", required=True, help=f"test-split activation set of the {v} model")
+        parser.add_argument(f"--{v}-classifier", help=f"task classifier folder of the {v} model (labelled data)")
+        cli.add_lm(parser, f"--{v}-lm", f"the {v} model")
+    parser.add_argument("--tokens", help="tokens table of the test split (splice, latent examples)")
+    parser.add_argument("--meta", help="the dataset's meta.json (label names, concepts)")
+    parser.add_argument("--features-config", type=json.loads, help="the features section as JSON")
+    cli.add_config(parser, "sae_eval config (documents for the spliced loss)", "--eval-config")
     cli.add_config(parser, "crosscoder recipe", "--recipe")
     parser.add_argument("--name", required=True, help="the recipe's name in the config")
     cli.add_config(parser, "crosscoder section (with the diff's retained_cosine)")
     parser.add_argument("--source", required=True, help="model source, recorded as metadata.model_name")
     parser.add_argument("--out", required=True)
-    args = vars(parser.parse_args(argv))
+    cli.add_load(parser)
+    args = vars(cli.parse_model_job(parser, argv))
     run(
         {v: args[f"{v}_train"] for v in VARIANTS},
         {v: args[f"{v}_test"] for v in VARIANTS},
@@ -93,4 +198,9 @@ def main(argv=None) -> None:
         args["config"],
         args["source"],
         args["out"],
+        args["tokens"],
+        {what: {v: args[f"{v}_{what}"] for v in VARIANTS} for what in ("classifier", "lm")},
+        args["eval_config"],
+        args["meta"],
+        args["features_config"],
     )
