@@ -9,7 +9,10 @@ Per (model, dataset) report folder::
     data/sentences.js            every token of the first test documents with the features firing on it,
                                  per SAE
 
-`<key>` is ``<variant>-<site>-L<layer>-<recipe>``, from the SAE's eval.json. Data files are
+`<key>` is ``<variant>-<site>-L<layer>-<recipe>``, from the SAE's eval.json. A crosscoder is listed
+twice on the feature pages, once per side (``<variant>-<site>-L<layer>-crosscoder.<recipe>``, partner
+the other side): each latent is shown on both variants, with both decoders' norms and its examples
+shaded by that variant's contribution to the latent (the sentence view shows SAEs only). Data files are
 JavaScript that hand their payload to ``reportData(name, payload)`` (static/loader.js): browsers
 refuse ``fetch`` of local JSON from ``file://`` pages, but load local scripts, so a page loads only
 the chunk it shows. JSON has no NaN: missing values are null.
@@ -46,7 +49,9 @@ CATALOGUE_KEYS = (
     "partner_key",
     "n_chunks",
     "default_feature",
+    "crosscoder",
 )
+CROSSCODER_PREFIX = "crosscoder."  # recipe names are [A-Za-z0-9_-]: no SAE recipe starts so
 
 
 def sae_key(e: dict) -> str:
@@ -97,18 +102,85 @@ def describe_saes(sae_dirs: list[str]) -> list[dict]:
     return entries
 
 
+def describe_crosscoders(folders: list[str]) -> list[dict]:
+    """Two catalogue entries per crosscoder folder, one per side (variant), each the other's partner."""
+    out = []
+    for d in folders:
+        names = layout.CROSSCODER.names
+        summary, features = read_json(Path(d) / names["summary"]), read_json(Path(d) / names["features_summary"])
+        keys = {
+            v: f"{v}-{summary['site']}-L{summary['layer']}-{CROSSCODER_PREFIX}{summary['crosscoder']}"
+            for v in VARIANT_ORDER
+        }
+        for v, key in keys.items():
+            out.append(
+                json_safe(
+                    {
+                        "key": key,
+                        "folder": str(d),
+                        "recipe": CROSSCODER_PREFIX + summary["crosscoder"],
+                        "architecture": "crosscoder",
+                        "site": summary["site"],
+                        "layer": summary["layer"],
+                        "variant": v,
+                        "d_sae": summary["d_sae"],
+                        "fvu": summary["fvu"][v],
+                        "l0": summary["l0"],
+                        "dead": summary["dead_fraction"],
+                        "labels": features["label_names"],
+                        "concepts": features["concepts"],
+                        "partner_key": next(k for w, k in keys.items() if w != v),
+                        "n_chunks": -(-summary["d_sae"] // CHUNK),
+                        "crosscoder": True,
+                    }
+                )
+            )
+    return out
+
+
 def catalogue(saes: list[dict]) -> list[dict]:
     """What the pages' scripts read of each SAE (embedded in the page)."""
     return [{k: s.get(k) for k in CATALOGUE_KEYS} for s in saes]
 
 
-def feature_records(folder: str | Path, labels: list[str], diff: pl.DataFrame | None) -> pl.DataFrame:
-    """One row per feature (all of them, dead ones too, in id order) with its examples and diff match."""
-    names = layout.SAE.names
+def diff_match(diff: pl.DataFrame) -> pl.DataFrame:
+    """Each feature's match under the diff (one side of diff.parquet): partner, category, scores."""
+    return diff.select(
+        "feature",
+        pl.struct("partner", "category", "decoder_cos", "act_corr", "best_cos", "delta_frequency").alias("match"),
+    )
+
+
+def crosscoder_match(latents: pl.DataFrame) -> pl.DataFrame:
+    """Each crosscoder latent matched to itself on the other side (latents.parquet): its class as the
+    category, both decoders' norms and cosine, latent scaling."""
+    return latents.select(
+        pl.col("latent").alias("feature"),
+        pl.struct(
+            pl.col("latent").alias("partner"),
+            pl.col("class").alias("category"),
+            "decoder_cos",
+            "norm_pretrained",
+            "norm_finetuned",
+            "relative_norm",
+            "nu_error",
+            "nu_reconstruction",
+            "robust",
+        ).alias("match"),
+    )
+
+
+def feature_records(
+    folder: str | Path, labels: list[str], match: pl.DataFrame | None, acts: str = "acts"
+) -> pl.DataFrame:
+    """One row per feature (all of them, dead ones too, in id order) with its examples and its match
+    (`diff_match`, `crosscoder_match`); the examples' token shading is column `acts` of examples.parquet."""
+    names = layout.SAE.names  # a crosscoder folder names its feature tables the same
     folder = Path(folder)
     table = pl.read_parquet(folder / names["features"])
     examples = (
-        pl.read_parquet(folder / names["examples"], columns=EXAMPLE_COLUMNS)
+        pl.read_parquet(folder / names["examples"], columns=[c if c != "acts" else acts for c in EXAMPLE_COLUMNS])
+        .rename({acts: "acts"} if acts != "acts" else {})
         .sort(["feature", "kind", "rank"], descending=[False, True, False])  # top before quantile
         .with_columns(pl.col("activation").round(4), pl.col("acts").list.eval(pl.element().round(3)))
         .group_by("feature", maintain_order=True)
@@ -119,11 +191,7 @@ def feature_records(folder: str | Path, labels: list[str], diff: pl.DataFrame | 
         pl.col("top_token_means").list.eval(pl.element().round(3)),
     ).join(examples, on="feature", how="left", maintain_order="left")
     records = records.with_columns(pl.col("examples").fill_null(pl.lit([], dtype=records.schema["examples"])))
-    if diff is not None:
-        match = diff.select(
-            "feature",
-            pl.struct("partner", "category", "decoder_cos", "act_corr", "best_cos", "delta_frequency").alias("match"),
-        )
+    if match is not None:
         records = records.join(match, on="feature", how="left", maintain_order="left")
     return nan_to_null(records).sort("feature")
 
@@ -163,12 +231,17 @@ def default_feature(records: pl.DataFrame) -> int:
 
 
 def write_feature_data(saes: list[dict], diffs: dict[tuple, pl.DataFrame], out: Path) -> None:
-    """data/features/<key>/{index.js, c<n>.js} for every SAE, and each entry's `default_feature`;
-    `diffs` maps (recipe, site, layer) to that diff's table (diff.parquet, one row per feature and side)."""
+    """data/features/<key>/{index.js, c<n>.js} for every SAE and crosscoder side, and each entry's
+    `default_feature`; `diffs` maps (recipe, site, layer) to that diff's table (diff.parquet, one row
+    per feature and side)."""
     for s in saes:
-        diff = diffs.get((s["recipe"], s["site"], s["layer"]))
-        side = diff.filter(pl.col("side") == s["variant"]).drop("side") if diff is not None else None
-        records = feature_records(s["folder"], s["labels"], side)
+        if s.get("crosscoder"):
+            latents = pl.read_parquet(Path(s["folder"]) / layout.CROSSCODER.names["latents"])
+            records = feature_records(s["folder"], s["labels"], crosscoder_match(latents), f"acts_{s['variant']}")
+        else:
+            diff = diffs.get((s["recipe"], s["site"], s["layer"]))
+            side = diff_match(diff.filter(pl.col("side") == s["variant"])) if diff is not None else None
+            records = feature_records(s["folder"], s["labels"], side)
         folder = out / FEATURES_DIR / s["key"]
         folder.mkdir(parents=True, exist_ok=True)
         name = f"features/{s['key']}"

@@ -12,6 +12,13 @@ def _floor_cell(e: dict | None) -> str:
     return f"{e['diff']:.3f} / {e['floor']:.3f} ({e['excess']:+.3f} ± {(e['high'] - e['low']) / 2:.3f}){mark}"
 
 
+def _task_recovered(c: dict) -> str:
+    task = [(c.get("downstream") or {}).get(v, {}).get("task") for v in ("pretrained", "finetuned")]
+    if not all(task):
+        return ""
+    return f", task loss recovered {task[0]['loss_recovered']:.3f} / {task[1]['loss_recovered']:.3f}"
+
+
 def methods_lines(r) -> list[str]:
     """Per diffed layer: the matching's categories against their seed floor, stage-wise
     fine-tuning's categories and the crosscoder's classes (diff.json, stagewise.json, crosscoder.json)."""
@@ -40,7 +47,7 @@ def methods_lines(r) -> list[str]:
                     "; ".join(
                         f"{c['classes']['shared']} / {c['classes']['pretrained_only']} / "
                         f"{c['classes']['finetuned_only']} ({c['robust']['finetuned_only']}), "
-                        f"FVU {c['fvu']['pretrained']:.3f} / {c['fvu']['finetuned']:.3f}"
+                        f"FVU {c['fvu']['pretrained']:.3f} / {c['fvu']['finetuned']:.3f}" + _task_recovered(c)
                         for c in ccs
                         if c
                     )
@@ -60,7 +67,7 @@ def methods_lines(r) -> list[str]:
         "",
         "| model / dataset | recipe | site | layer | retained | drifted | overwritten "
         "| stage-wise kept / changed / removed / new "
-        "| crosscoder shared / pre-only / ft-only (robust ft-only), FVU pre / ft |",
+        "| crosscoder shared / pre-only / ft-only (robust ft-only), FVU and task loss recovered pre / ft |",
         "|---|" + "---|" * 8,
         *lines,
     ]

@@ -353,6 +353,44 @@ def _share(e: dict | None) -> str:
     )
 
 
+CROSSCODER_HEADER = [
+    "crosscoder",
+    "site",
+    "layer",
+    "latents",
+    "FVU pretrained / fine-tuned",
+    "L0",
+    "dead",
+    "task loss recovered: pretrained / fine-tuned",
+    "LM loss recovered: pretrained / fine-tuned",
+]
+
+
+def _recovered(downstream: dict, what: str) -> str:
+    values = [(downstream.get(v) or {}).get(what, {}).get("loss_recovered") for v in ("pretrained", "finetuned")]
+    return "-" if all(x is None for x in values) else " / ".join("-" if x is None else f"{x:.3f}" for x in values)
+
+
+def crosscoder_quality(crosscoders: dict) -> Table | None:
+    """One row per crosscoder: reconstruction per side and each side spliced into its variant."""
+    rows = [
+        [
+            c["crosscoder"],
+            c["site"],
+            c["layer"],
+            c["d_sae"],
+            f"{c['fvu']['pretrained']:.3f} / {c['fvu']['finetuned']:.3f}",
+            c["l0"],
+            c["dead_fraction"],
+            _recovered(c.get("downstream") or {}, "task"),
+            _recovered(c.get("downstream") or {}, "lm"),
+        ]
+        for key in sorted(crosscoders)
+        for c in crosscoders[key]
+    ]
+    return Table(CROSSCODER_HEADER, rows, "crosscoder-quality") if rows else None
+
+
 def methods(diffs: list[dict], method_summaries: dict, crosscoders: dict) -> dict | None:
     """The diffing methods side by side per (recipe, site, layer): the matching's categories next
     to their seed floor (the excess with its 95% interval), stage-wise fine-tuning's categories,
@@ -392,4 +430,8 @@ def methods(diffs: list[dict], method_summaries: dict, crosscoders: dict) -> dic
         shares = [_share(excess.get(c)) for c in ("retained", "drifted", "overwritten")]
         kappa_cc = kappas_cc[0] if kappas_cc else None
         rows.append([d["sae"], d["site"], d["layer"], *shares, beyond, stage_cell, cc_cell, kappa_stage, kappa_cc])
-    return {"table": Table(METHODS_HEADER, rows, "methods"), "notes": notes}
+    return {
+        "table": Table(METHODS_HEADER, rows, "methods"),
+        "notes": notes,
+        "crosscoders": crosscoder_quality(crosscoders),
+    }

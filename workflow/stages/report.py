@@ -7,7 +7,8 @@
   quality table, planted concepts, the feature diff (categories by layer, transfer, the
   most changed features), probes and k-means, attention heads, links to the results;
 - ``feature.html`` and ``sentences.html`` with their lazily loaded ``data/``
-  (`workflow.report.feature_data`), where an SAE recipe covers the dataset;
+  (`workflow.report.feature_data`), where an SAE recipe covers the dataset (the feature pages
+  also show each crosscoder latent on both variants);
 - ``heads.html`` (the heads summary's interactive attention patterns) and ``img/`` (the
   analysis plots);
 - ``summary.json``: the numbers the study index shows (stage `report_index`).
@@ -111,6 +112,7 @@ def read_inputs(paths: dict) -> dict:
         "diffs": read_diffs(paths.get("diffs") or []),
         "methods": _keyed(paths.get("methods") or [], layout.METHODS.names["summary"], ("sae", "site", "layer")),
         "crosscoders": _crosscoders(paths.get("crosscoders") or []),
+        "crosscoder_sides": feature_data.describe_crosscoders(paths.get("crosscoders") or []),
         "probes": _tables(paths.get("probe_summary"), layout.PROBE_SUMMARY, ("probes", "sparse", "ranked", "tokens")),
         "kmeans": _tables(paths.get("kmeans"), layout.KMEANS, ("scores", "clusters")),
         "heads": heads["changes"] if heads else None,
@@ -194,19 +196,20 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
 
 
 def write_feature_pages(folder: ReportFolder, inputs: dict, heading: str) -> None:
-    """feature.html, sentences.html and their data files."""
-    saes = inputs["saes"]
+    """feature.html (the SAEs' features and the crosscoders' latents, on both sides), sentences.html
+    (the SAEs') and their data files."""
+    saes, sides = inputs["saes"], inputs["crosscoder_sides"]
     diffs = {(d["summary"]["sae"], d["summary"]["site"], d["summary"]["layer"]): d["table"] for d in inputs["diffs"]}
-    feature_data.write_feature_data(saes, diffs, folder.root)
+    feature_data.write_feature_data(saes + sides, diffs, folder.root)
     feature_data.write_sentence_data(saes, folder.root)
-    listed = feature_data.catalogue(saes)
     folder.page(
         "features",
         "feature.html.j2",
         title=f"{heading}: features",
         heading=heading,
-        data={"saes": listed, "chunk": feature_data.CHUNK},
+        data={"saes": feature_data.catalogue(saes + sides), "chunk": feature_data.CHUNK},
     )
+    listed = feature_data.catalogue(saes)
     folder.page("sentences", "sentences.html.j2", title=f"{heading}: sentences", heading=heading, data={"saes": listed})
 
 

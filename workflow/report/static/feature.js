@@ -1,5 +1,5 @@
 const SAES = Object.fromEntries(DATA.saes.map(s => [s.key, s]));
-function saeLabel(s) { return `${s.recipe} ${s.site} L${s.layer} ${s.variant}`; }
+function saeLabel(s) { return s.crosscoder ? `crosscoder ${s.recipe.slice('crosscoder.'.length)} ${s.site} L${s.layer} ${s.variant} side` : `${s.recipe} ${s.site} L${s.layer} ${s.variant}`; }
 async function feature(key, f) { return (await load(`features/${key}/c${Math.floor(f / DATA.chunk)}`))[f % DATA.chunk]; }
 function histogram(r) {
   const h = r.hist_counts || [], w = 300, ht = 80, m = Math.max(1, ...h), bw = w / Math.max(h.length, 1);
@@ -36,9 +36,18 @@ function examples(r, kind) {
   return ex.map(e => `<div class="example"><span class="val">${kind === 'quantile' ? 'q' + (e.rank + 1) + ' ' : ''}${num(e.activation, 2)}</span>${tokenSpans(e.tokens, e.acts, r.max_activation, e.center)}</div>`).join('');
 }
 const SAME = new Set(['retained', 'drifted']);
-function matched(s, r) { return !!(r.match && s.partner_key && r.match.partner >= 0 && SAME.has(r.match.category)); }
+// a crosscoder latent is the same latent on both sides: always shown on both variants
+function matched(s, r) { return !!(r.match && s.partner_key && r.match.partner >= 0 && (s.crosscoder || SAME.has(r.match.category))); }
+const CLASS_NAMES = {shared: 'shared', pretrained_only: 'pretrained only', finetuned_only: 'fine-tuned only'};
+function crosscoderLine(s, r) {
+  const m = r.match, cls = m.category || 'n/a';
+  const scaling = m.nu_error == null ? '' : `; latent scaling &nu;<sub>error</sub> ${num(m.nu_error)}, &nu;<sub>reconstruction</sub> ${num(m.nu_reconstruction)} (${m.robust ? 'robust' : 'may only look specific: Complete Shrinkage or Latent Decoupling'})`;
+  return `<p><span class="pill ${cls}">${CLASS_NAMES[cls] || cls}</span> crosscoder latent: decoder norm <b>pretrained ${num(m.norm_pretrained)}</b>, <b>fine-tuned ${num(m.norm_finetuned)}</b> (relative norm ${num(m.relative_norm)}: 0 pretrained only, 1 fine-tuned only); the two decoders' cosine ${num(m.decoder_cos)}${scaling}.</p>
+  <p class=note>The latent fires on both variants' activations of the same token together; the examples are shaded by the ${s.variant} variant's contribution to its pre-activation.</p>`;
+}
 function matchLine(s, r) {
   if (!r.match || !s.partner_key) return '';
+  if (s.crosscoder) return crosscoderLine(s, r);
   const m = r.match, cat = m.category || 'n/a';
   const partner = matched(s, r) ? `matched to <a href="#sae=${s.partner_key}&f=${m.partner}">${SAES[s.partner_key].variant} feature ${m.partner}</a>, decoder cosine ${num(m.decoder_cos)}, activation correlation ${num(m.act_corr)}` : m.partner >= 0
     ? `no match: the matching paired it with ${SAES[s.partner_key].variant} feature <a href="#sae=${s.partner_key}&f=${m.partner}">${m.partner}</a> (decoder cosine ${num(m.decoder_cos)}), below the threshold or not firing`
@@ -58,7 +67,7 @@ function panel(s, r, selected) {
   <h3>Top examples</h3><div class="examples top">${examples(r, 'top')}</div>
   <h3>Quantile examples</h3><div class="examples quantile">${examples(r, 'quantile')}</div></div>`;
 }
-const SHORT = {retained: 'ret', drifted: 'drift', overwritten: 'over', new: 'new', dead: 'dead'};
+const SHORT = {retained: 'ret', drifted: 'drift', overwritten: 'over', new: 'new', dead: 'dead', shared: 'sh', pretrained_only: 'pre', finetuned_only: 'ft'};
 let listKey = null, listRows = [];
 let generation = 0;
 async function showList(key, f, my = generation) {
