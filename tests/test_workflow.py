@@ -63,6 +63,21 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         "sae_eval": {"max_docs": 40},
         "probe": {"sites": ["resid_post"], "layers": [2], "token_max_tokens": 3000},
         "heads": {"datasets": ["reviews"], "max_docs": 24, "pattern_docs": 4, "pattern_max_tokens": 16},
+        # the diff's noise floor, a crosscoder and stage-wise fine-tuning where the SAEs are diffed
+        "diff": {"seed_baseline": True},
+        "crosscoders": {
+            "cc": {
+                "datasets": ["reviews"],
+                "layers": [2],
+                "sites": ["resid_post"],
+                "d_sae": 64,
+                "k": 6,
+                "lr": 3e-3,
+                "train_tokens": 6000,
+                "batch_size": 256,
+            }
+        },
+        "stagewise": {"enabled": True, "steps": 5},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
     # two fake cards: GPU jobs claim them (workflow/gpus.py) and test_gpu_jobs_never_share_a_card checks the logs
@@ -139,6 +154,55 @@ def test_reports_show_the_numbers(study):
     assert len(re.findall(r'href="(bert|gpt2)/reviews/(feature|sentences).html"', index)) == 4
 
 
+def test_the_diff_has_its_seed_floor_a_crosscoder_and_stagewise_beside_it(study):
+    """Where the SAEs are diffed (reviews, L2 resid_post): the matching's noise floor from a seed twin, the
+    crosscoder (both sides spliced into their variants) and stage-wise fine-tuning, side by side."""
+    import torch
+    from safetensors.torch import load_file
+
+    work, _ = study
+    for model in ("bert", "gpt2"):
+        where = f"{model}/reviews/resid_post/L2"
+        for sae in ("topk", "relu"):
+            diff = read_json(work / f"results/analysis/{where}/{sae}/diff.json")
+            base = diff["seed_baseline"]
+            assert sum(base["floor"]["fractions"].values()) == pytest.approx(1.0)
+            twin = read_json(work / f"results/seed_baselines/{where}/{sae}/cfg.json")
+            first = read_json(work / f"results/saes/{model}/pretrained/reviews/resid_post/L2/{sae}/cfg.json")
+            assert twin["metadata"]["recipe"]["seed"] == first["metadata"]["recipe"]["seed"] + 1
+            w_twin = load_file(str(work / f"results/seed_baselines/{where}/{sae}/sae_weights.safetensors"))["W_dec"]
+            w_first = load_file(
+                str(work / f"results/saes/{model}/pretrained/reviews/resid_post/L2/{sae}/sae_weights.safetensors")
+            )["W_dec"]
+            assert w_twin.shape == w_first.shape and not torch.allclose(w_twin, w_first)
+            for c, e in base["excess"].items():  # the interval holds the difference of the two shares
+                assert e["low"] <= e["excess"] <= e["high"], c
+                assert e["excess"] == pytest.approx(e["diff"] - e["floor"])
+            stage = read_json(work / f"results/analysis/{where}/{sae}/stagewise/stagewise.json")
+            assert stage["steps"] == 5
+            d_sae = first["d_sae"]
+            assert sum(stage["categories"]["pretrained"].values()) == d_sae
+            methods = pl.read_parquet(work / f"results/analysis/{where}/{sae}/methods/methods.parquet")
+            assert len(methods) == d_sae and {"matching", "stagewise", "cc_class"} <= set(methods.columns)
+            agreement = read_json(work / f"results/analysis/{where}/{sae}/methods/methods.json")["agreement"]
+            for pair, a in agreement.items():
+                assert a["kappa"] is None or -1 <= a["kappa"] <= 1, pair
+                assert sum(map(sum, a["confusion"])) == a["n"], pair
+        cc = read_json(work / f"results/crosscoders/{where}/cc/crosscoder.json")
+        latents = pl.read_parquet(work / f"results/crosscoders/{where}/cc/latents.parquet")
+        assert cc["d_sae"] == len(latents) == 64 and 0 < cc["l0"] < 64
+        assert sum(cc["classes"].values()) == int((latents["frequency"] > 0).sum())
+        assert all(0 <= f < 1 for f in cc["fvu"].values())
+        for variant in ("pretrained", "finetuned"):  # each side spliced into its own variant
+            task = cc["downstream"][variant]["task"]
+            assert task["n_docs"] == 40
+            assert np.isfinite(task["loss_recovered"]) and task["loss_zero"] != task["loss_clean"]
+        assert cc["downstream"]["pretrained"]["task"]["model"] != cc["downstream"]["finetuned"]["task"]["model"]
+        assert ("lm" in cc["downstream"]["finetuned"]) == (model == "gpt2")
+        page = (work / f"results/reports/{model}/reviews/index.html").read_text()
+        assert 'id="methods"' in page and 'class="crosscoder-quality"' in page
+
+
 def _data_file(path) -> object:
     """The payload of a report data file: reportData("name", payload);"""
     text = path.read_text()
@@ -171,6 +235,30 @@ def test_feature_data_files_hold_every_feature_with_its_examples_and_match(study
             assert r["match"]["partner"] == match["partner"] and r["match"]["category"] == match["category"]
         index = _data_file(data / "index.js")
         assert index["feature"] == list(range(64)) and index["category"] == side["category"].to_list()
+    # the crosscoder: each latent on both sides, matched to itself, with both decoders' norms, its examples
+    # shaded by that side's contribution
+    folder = work / "results/crosscoders/bert/reviews/resid_post/L2/cc"
+    latents = pl.read_parquet(folder / "latents.parquet")
+    examples = pl.read_parquet(folder / "examples.parquet")
+    for variant in ("pretrained", "finetuned"):
+        data = site / f"data/features/{variant}-resid_post-L2-crosscoder.cc"
+        records = [r for n in range(2) for r in _data_file(data / f"c{n}.js")]
+        assert [r["feature"] for r in records] == list(range(64))
+        for r in records:
+            latent = latents.row(r["feature"], named=True)
+            assert r["match"]["partner"] == r["feature"] and r["match"]["category"] == latent["class"]
+            assert r["match"]["norm_pretrained"] == pytest.approx(latent["norm_pretrained"], rel=1e-5)
+            assert r["match"]["norm_finetuned"] == pytest.approx(latent["norm_finetuned"], rel=1e-5)
+            mine = {
+                (e["kind"], e["rank"], e["doc_id"], e["center"]): e[f"acts_{variant}"]
+                for e in examples.filter(pl.col("feature") == r["feature"]).iter_rows(named=True)
+            }
+            assert len(r["examples"]) == len(mine)
+            for e in r["examples"]:
+                assert e["acts"] == pytest.approx(mine[(e["kind"], e["rank"], e["doc_id"], e["center"])], abs=1e-3)
+        assert any(r["examples"] for r in records)
+    pre, ft = (np.asarray(examples[f"acts_{v}"].explode().to_numpy(), dtype=float) for v in ("pretrained", "finetuned"))
+    assert not np.allclose(pre, ft)  # the two variants drive the latents differently
 
 
 def test_report_in_a_browser(study, tmp_path):
@@ -241,6 +329,28 @@ def test_report_in_a_browser(study, tmp_path):
             assert other.count() == 0
         assert page.locator("#list tr[data-id]").count() == 64
         page.screenshot(path=tmp_path / "feature.png", full_page=True)
+
+        # a crosscoder latent: on both variants side by side, its class and both decoders' norms
+        latents = pl.read_parquet(work / "results/crosscoders/bert/reviews/resid_post/L2/cc/latents.parquet")
+        latent = latents.sort("frequency", descending=True).row(0, named=True)
+        key = "finetuned-resid_post-L2-crosscoder.cc"
+        page.goto((reports / "bert/reviews/feature.html").as_uri() + f"#sae={key}&f={latent['latent']}")
+        page.wait_for_selector(f".panel[data-sae='{key}']")
+        sides = page.locator(".panel")
+        assert sides.count() == 2
+        assert sides.nth(0).get_attribute("data-sae") == "pretrained-resid_post-L2-crosscoder.cc"
+        names = {"shared": "shared", "pretrained_only": "pretrained only", "finetuned_only": "fine-tuned only"}
+        for i in range(2):
+            panel = sides.nth(i)
+            assert panel.get_attribute("data-feature") == str(latent["latent"])
+            assert panel.locator(".pill").first.inner_text() == names[latent["class"]]
+            line = panel.locator("p").first.inner_text()
+            assert (
+                f"pretrained {latent['norm_pretrained']:.3f}" in line
+                and f"fine-tuned {latent['norm_finetuned']:.3f}" in line
+            )
+            assert panel.locator(".examples.top .example").count() > 0
+        assert page.locator("#sae option", has_text="crosscoder cc resid_post L2 pretrained side").count() == 1
 
         page.goto((reports / "bert/reviews/sentences.html").as_uri() + "#doc=0&recipe=topk")
         page.wait_for_selector(".layer[data-place] .chip")
@@ -327,21 +437,25 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     cfg = json.loads(json.dumps(cfg))
     cfg["saes"]["relu"]["l1_coefficient"] = 2.0
     # relu on reviews at L2 resid_post: 2 models x 2 variants, trained and evaluated; the 2 pages and the index
-    # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries; the probes and
-    # k-means of that layer (they read the relu latents) and their 2 summaries
+    # and their features, the 2 diffs (one per model) and the 2 per-recipe summaries; the pretrained SAE's seed
+    # twin, its stage-wise fine-tuning and the methods table, per model; the probes and k-means of that layer
+    # (they read the relu latents) and their 2 summaries. The crosscoder and the topk jobs are untouched.
     assert _dry_run_jobs(work, cfg, "recipe.yaml") == {
         "train_sae": "4",
+        "train_sae_seed": "2",
         "evaluate_sae": "4",
         "features": "4",
         "diff": "2",
         "diff_summary": "2",
+        "stagewise": "2",
+        "methods": "2",
         "probe": "4",
         "kmeans": "2",
         "probe_summary": "2",
         "report": "2",
         "report_index": "1",
         "all": "1",
-        "total": "28",
+        "total": "34",
     }
     cfg["saes"]["relu"]["l1_coefficient"] = 1.0
     cfg["saes"]["relu"]["datasets"] = ["reviews", "news"]  # widening the scope adds jobs, re-runs none
@@ -362,12 +476,38 @@ def test_editing_one_sae_recipe_reruns_only_that_recipes_jobs(study):
     }, jobs
 
 
-# features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs and 4 recipe summaries; the
-# 4 probes and 2 k-means jobs that read the features tables, and 2 probe summaries; the 2 report pages with
-# feature pages (reviews) and the index
+def test_editing_the_crosscoder_or_stagewise_reruns_only_their_jobs(study):
+    work, cfg = study
+    cfg = json.loads(json.dumps(cfg))
+    cfg["crosscoders"]["cc"]["k"] = 8
+    # the crosscoder of each model, the 4 methods tables that read it (2 models x 2 recipes), 2 pages, the index
+    assert _dry_run_jobs(work, cfg, "crosscoder.yaml") == {
+        "crosscoder": "2",
+        "methods": "4",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "10",
+    }
+    cfg["crosscoders"]["cc"]["k"] = 6
+    cfg["stagewise"]["steps"] = 6
+    assert _dry_run_jobs(work, cfg, "stagewise.yaml") == {
+        "stagewise": "4",
+        "methods": "4",
+        "report": "2",
+        "report_index": "1",
+        "all": "1",
+        "total": "12",
+    }
+
+
+# features of the 8 SAEs (2 models x 2 variants x 2 recipes at reviews L2); the 4 diffs, their 4 methods tables
+# and 4 recipe summaries; the 4 probes and 2 k-means jobs that read the features tables, and 2 probe summaries;
+# the 2 report pages with feature pages (reviews) and the index
 AFTER_FEATURES = {
     "features": "8",
     "diff": "4",
+    "methods": "4",
     "diff_summary": "4",
     "probe": "4",
     "kmeans": "2",
@@ -375,7 +515,7 @@ AFTER_FEATURES = {
     "report": "2",
     "report_index": "1",
     "all": "1",
-    "total": "28",
+    "total": "32",
 }
 
 
@@ -383,9 +523,20 @@ AFTER_FEATURES = {
     "edited,expected",
     [
         ("workflow/stages/features.py", AFTER_FEATURES),
-        # train_sae reaches it only through workflow.sae.training, diff through training too: every SAE is
-        # trained again, and everything that reads an SAE follows
-        ("workflow/sae/losses.py", {"train_sae": "8", "evaluate_sae": "8", **AFTER_FEATURES, "total": "44"}),
+        # train_sae reaches it only through workflow.sae.training, diff through training too: every SAE, seed
+        # twin, crosscoder and stage-wise fine-tuning is trained again, and everything that reads them follows
+        (
+            "workflow/sae/losses.py",
+            {
+                "train_sae": "8",
+                "train_sae_seed": "4",
+                "crosscoder": "2",
+                "stagewise": "4",
+                "evaluate_sae": "8",
+                **AFTER_FEATURES,
+                "total": "58",
+            },
+        ),
     ],
 )
 def test_editing_one_module_reruns_the_stages_that_import_it_and_their_dependants(study, tmp_path, edited, expected):
