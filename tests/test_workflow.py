@@ -385,6 +385,12 @@ def test_summary_prints_the_readme_tables(study, monkeypatch):
     metrics = read_json(work / "results/models/bert/classify/news/metrics.json")
     assert f"| bert / news | 300 / 60 | {metrics['pretrained']['accuracy']:.3f} |" in text
     assert text.count("\n| 2 | ") == 1 and "gpt2 / reviews" in text
+    cc = read_json(work / "results/crosscoders/bert/reviews/resid_post/L2/cc/crosscoder.json")
+    k, robust = cc["classes"], cc["robust"]
+    cell = f"| {k['shared']} / {k['other']} / {k['pretrained_only']} ({robust['pretrained_only']}) / "
+    cell += f"{k['finetuned_only']} ("
+    row = next(line for line in text.splitlines() if line.startswith("| bert / reviews | topk | resid_post | 2 | "))
+    assert cell in row and f"FVU {cc['fvu']['pretrained']:.3f} / {cc['fvu']['finetuned']:.3f}" in row
 
 
 def test_second_run_does_nothing(study):

@@ -19,6 +19,15 @@ def _task_recovered(c: dict) -> str:
     return f", task loss recovered {task[0]['loss_recovered']:.3f} / {task[1]['loss_recovered']:.3f}"
 
 
+def _crosscoder_cell(c: dict) -> str:
+    k, robust = c["classes"], c["robust"]
+    return (
+        f"{k['shared']} / {k.get('other', 0)} / {k['pretrained_only']} ({robust['pretrained_only']}) / "
+        f"{k['finetuned_only']} ({robust['finetuned_only']}), "
+        f"FVU {c['fvu']['pretrained']:.3f} / {c['fvu']['finetuned']:.3f}" + _task_recovered(c)
+    )
+
+
 def methods_lines(r) -> list[str]:
     """Per diffed layer: the matching's categories against their seed floor, stage-wise
     fine-tuning's categories and the crosscoder's classes (diff.json, stagewise.json, crosscoder.json)."""
@@ -43,16 +52,7 @@ def methods_lines(r) -> list[str]:
                     r.json(layout.CROSSCODER.file("summary", crosscoder=cc, **w))
                     for cc in r.plan.layer_crosscoders(model, dataset, site, layer)
                 ]
-                cc_cell = (
-                    "; ".join(
-                        f"{c['classes']['shared']} / {c['classes']['pretrained_only']} / "
-                        f"{c['classes']['finetuned_only']} ({c['robust']['finetuned_only']}), "
-                        f"FVU {c['fvu']['pretrained']:.3f} / {c['fvu']['finetuned']:.3f}" + _task_recovered(c)
-                        for c in ccs
-                        if c
-                    )
-                    or "-"
-                )
+                cc_cell = "; ".join(_crosscoder_cell(c) for c in ccs if c) or "-"
                 lines.append(
                     f"| {model} / {dataset} | {sae} | {site} | {layer} | "
                     + " | ".join(_floor_cell(excess.get(c)) for c in ("retained", "drifted", "overwritten"))
@@ -63,11 +63,14 @@ def methods_lines(r) -> list[str]:
     return [
         "",
         "Diffing methods side by side (fractions of pretrained SAE features: diff / seed floor (difference ± 95% "
-        "half-width), * beyond seed noise; stage-wise: counts of features; crosscoder: live latents):",
+        "half-width), * more change than between two seeds: retained below its floor, drifted or overwritten above; "
+        "stage-wise: counts of features; crosscoder: live latents by relative "
+        "decoder norm, between: outside the classes' bands):",
         "",
         "| model / dataset | recipe | site | layer | retained | drifted | overwritten "
         "| stage-wise kept / changed / removed / new "
-        "| crosscoder shared / pre-only / ft-only (robust ft-only), FVU and task loss recovered pre / ft |",
+        "| crosscoder live latents shared / between / pre-only (robust) / ft-only (robust), FVU and task loss "
+        "recovered pre / ft |",
         "|---|" + "---|" * 8,
         *lines,
     ]
