@@ -105,6 +105,21 @@ def downstream(cc, tokens: str, site: str, layer: int, models: dict, eval_cfg: d
     return result
 
 
+def latent_counts(table) -> dict:
+    """crosscoder.json's counts of latents.parquet: live latents per class (and those latent scaling
+    keeps as robust), all latents per category, the shared latents' median decoder cosine."""
+    live = table.filter(table["frequency"] > 0)
+    shared = live.filter(live["class"] == "shared")
+    return {
+        "classes": {c: int((live["class"] == c).sum()) for c in crosscoding.CLASSES},
+        "robust": {
+            c: int((live["robust"] & (live["class"] == c)).sum()) for c in ("pretrained_only", "finetuned_only")
+        },
+        "categories": {c: int((table["category"] == c).sum()) for c in ("kept", "changed", "removed", "new", "dead")},
+        "shared_decoder_cos_median": float(np.nanmedian(shared["decoder_cos"])) if len(shared) else None,
+    }
+
+
 def run(
     train_acts: dict,
     test_acts: dict,
@@ -142,7 +157,6 @@ def run(
     write_parquet(table, Path(out) / names["latents"])
     if tokens and meta and features_cfg:
         latent_features(cc, test, tokens, meta, features_cfg, Path(out), device)
-    live = table.filter(table["frequency"] > 0)
     summary = {
         **metadata["study"],
         "d_sae": cc.d_sae,
@@ -151,17 +165,10 @@ def run(
         "explained_variance": {v: 1 - f for v, f in stats["fvu"].items()},
         "l0": stats["l0"],
         "dead_fraction": stats["dead_fraction"],
-        "classes": {c: int((live["class"] == c).sum()) for c in crosscoding.CLASSES},
-        "robust": {
-            c: int((live["robust"] & (live["class"] == c)).sum()) for c in ("pretrained_only", "finetuned_only")
-        },
-        "categories": {c: int((table["category"] == c).sum()) for c in ("kept", "changed", "removed", "new", "dead")},
+        **latent_counts(table),
         "downstream": downstream(cc, tokens, manifest["site"], int(manifest["layer"]), models, eval_cfg, device)
         if tokens and models
         else {},
-        "shared_decoder_cos_median": float(np.nanmedian(live.filter(live["class"] == "shared")["decoder_cos"]))
-        if (live["class"] == "shared").any()
-        else None,
         "thresholds": cfg,
         "sign_convention": "relative norm > 0.5: the fine-tuned side's decoder is the larger",
         "train": {"steps": training["steps"], "seconds": training["seconds"], "final": training["final"]},

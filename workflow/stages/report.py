@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from workflow import cli, layout
-from workflow.report import feature_data, probe_sections, sections, study_index
+from workflow.report import feature_data, methods_sections, probe_sections, sections, study_index
 from workflow.report.render import Image, rel, render
 from workflow.store.files import atomic_dir, read_json, write_json
 
@@ -188,7 +188,7 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
         "saes": sections.saes(saes, page_dir),
         "concepts": sections.concepts(saes),
         "diff": sections.diff(inputs["diffs"], _diff_images(folder, paths.get("diff_summaries") or {}), saes),
-        "methods": sections.methods(inputs["diffs"], inputs["methods"], inputs["crosscoders"]),
+        "methods": methods_sections.methods(inputs["diffs"], inputs["methods"], inputs["crosscoders"]),
         **_probe_sections(folder, inputs, paths),
         "heads": _heads_section(folder, inputs["heads"], paths.get("heads_summary")),
         "files": sections.files(paths, inputs["extracts"], page_dir),
