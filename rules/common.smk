@@ -3,6 +3,7 @@
 
 import os
 import shlex
+import sys
 
 from workflow import layout
 from workflow.codehash import code_version
@@ -11,6 +12,13 @@ from workflow.layout import VARIANTS
 from workflow.plan import Plan, as_json
 
 PLAN = Plan(STUDY)
+
+# Jobs run `python -m workflow <stage>`: the `python` of the environment that runs Snakemake, so
+# that `.venv/bin/snakemake` works without activating it. Under `--sdm conda` a job activates its
+# rule's environment, which puts that environment's `python` first again.
+_BIN = os.path.dirname(sys.executable)
+if os.path.isfile(os.path.join(_BIN, "python")) and os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ.update(PATH=_BIN + os.pathsep + os.environ.get("PATH", ""))
 
 
 wildcard_constraints:
