@@ -28,7 +28,8 @@ def tiny_config(model_dir, data_path) -> dict:
 @pytest.fixture
 def csv_file(tmp_path):
     path = tmp_path / "reviews.csv"
-    pl.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]}).write_csv(path)
+    words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull", "superb", "weak", "lovely", "bland"]
+    pl.DataFrame({"text": words, "label": [1, 0] * 6}).write_csv(path)
     return path
 
 
@@ -151,6 +152,37 @@ CASES = {
         lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "strings.csv", ["pos", "neg"]))),
         "labels must be integers",
     ),
+    "too_few_documents": (  # 3 documents: the train split gets 2, the test split 1
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "three.csv", ["0", "1", "0"]))),
+        "the train split (2 documents) needs at least 3 document(s) of each class, but has",
+    ),
+    "too_few_of_a_class": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "rare.csv", ["0"] * 12 + ["1", "1"]))),
+        "needs at least 3 document(s) of each class, but has '1': ",
+    ),
+    "labels_not_from_zero": (  # 1 and 2 would be three classes, with an empty class 0
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "gap.csv", ["1", "2"] * 6))),
+        "labels must be contiguous from 0, but class(es) [0] have no document; the column has 2 distinct values "
+        "(with their counts): 1 (6), 2 (6)",
+    ),
+    "string_labels_listed": (
+        lambda c, t: c["datasets"]["reviews"].update(
+            path=str(_write(t, "sources.csv", ["abcnews"] * 5 + ["cnn"] * 4 + ["bbc"] * 3))
+        ),
+        "3 distinct values (with their counts): 'abcnews' (5), 'bbc' (3), 'cnn' (4). Give `label_names: auto`",
+    ),
+    "latin1_file": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_latin1(t))),
+        "latin1.csv: not valid utf-8 at byte 21 (line 3: ",
+    ),
+    "unknown_encoding": (
+        lambda c, t: c["datasets"]["reviews"].update(encoding="klingon"),
+        "unknown encoding 'klingon' (from encoding)",
+    ),
+    "label_names_wrong_word": (
+        lambda c, t: c["datasets"]["reviews"].update(label_names="automatic"),
+        "datasets.reviews.label_names: 'automatic' is",
+    ),
     "empty_dataset": (
         lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "empty.csv", []))),
         "empty.csv: the dataset is empty",
@@ -220,6 +252,14 @@ def _config_only(cfg, folder):
     return target
 
 
+def _latin1(folder):
+    """A CSV in Latin-1: é is one byte (0xe9), not valid UTF-8."""
+    path = folder / "latin1.csv"
+    rows = "text,label\ngood,1\ncaf\u00e9 bad,0\n" + "".join(f"w{i},{i % 2}\n" for i in range(12))
+    path.write_bytes(rows.encode("latin-1"))
+    return path
+
+
 def _write(folder, name, labels):
     path = folder / name
     pl.DataFrame(
@@ -244,7 +284,7 @@ def test_bad_input_stops_snakemake_before_any_job(case, tiny_bert, csv_file, tmp
 
 
 def test_string_labels_map_through_label_names(tiny_bert, tmp_path):
-    path = _write(tmp_path, "named.csv", ["pos", "neg", "pos"])
+    path = _write(tmp_path, "named.csv", ["pos", "neg"] * 6)
     cfg = tiny_config(tiny_bert, path)
     cfg["datasets"]["reviews"]["label_names"] = ["neg", "pos"]
     assert study.load(cfg)["datasets"]["reviews"]["label_names"] == ["neg", "pos"]

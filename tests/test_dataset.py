@@ -49,6 +49,52 @@ def test_local_files_with_named_columns_and_string_labels(suffix, tmp_path):
     assert meta["bow_baseline"]["accuracy"] == 1.0  # one word decides: the baseline sees it
 
 
+@pytest.mark.parametrize(
+    ("labels", "names"),
+    [
+        (["cnn", "abcnews", "bbc"], ["abcnews", "bbc", "cnn"]),  # strings, sorted
+        ([10, 2, 7], ["2", "7", "10"]),  # integers that are not 0..K-1, sorted as numbers
+    ],
+)
+def test_label_names_auto_numbers_the_values_found_in_sorted_order(labels, names, tmp_path):
+    path, test_path = tmp_path / "train.csv", tmp_path / "test.csv"
+    n = 30
+    pl.DataFrame({"text": [f"w{i % 3} doc {i}" for i in range(n)], "y": [labels[i % 3] for i in range(n)]}).write_csv(
+        path
+    )
+    pl.DataFrame({"text": ["w1 a", "w2 b", "w0 c"], "y": [labels[1], labels[2], labels[0]]}).write_csv(test_path)
+    spec = {
+        **BASE,
+        "source": "file",
+        "path": str(path),
+        "test_path": str(test_path),
+        "text_column": "text",
+        "label_column": "y",
+        "label_names": "auto",
+    }
+    assert sources.check_file(spec, "datasets.d") == []
+    meta = dataset.run("d", spec, str(tmp_path / "out"))
+    assert meta["label_names"] == names
+    train, test = (pl.read_parquet(tmp_path / f"out/{s}.parquet") for s in ("train", "test"))
+    want = {str(v): names.index(str(v)) for v in labels}
+    assert train["label"].to_list() == [want[str(labels[i % 3])] for i in range(n)]
+    assert test["label"].to_list() == [want[str(labels[1])], want[str(labels[2])], want[str(labels[0])]]
+
+
+def test_a_file_in_another_encoding_reads_with_its_encoding_key(tmp_path):
+    path = tmp_path / "latin1.csv"
+    rows = "text,label\n" + "".join(f"caf\u00e9 cr\u00e8me {i},{i % 2}\n" for i in range(20))
+    path.write_bytes(rows.encode("latin-1"))
+    spec = {**BASE, "source": "file", "path": str(path), "test_path": None, "text_column": "text"}
+    spec |= {"label_column": "label", "label_names": None, "test_fraction": 0.2}
+    errors = sources.check_file(spec, "datasets.d")
+    assert len(errors) == 1 and "not valid utf-8 at byte 14 (line 2" in errors[0] and "`encoding`" in errors[0]
+    assert sources.check_file({**spec, "encoding": "latin-1"}, "datasets.d") == []
+    dataset.run("d", {**spec, "encoding": "latin-1"}, str(tmp_path / "out"))
+    texts = pl.read_parquet(tmp_path / "out/train.parquet")["text"].to_list()
+    assert all(t.startswith("caf\u00e9 cr\u00e8me") for t in texts)
+
+
 def test_builtin_dataset_has_spans_and_a_baseline_below_one(tmp_path):
     spec = {**BASE, "source": "builtin", "task": "app_rating", "n_train": 400, "n_test": 100, "label_noise": 0.1}
     meta = dataset.run("apps", spec, str(tmp_path))
@@ -93,3 +139,22 @@ def test_unlabelled_text_gets_no_labels_and_no_baseline(suffix, tmp_path):
     assert meta["labelled"] is False and meta["label_names"] == [] and meta["bow_baseline"] is None
     train = pl.read_parquet(tmp_path / "out/train.parquet")
     assert meta["n_train"] + meta["n_test"] == 30 and set(train["label"]) == {sources.UNLABELLED}
+
+
+def test_snakemake_called_by_path_runs_its_jobs_without_the_environment_on_path(tmp_path):
+    """`.venv/bin/snakemake` without activating the environment: jobs run the stages with the
+    interpreter that runs Snakemake, not whatever `python` is first on PATH."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    snakemake = Path(sys.executable).parent / "snakemake"
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    target = "results/data/movie_sentiment/meta.json"
+    cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--cores", "1", target]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_json(tmp_path / target)["label_names"] == ["negative", "positive"]

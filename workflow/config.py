@@ -30,7 +30,10 @@ SCHEMA_PATH = ROOT / "schemas" / "config.schema.yaml"
 SOURCE_KEYS = {
     "builtin": {"task", "n_train", "n_test", "label_noise"},
     "rotten_tomatoes": {"test_fraction"},
-    "file": {"path", "test_path", "text_column", "label_column", "label_names", "test_fraction", "response_column"},
+    "file": {
+        *("path", "test_path", "text_column", "label_column", "label_names", "test_fraction", "response_column"),
+        "encoding",
+    },
     "huggingface": {
         *("id", "config", "train_split", "test_split"),
         *("text_column", "label_column", "label_names", "response_column"),

@@ -12,9 +12,17 @@ def bow_baseline(train_texts, train_labels, test_texts, test_labels) -> dict:
 
     vectorizer = CountVectorizer(lowercase=True, ngram_range=(1, 1))
     model = LogisticRegression(max_iter=1000)
-    model.fit(vectorizer.fit_transform(list(train_texts)), list(train_labels))
+    try:
+        counts = vectorizer.fit_transform(list(train_texts))
+    except ValueError as exc:  # scikit-learn's "empty vocabulary"
+        raise ValueError(
+            f"bag-of-words baseline: the {len(train_texts)} training texts have no word of two or more letters "
+            f"or digits ({exc})"
+        ) from None
+    model.fit(counts, list(train_labels))
     predicted = model.predict(vectorizer.transform(list(test_texts)))
+    classes = sorted(set(train_labels))  # macro-F1 over the classes, not over ids nobody has
     return {
         "accuracy": float(accuracy_score(list(test_labels), predicted)),
-        "macro_f1": float(f1_score(list(test_labels), predicted, average="macro")),
+        "macro_f1": float(f1_score(list(test_labels), predicted, labels=classes, average="macro")),
     }

@@ -84,18 +84,38 @@ def check_rotten_tomatoes(spec: dict, where: str) -> list[str]:
 
 # --------------------------------------------------------------- local files
 
+TEXT_ONLY = (".txt",)  # plain text: one document per line, no columns
+MIN_TRAIN_PER_CLASS = 3  # the probes' and the frozen classifier's 3-fold stratified cross-validation
+MAX_SHOWN = 12  # distinct label values an error lists
+
+
+def decode(path: str | Path, encoding: str = "utf-8") -> str:
+    """A text file's contents; a decoding error names the file, the byte offset and the line, and
+    the dataset key that fixes it."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode(encoding)
+    except LookupError:
+        raise ValueError(f"{path}: unknown encoding {encoding!r} (from encoding)") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: not valid {encoding} at byte {exc.start} (line {line}: {raw[exc.start : exc.start + 4]!r}); "
+            "if the file is in another encoding, give it as the dataset's `encoding` "
+            "(for example latin-1 or cp1252)"
+        ) from None
+
+
 READERS = {
-    ".csv": pl.read_csv,
-    ".tsv": lambda p: pl.read_csv(p, separator="\t"),
-    ".jsonl": pl.read_ndjson,
-    ".ndjson": pl.read_ndjson,
-    ".parquet": pl.read_parquet,
-    ".txt": lambda p: pl.DataFrame(
-        {"text": [line for line in Path(p).read_text(encoding="utf-8").splitlines() if line.strip()]},
-        schema={"text": pl.Utf8},
+    ".csv": lambda p, e: pl.read_csv(decode(p, e).encode()),
+    ".tsv": lambda p, e: pl.read_csv(decode(p, e).encode(), separator="\t"),
+    ".jsonl": lambda p, e: pl.read_ndjson(decode(p, e).encode()),
+    ".ndjson": lambda p, e: pl.read_ndjson(decode(p, e).encode()),
+    ".parquet": lambda p, e: pl.read_parquet(p),  # typed columns: no text encoding
+    ".txt": lambda p, e: pl.DataFrame(
+        {"text": [line for line in decode(p, e).splitlines() if line.strip()]}, schema={"text": pl.Utf8}
     ),
 }
-TEXT_ONLY = (".txt",)  # plain text: one document per line, no columns
 
 
 def file_columns(path: str | Path) -> list[str]:
@@ -109,7 +129,9 @@ def file_columns(path: str | Path) -> list[str]:
 
         return pq.read_schema(path).names
     if suffix in (".csv", ".tsv"):
-        return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", n_rows=0).columns
+        with open(path, "rb") as f:
+            header = f.readline().decode("latin-1")  # the column names only; any byte decodes
+        return pl.read_csv(header.encode(), separator="\t" if suffix == ".tsv" else ",", n_rows=0).columns
     return read_file(path).columns
 
 
@@ -129,36 +151,94 @@ def labelled(spec: dict, given: set) -> bool:
         return True
 
 
-def read_file(path: str | Path) -> pl.DataFrame:
+def read_file(path: str | Path, encoding: str = "utf-8") -> pl.DataFrame:
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(READERS)}")
-    return reader(path)
+    return reader(path, encoding)
 
 
-def _labels_to_ids(column: pl.Series, label_names: list | None, where: str) -> tuple[pl.Series, list[str]]:
-    """Integer labels as they are, or strings mapped through `label_names`; else ValueError."""
+def distinct_values(column: pl.Series) -> str:
+    """A label column's distinct values with their counts, sorted, for an error message."""
+    counts = sorted(column.drop_nulls().value_counts().rows(), key=lambda r: (str(type(r[0])), r[0]))
+    shown = ", ".join(f"{v!r} ({n})" for v, n in counts[:MAX_SHOWN])
+    more = f" and {len(counts) - MAX_SHOWN} more" if len(counts) > MAX_SHOWN else ""
+    return f"{len(counts)} distinct values (with their counts): {shown}{more}"
+
+
+def auto_names(column: pl.Series) -> list[str]:
+    """`label_names: auto`: the column's distinct values, sorted (numbers as numbers), as strings;
+    id i is the i-th of them (meta.json's label_names records the order)."""
+    values = column.drop_nulls().unique()
+    return [str(v) for v in sorted(values.to_list())]
+
+
+def _labels_to_ids(column: pl.Series, label_names: list | str | None, where: str) -> tuple[pl.Series, list[str]]:
+    """Integer labels 0..K-1 as they are, or any values mapped through `label_names` (a list, or
+    "auto": the sorted distinct values); else ValueError listing the values found."""
+    if label_names == "auto":
+        label_names = auto_names(column)
     if label_names:
         names = [str(n) for n in label_names]
         values = column.cast(pl.Utf8)
         unknown = sorted(set(values.drop_nulls().to_list()) - set(names))
         if unknown:
-            raise ValueError(f"{where}: label values {unknown[:5]} are not in label_names {names}")
+            raise ValueError(
+                f"{where}: label values {unknown[:MAX_SHOWN]} are not in label_names {names}; "
+                f"the column has {distinct_values(column)}"
+            )
+        if values.null_count():
+            raise ValueError(f"{where}: {values.null_count()} rows have no label")
         return values.replace_strict(names, list(range(len(names))), return_dtype=pl.Int64), names
     whole = column.dtype.is_float() and (column.drop_nulls() == column.drop_nulls().round()).all()
-    if column.dtype.is_integer() or whole:
-        ids = column.cast(pl.Int64)
-    else:
-        bad = column.drop_nulls().head(3).to_list()
+    if not (column.dtype.is_integer() or whole):
         raise ValueError(
-            f"{where}: labels must be integers 0..K-1, found {column.dtype} values such as {bad}; "
-            "give label_names to map them to ids"
+            f"{where}: labels must be integers 0..K-1 or be mapped by label_names; the column has "
+            f"{distinct_values(column)}. Give `label_names: auto` (ids in sorted order) or list the names "
+            "in the order of their ids"
         )
-    if ids.null_count() or (len(ids) and ids.min() < 0):
-        raise ValueError(f"{where}: labels must be integers >= 0 with no missing values")
+    ids = column.cast(pl.Int64)
+    if ids.null_count():
+        raise ValueError(f"{where}: {ids.null_count()} rows have no label")
+    if len(ids) and ids.min() < 0:
+        raise ValueError(f"{where}: labels must be integers 0..K-1; the column has {distinct_values(column)}")
     k = int(ids.max()) + 1 if len(ids) else 0
     return ids, [str(i) for i in range(k)]
+
+
+def _check_contiguous(labels: pl.Series, column: pl.Series, where: str) -> None:
+    """Integer ids of training data must cover 0..K-1: a missing id would be a phantom class."""
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.unique().to_list()))
+    if missing:
+        raise ValueError(
+            f"{where}: integer labels must be contiguous from 0, but class(es) {missing[:MAX_SHOWN]} have no "
+            f"document; the column has {distinct_values(column)}. Give `label_names: auto` to number the "
+            "values found 0..K-1 in sorted order, or list them in label_names"
+        )
+
+
+def check_sizes(train: pl.DataFrame, test: pl.DataFrame, names: list[str], where: str) -> None:
+    """Enough documents for every stage: MIN_TRAIN_PER_CLASS per class in the train split, one
+    per class in the test split (labelled data); one document per split in any case."""
+    for split, table in (("train", train), ("test", test)):
+        if not len(table):
+            raise ValueError(f"{where}: the {split} split is empty")
+    if not names:
+        return
+    for split, table, least in (("train", train, MIN_TRAIN_PER_CLASS), ("test", test, 1)):
+        counts = dict(table["label"].value_counts().rows())
+        short = {names[i]: counts.get(i, 0) for i in range(len(names)) if counts.get(i, 0) < least}
+        if short:
+            raise ValueError(
+                f"{where}: the {split} split ({len(table)} documents) needs at least {least} document(s) of each "
+                f"class, but has {', '.join(f'{n!r}: {c}' for n, c in short.items())}"
+                + (
+                    " (the probes and the frozen classifier use 3-fold stratified cross-validation)"
+                    if least > 1
+                    else ""
+                )
+            )
 
 
 def _select(table: pl.DataFrame, spec: dict, path: str, min_classes: int = 2) -> tuple[pl.DataFrame, list[str]]:
@@ -177,11 +257,14 @@ def _select(table: pl.DataFrame, spec: dict, path: str, min_classes: int = 2) ->
     columns = {"text": table[text_col].cast(pl.Utf8)}
     names: list[str] = []
     if is_labelled:
-        labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), f"{path} column {label_col!r}")
+        where = f"{path} column {label_col!r}"
+        labels, names = _labels_to_ids(table[label_col], spec.get("label_names"), where)
         if labels.n_unique() < min_classes:
             raise ValueError(
                 f"{path} column {label_col!r}: only one class ({labels[0]}); a classifier needs two or more"
             )
+        if min_classes > 1 and not spec.get("label_names"):
+            _check_contiguous(labels, table[label_col], where)
         columns["label"] = labels
     else:
         columns["label"] = pl.Series([UNLABELLED] * len(table), dtype=pl.Int64)
@@ -200,9 +283,12 @@ def _random_split(table: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.D
 
 
 def load_file(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    train, names = _select(read_file(spec["path"]), spec, spec["path"])
+    encoding = spec.get("encoding") or "utf-8"
+    train, names = _select(read_file(spec["path"], encoding), spec, spec["path"])
     if spec.get("test_path"):
-        test, test_names = _select(read_file(spec["test_path"]), spec, spec["test_path"], min_classes=1)
+        # `label_names: auto` numbers the training file's values; the test file uses the same ids
+        test_spec = {**spec, "label_names": names} if spec.get("label_names") == "auto" else spec
+        test, test_names = _select(read_file(spec["test_path"], encoding), test_spec, spec["test_path"], min_classes=1)
         names = names if len(names) >= len(test_names) else test_names
         return train, test, names
     train, test = _random_split(train, spec["test_fraction"], spec["seed"])
@@ -210,19 +296,20 @@ def load_file(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
 
 
 def check_file(spec: dict, where: str) -> list[str]:
-    errors = []
     for key in ("path", "test_path"):
         path = spec.get(key)
-        if not path:
-            continue
-        if not Path(path).is_file():
-            errors.append(f"{where}.{key}: file {path!r} does not exist")
-            continue
-        try:
-            _select(read_file(path), spec, path, min_classes=2 if key == "path" else 1)
-        except Exception as exc:  # the message names the file and column
-            errors.append(f"{where}.{key}: {exc}")
-    return errors
+        if path and not Path(path).is_file():
+            return [f"{where}.{key}: file {path!r} does not exist"]
+    try:
+        train, test, names = load_file(spec)
+    except Exception as exc:  # the message names the file and column
+        key = "test_path" if spec.get("test_path") and str(spec["test_path"]) in str(exc) else "path"
+        return [f"{where}.{key}: {exc}"]
+    try:
+        check_sizes(train, test, names, f"{where}.path {spec['path']}")
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 # -------------------------------------------------------------- Hugging Face
@@ -237,8 +324,10 @@ def load_huggingface(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]
     for split in (spec["train_split"], spec["test_split"]):
         ds = datasets.load_dataset(spec["id"], spec.get("config"), split=split)
         feature = ds.features.get(spec["label_column"])
-        table, found = _select(pl.from_arrow(ds.data.table), spec, f"{spec['id']}[{split}]", min_classes=1)
-        names = spec.get("label_names") or getattr(feature, "names", None) or names or found
+        auto = spec.get("label_names") == "auto"
+        split_spec = {**spec, "label_names": names} if auto and names else spec  # the train split's ids
+        table, found = _select(pl.from_arrow(ds.data.table), split_spec, f"{spec['id']}[{split}]", min_classes=1)
+        names = found if auto else spec.get("label_names") or getattr(feature, "names", None) or names or found
         tables.append(table)
     return tables[0], tables[1], names
 

@@ -34,9 +34,8 @@ def run(name: str, spec: dict, out_dir: str) -> dict:
     train, test, label_names = sources.LOADERS[spec["source"]](spec)
     train = _cap(train, spec.get("max_train"), spec["seed"])
     test = _cap(test, spec.get("max_test"), spec["seed"] + 1)
-    for split, table in (("train", train), ("test", test)):
-        if len(table) == 0:
-            raise ValueError(f"dataset {name!r}: the {split} split is empty")
+    # config validation checks the sizes before the caps; this is after them
+    sources.check_sizes(train, test, label_names, f"dataset {name!r} (max_train / max_test applied)")
     n_train = len(train)
     train = train.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
     test = test.with_row_index("id", offset=n_train).with_columns(pl.col("id").cast(pl.Int64))
