@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from workflow.store.activations import ActivationSet, ActivationWriter
+from workflow.store.activations import ActivationSet, ActivationWriter, DamagedSetError
 from workflow.store.files import atomic_dir, json_safe, nan_to_null, write_json
 
 
@@ -21,10 +21,83 @@ def test_incomplete_set_is_rejected(tmp_path):
         writer.close()
     assert ActivationSet(folder).n_rows == 7
     (folder / "shard-00002.npy").unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DamagedSetError, match="shard-00002.npy: missing"):
         ActivationSet(folder)
     with pytest.raises(FileNotFoundError, match="incomplete"):
         ActivationSet(tmp_path)
+
+
+def _stored_set(results, rows=10, model="m"):
+    """A finished activation set where the workflow puts one, and its extract job's summary."""
+    extract = results / f"activations/{model}/pretrained/d/train"
+    folder = extract / "resid_post/L2"
+    with atomic_dir(folder) as tmp:
+        writer = ActivationWriter(tmp, 4, "float16", 4, {})
+        writer.append(np.arange(rows * 4, dtype=np.float32).reshape(rows, 4))
+        writer.close()
+    write_json({}, extract / "extract.json")
+    return folder
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # a value, not the header: numpy still reads it
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(path):
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    manifest["n_rows"] += 1
+    (path.parent / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("plant", "found"),
+    [
+        (_truncate, "shard-00001.npy: 152 bytes, the manifest recorded 160"),
+        (_flip, "shard-00001.npy: contents differ from the manifest's SHA-256"),
+        (lambda p: p.unlink(), "shard-00001.npy: missing"),
+        (_edit_manifest, "shards cover 10 rows, manifest says 11"),
+    ],
+)
+def test_verify_finds_every_planted_damage_and_names_the_rebuild(plant, found, tmp_path, capsys):
+    from workflow.store import verify
+
+    folder = _stored_set(tmp_path / "results")
+    other = _stored_set(tmp_path / "results", model="m2")  # an intact set beside it
+    assert verify.verify(tmp_path / "results") == {}
+    plant(folder / "shard-00001.npy")
+    damaged = verify.verify(tmp_path / "results")
+    assert list(damaged) == [folder] and other not in damaged
+    assert any(found in p for p in damaged[folder]), damaged
+    with pytest.raises(SystemExit) as exit_:
+        verify.main([str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 1 and f"DAMAGED {folder}" in out and "2 activation sets checked" in out
+    assert f"--forcerun {folder.parent.parent / 'extract.json'}" in out
+
+
+def test_a_truncated_shard_is_named_with_its_fix_and_no_traceback(tmp_path):
+    """A consumer of a truncated set (train_sae) stops with one message naming the set, the shard
+    and the command that rebuilds it, not numpy's mmap traceback."""
+    import subprocess
+    import sys
+
+    folder = _stored_set(tmp_path / "results", rows=64)
+    _truncate(folder / "shard-00003.npy")
+    recipe = json.dumps({"architecture": "relu", "d_sae": 8, "train_tokens": 64, "batch_size": 16})
+    cmd = [sys.executable, "-m", "workflow", "train_sae", "--acts", str(folder), "--recipe", recipe, "--name", "r"]
+    cmd += ["--source", "m", "--max-length", "16", "--out", str(tmp_path / "sae")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"activation set {folder}: shard-00003.npy:" in result.stderr
+    assert "the manifest recorded" in result.stderr and "--forcerun" in result.stderr
+    assert not (tmp_path / "sae").exists()
 
 
 def test_json_is_written_without_nan_and_a_failed_block_leaves_nothing(tmp_path):

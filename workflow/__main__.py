@@ -17,7 +17,14 @@ def main(argv: list[str]) -> None:
 
         gpus.claim()  # before torch starts CUDA
     module = COMMANDS.get(argv[0]) or f"workflow.stages.{argv[0]}"
-    importlib.import_module(module).main(argv[1:])
+    try:
+        importlib.import_module(module).main(argv[1:])
+    except Exception as exc:
+        if not getattr(exc, "user_facing", False):
+            raise
+        # damaged input and the like: the message says what and how to fix it; a traceback would bury it
+        logging.getLogger(f"workflow.{argv[0]}").error("%s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

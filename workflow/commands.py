@@ -10,4 +10,7 @@ STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "simi
 GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
               "heads", "lm_compare", "crosscoder", "stagewise")
 # fmt: on
-COMMANDS = {"summary": "workflow.report.summary"}  # commands that are not stages: name -> module
+COMMANDS = {
+    "summary": "workflow.report.summary",
+    "verify": "workflow.store.verify",
+}  # commands that are not stages: name -> module

@@ -8,11 +8,14 @@ Activation set (one folder per model, variant, dataset, split, site, layer)::
 
 Row i of the set is row i of the tokens table of that (model, dataset, split).
 Sets are written inside `files.atomic_dir`, so a killed job never leaves one that
-looks finished.
+looks finished. The manifest records each shard's byte size and SHA-256: a reader checks
+the sizes when it opens the set (cheap) and names the shard and the command that rebuilds it;
+`file_digest` checks the contents (`python -m workflow verify`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,24 @@ from workflow.store.files import read_json, write_json
 
 MANIFEST = ACTIVATION_SET.names["manifest"]
 FORMAT = "activation-set/1"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class DamagedSetError(ValueError):
+    """An activation set whose files disagree with its manifest."""
+
+    user_facing = True  # `python -m workflow` prints the message, not a traceback
+
+
+def rebuild_hint(folder: Path) -> str:
+    """The command that rebuilds an activation set: re-run the extract job that wrote it."""
+    summary = folder.parent.parent / "extract.json"  # <split>/<site>/L<layer>: the extract folder's summary
+    return f"rebuild it with `snakemake --cores N --forcerun {summary}` (its extract job, then what reads it)"
 
 
 class ActivationWriter:
@@ -58,8 +79,17 @@ class ActivationWriter:
         block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         shard, rest = block[:rows], block[rows:]
         name = f"shard-{len(self.shards):05d}.npy"
-        np.save(self.folder / name, shard)
-        self.shards.append({"file": name, "start": self.n_rows, "stop": self.n_rows + len(shard)})
+        path = self.folder / name
+        np.save(path, shard)
+        self.shards.append(
+            {
+                "file": name,
+                "start": self.n_rows,
+                "stop": self.n_rows + len(shard),
+                "bytes": path.stat().st_size,
+                "sha256": file_digest(path),
+            }
+        )
         self.n_rows += len(shard)
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
@@ -97,16 +127,37 @@ class ActivationSet:
         self.d_model: int = self.manifest["d_model"]
         expected = 0
         for shard in self.manifest["shards"]:
+            self.check_size(shard)
             arr = self.load_shard(shard["file"])
             rows = shard["stop"] - shard["start"]
             if shard["start"] != expected or arr.shape != (rows, self.d_model):
-                raise ValueError(f"{self.folder / shard['file']}: shape {arr.shape} does not match the manifest")
+                raise self.damaged(shard["file"], f"shape {arr.shape}, the manifest says ({rows}, {self.d_model})")
             expected = shard["stop"]
         if expected != self.n_rows:
-            raise ValueError(f"{path}: shards cover {expected} rows, manifest says {self.n_rows}")
+            raise DamagedSetError(
+                f"{path}: shards cover {expected} rows, manifest says {self.n_rows}; {rebuild_hint(self.folder)}"
+            )
+
+    def damaged(self, name: str, what: str) -> DamagedSetError:
+        return DamagedSetError(
+            f"activation set {self.folder}: {name}: {what}; the set is damaged (truncated, overwritten or "
+            f"missing files): {rebuild_hint(self.folder)}"
+        )
+
+    def check_size(self, shard: dict) -> None:
+        """The shard exists and has the size the manifest recorded (sets written before sizes were
+        recorded: existence only)."""
+        path = self.folder / shard["file"]
+        if not path.is_file():
+            raise self.damaged(shard["file"], "missing")
+        if "bytes" in shard and path.stat().st_size != shard["bytes"]:
+            raise self.damaged(shard["file"], f"{path.stat().st_size} bytes, the manifest recorded {shard['bytes']}")
 
     def load_shard(self, name: str) -> np.ndarray:
-        return np.load(self.folder / name, mmap_mode="r")
+        try:
+            return np.load(self.folder / name, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as exc:  # numpy's "mmap length is greater than file size"
+            raise self.damaged(name, f"numpy cannot read it ({exc})") from None
 
     @property
     def mean(self) -> np.ndarray:
@@ -188,3 +239,30 @@ class PairedSets:
 
     def rows(self, indices) -> np.ndarray:
         return np.concatenate([s.rows(indices) for s in self.sets], axis=1)
+
+
+def damage(folder: str | Path) -> list[str]:
+    """What is wrong with a stored activation set, reading every byte: shards missing, of the wrong
+    size or with contents that differ from the manifest's SHA-256, and a manifest whose rows or
+    shapes disagree with its shards. Empty: intact."""
+    folder = Path(folder)
+    try:
+        manifest = read_json(folder / MANIFEST)
+        shards = manifest["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{MANIFEST}: unreadable ({exc})"]
+    problems = []
+    for shard in shards:
+        path = folder / shard["file"]
+        if not path.is_file():
+            problems.append(f"{shard['file']}: missing")
+        elif "bytes" in shard and path.stat().st_size != shard["bytes"]:
+            problems.append(f"{shard['file']}: {path.stat().st_size} bytes, the manifest recorded {shard['bytes']}")
+        elif "sha256" in shard and file_digest(path) != shard["sha256"]:
+            problems.append(f"{shard['file']}: contents differ from the manifest's SHA-256")
+    if not problems:
+        try:
+            ActivationSet(folder)
+        except (DamagedSetError, ValueError, KeyError) as exc:
+            problems.append(str(exc).split("; rebuild it")[0])
+    return problems
