@@ -30,10 +30,11 @@ from pathlib import Path
 
 import torch
 
+from workflow.layout import VARIANTS
 from workflow.sae.batchtopk import BatchTopKRecipe, BatchTopKSAE
 from workflow.store.files import atomic_path, write_json
 
-SIDES = ("pretrained", "finetuned")
+SIDES = VARIANTS  # side 0, side 1: the order of the concatenated input and of every per-side tensor
 WEIGHTS, CFG = "crosscoder_weights.safetensors", "cfg.json"
 
 

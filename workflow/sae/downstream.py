@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from workflow.layout import VARIANTS
 from workflow.models import loading
 from workflow.models.hooks import Capture, Splice
 from workflow.models.lm import Scored
@@ -208,12 +209,11 @@ def crosscoder_effects(
 ) -> dict:
     """Each side of a crosscoder spliced into its own variant: {variant: {"task": ..., "lm": ...}},
     as `task_effects` / `lm_effects` give them ("task" where both variants have a task classifier,
-    "lm" where both have a language model). `classifiers`, `lm_specs`: {variant: folder / spec}."""
-    from workflow.sae.crosscoder import SIDES
-
+    "lm" where both have a language model). `classifiers`, `lm_specs`: {variant: folder / spec}.
+    Side i is VARIANTS[i], as the crosscoder orders its sides."""
     out = {}
-    for side, variant in enumerate(SIDES):
-        partner, result = SIDES[1 - side], {}
+    for side, variant in enumerate(VARIANTS):
+        partner, result = VARIANTS[1 - side], {}
         if classifiers.get(variant) and classifiers.get(partner):
             spliced = CrosscoderSide(cc, side, classifier(classifiers[partner], device), site, layer)
             result["task"] = task_effects(classifiers[variant], docs, site, layer, {"cc": spliced}, batch_size, device)[
