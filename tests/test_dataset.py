@@ -158,3 +158,14 @@ def test_snakemake_called_by_path_runs_its_jobs_without_the_environment_on_path(
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_json(tmp_path / target)["label_names"] == ["negative", "positive"]
+
+
+def test_a_fine_tune_below_the_majority_class_or_the_word_counts_is_named():
+    from workflow.datasets.baseline import shortfall
+
+    meta = {"class_counts": {"test": {"0": 60, "1": 40}}, "bow_baseline": {"accuracy": 0.8}}
+    assert "does not beat the majority class (0.600)" in shortfall(0.6, meta)
+    assert "is below the bag-of-words baseline (0.800)" in shortfall(0.7, meta)
+    assert "finetune.epochs" in shortfall(0.7, meta)
+    assert shortfall(0.85, meta) is None
+    assert shortfall(0.1, {"class_counts": None, "bow_baseline": None}) is None  # unlabelled: nothing to compare

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import polars as pl
@@ -617,6 +618,7 @@ def test_report_folder_shows_the_numbers_and_links(study):
         "lm_loss_finetuned": None,
         "mean_kl": None,
         "variant": "classify",
+        "warnings": [],  # 0.9375 beats the majority class and the bag-of-words baseline (0.93)
         "pages": {
             "report": "index.html",
             "features": "feature.html",
@@ -624,6 +626,21 @@ def test_report_folder_shows_the_numbers_and_links(study):
             "similarity_plot": "img/similarity.png",
         },
     }
+
+
+def test_a_fine_tune_that_did_not_learn_the_task_gets_a_banner_on_the_index(study, tmp_path):
+    from workflow.stages import report_index
+
+    folder = tmp_path / "reports/tiny/toy"
+    shutil.copytree(study / layout.REPORT.path(**W), folder)
+    summary_json = json.loads((folder / "summary.json").read_text())
+    meta = {"class_counts": {"test": {"0": 45, "1": 15}}, "bow_baseline": {"accuracy": 0.93}}
+    summary_json["warnings"] = sections.task_warnings({"finetuned": {"accuracy": 0.75}}, meta, {}, "classify")
+    (folder / "summary.json").write_text(json.dumps(summary_json))
+    report_index.run([str(folder)], str(tmp_path / "reports/index.html"))
+    page = (tmp_path / "reports/index.html").read_text()
+    assert 'class="banner warning"' in page and "tiny / toy: the fine-tuned model&#39;s test accuracy 0.750" in page
+    assert "does not beat the majority class (0.750)" in page
 
 
 def test_feature_page_embeds_the_catalogue(study):

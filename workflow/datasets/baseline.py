@@ -26,3 +26,26 @@ def bow_baseline(train_texts, train_labels, test_texts, test_labels) -> dict:
         "accuracy": float(accuracy_score(list(test_labels), predicted)),
         "macro_f1": float(f1_score(list(test_labels), predicted, labels=classes, average="macro")),
     }
+
+
+def shortfall(accuracy: float, meta: dict) -> str | None:
+    """What is wrong, if the fine-tuned classifier's test `accuracy` does not beat the majority class's
+    share of the test split or falls below the bag-of-words baseline (meta.json of the dataset);
+    None if it beats both. Every later analysis would compare a model that did not learn the task."""
+    counts = (meta.get("class_counts") or {}).get("test")
+    if not counts or not meta.get("bow_baseline"):
+        return None
+    majority, bow = max(counts.values()) / sum(counts.values()), meta["bow_baseline"]["accuracy"]
+    advice = "Train longer (finetune.epochs), with another learning rate (finetune.lr) or on more documents"
+    if accuracy <= majority:
+        return (
+            f"the fine-tuned model's test accuracy {accuracy:.3f} does not beat the majority class ({majority:.3f}): "
+            f"it did not learn the task, and every analysis compares a model that did not. {advice}."
+        )
+    if accuracy < bow:
+        return (
+            f"the fine-tuned model's test accuracy {accuracy:.3f} is below the bag-of-words baseline ({bow:.3f}): "
+            f"word counts alone solve more of the task than the fine-tune learned. {advice} before reading the "
+            "analyses."
+        )
+    return None

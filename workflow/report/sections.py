@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from workflow.datasets.baseline import shortfall
 from workflow.layout import VARIANTS
 from workflow.report.render import Image, Link, Note, Parts, Pill, Table, rel
 from workflow.report.rows import (
@@ -70,6 +71,15 @@ def accuracy(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> dict 
         "labels": ", ".join(map(str, meta["label_names"])),
         "table": Table(["model", "accuracy", "macro-F1"], rows, "accuracy", 4),
     }
+
+
+def task_warnings(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> list[str]:
+    """Where the classification fine-tune did not learn the task (`baseline.shortfall`): the report
+    page and the study index say so in a banner."""
+    if kind != "classify" or not metrics:
+        return []
+    warning = shortfall(metrics["finetuned"]["accuracy"], meta)
+    return [warning] if warning else []
 
 
 def task_accuracy(metrics: dict | None, frozen: dict, kind: str) -> dict[str, float]:

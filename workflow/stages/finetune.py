@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from workflow import cli, layout
+from workflow.datasets.baseline import shortfall
 from workflow.models import loading
 from workflow.models.classifier import evaluate, save_classifier
 from workflow.models.sources import resolve_source
@@ -249,7 +250,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     if cfg.get("kind", "classify") != "classify":
         train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
         return run_lm(source, train_docs, read_documents(test_tokens), cfg, out_dir, device, amp_dtype)
-    label_names = read_json(dataset_meta)["label_names"]
+    meta = read_json(dataset_meta)
+    label_names = meta["label_names"]
     tokenizer = loading.load_tokenizer(source)
     model = loading.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
     if cfg.get("gradient_checkpointing"):  # recompute each block's activations in the backward pass
@@ -274,6 +276,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
         after["macro_f1"],
         training["tokens_per_s"],
     )
+    if warning := shortfall(after["accuracy"], meta):
+        log.warning("%s", warning)
     metrics = {
         "pretrained": before,
         "finetuned": after,

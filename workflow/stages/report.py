@@ -180,6 +180,7 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
     return {
         "variant": sections.variant(paths["kind"], inputs["metrics"], paths.get("variant_source")),
         "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
+        "warnings": sections.task_warnings(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
         "lm": sections.lm(inputs["lm"], lm_image),
         "skipped": paths.get("skipped") or [],
         "similarity": sections.similarity(
@@ -235,6 +236,7 @@ def summary_json(model: str, dataset: str, inputs: dict, context: dict) -> dict:
         "dataset": dataset,
         "variant": kind if kind != "checkpoint" else f"checkpoint {context['variant']['source']}",
         "n_saes": len(inputs["saes"]),
+        "warnings": context["warnings"],
         **numbers,
         "pages": pages,
     }
@@ -262,6 +264,8 @@ def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
         )
         summary = summary_json(model, dataset, inputs, context)
         write_json(summary, tmp / PAGES["summary"])
+    for warning in summary["warnings"]:
+        log.warning("%s/%s: %s", model, dataset, warning)
     log.info("%s: report of %d SAEs, %d diffs", out_dir, len(inputs["saes"]), len(inputs["diffs"]))
     return summary
 

@@ -22,7 +22,8 @@ def run(pages: list[str], out: str, notes: list[str] | None = None) -> list[dict
     leaves out, with why); returns their summaries."""
     summaries = [(folder, read_json(Path(folder) / layout.REPORT.names["summary"])) for folder in pages]
     table = study_index.index(summaries, str(Path(out).parent))
-    write_text(render("index.html.j2", title="study index", index=table, notes=notes or []), out)
+    warnings = [f"{s['model']} / {s['dataset']}: {w}" for _, s in summaries for w in s.get("warnings") or []]
+    write_text(render("index.html.j2", title="study index", index=table, notes=notes or [], warnings=warnings), out)
     return [s for _, s in summaries]
 
 
