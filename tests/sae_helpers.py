@@ -67,7 +67,14 @@ def recipe_dict(architecture: str, **overrides) -> dict:
     )
     extra = {
         "topk": dict(k=4, aux_k=None, aux_coefficient=1 / 32, sparse_kernels=True),
-        "batchtopk": dict(k=4, aux_k=None, aux_coefficient=1 / 32, sparse_kernels=True, threshold_momentum=0.99),
+        "batchtopk": dict(
+            k=4,
+            aux_k=None,
+            aux_coefficient=1 / 32,
+            sparse_kernels=True,
+            threshold_momentum=0.99,
+            calibration_batches=16,
+        ),
         "relu": dict(l1_coefficient=1.0, target_l0=None, sparsity_warmup_fraction=0.05),
         "jumprelu": dict(
             l0_coefficient=1.0, target_l0=4, sparsity_warmup_fraction=0.05, bandwidth=0.05, threshold_init=0.05

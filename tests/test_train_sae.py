@@ -136,3 +136,21 @@ def test_stream_visits_every_row_once_per_epoch_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(batch, next(resumed))
     # memory is bounded by the buffer: no buffer holds more than buffer_rows rows
     assert max(stream._buffer_rows(ids) for ids in stream._buffers(0)) <= 1024
+
+
+@pytest.mark.parametrize(("calibration_batches", "reproduces_k"), [(16, True), (0, False)])
+def test_the_batchtopk_threshold_reproduces_the_training_l0_on_held_out_tokens(
+    calibration_batches, reproduces_k, tmp_path
+):
+    """After a short training (118 steps) the running average of the threshold still remembers the
+    early, larger activations: it keeps about half of k on held-out tokens. Set from the final
+    weights, it keeps k within 10%."""
+    planted_dictionary_set(tmp_path / "train", n=60000, d=64, m=256, k=8, seed=0)
+    planted_dictionary_set(tmp_path / "test", n=5000, d=64, m=256, k=8, seed=0)  # same dictionary, new weights
+    rec = recipe("batchtopk", k=16, d_sae=256, train_tokens=60000, lr=5e-3, calibration_batches=calibration_batches)
+    training.train(str(tmp_path / "train"), rec, str(tmp_path / "sae"), {"study": {}}, torch.device("cpu"))
+    sae = load(tmp_path / "sae")
+    x = torch.from_numpy(ActivationSet(tmp_path / "test").read_all().astype(np.float32))
+    with torch.no_grad():
+        l0 = float((sae.encode(x) > 0).sum(1).float().mean())
+    assert (abs(l0 - 16) <= 1.6) == reproduces_k, l0

@@ -1,11 +1,14 @@
 """BatchTopK SAE (Bussmann et al. 2024): keep the k * batch largest activations
 of the whole batch, so tokens get a variable number of latents (mean k).
 
-At inference a per-latent threshold replaces the batch selection: the running
-average (momentum `threshold_momentum`) of the smallest kept activation per
-batch. The SAE is therefore saved as a JumpReLU SAE with that threshold, as
-SAELens and dictionary_learning do. Training uses the TopK loss (FVU + AuxK)
-and the same sparse kernels.
+At inference a threshold replaces the batch selection: the smallest activation the batch
+selection keeps, averaged over batches. During training it is a running average (momentum
+`threshold_momentum`), as SAELens and dictionary_learning keep it; at the end of training it is
+measured again with the final weights on `calibration_batches` batches (`calibrate`), because
+the running average still remembers the early, larger activations: after 118 steps (60,000
+tokens) a k 16 SAE on MiniLM's layer 4 kept 10.7 latents per held-out token with the running
+average, and k with the calibrated one. The SAE is saved as a JumpReLU SAE with that threshold.
+Training uses the TopK loss (FVU + AuxK) and the same sparse kernels.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from workflow.sae.topk import TopKRecipe, TopKSAE
 @dataclass(frozen=True, kw_only=True)
 class BatchTopKRecipe(TopKRecipe):
     threshold_momentum: float = 0.99
-    """Momentum of the running average that becomes the inference threshold."""
+    """Momentum of the running average of the threshold during training."""
+    calibration_batches: int = 16
+    """Train batches on which the final weights set the inference threshold (0: the running average)."""
 
 
 class BatchTopKSAE(TopKSAE):
@@ -57,6 +62,25 @@ class BatchTopKSAE(TopKSAE):
                     self.threshold.fill_(smallest)
                     self._threshold_seen = True
         return flat_idx // self.d_sae, flat_idx % self.d_sae
+
+    def calibrate(self, batches) -> float | None:
+        """Set the inference threshold from the final weights: the mean over `batches` (raw
+        activations, as `encode` takes them) of the smallest activation the batch selection keeps.
+        Returns the running average it replaces (None: no batch kept anything)."""
+        mins = []
+        with torch.no_grad():
+            for x in batches:
+                pre = self.pre_acts(x)
+                kept = self.ranking(pre).flatten().topk(self.k * len(pre), sorted=False).values
+                kept = kept[kept > 0]
+                if len(kept):
+                    mins.append(float(kept.min()))
+        if not mins:
+            return None
+        before = float(self.threshold.mean())
+        self.threshold.fill_(sum(mins) / len(mins))
+        self._threshold_seen = True
+        return before
 
     def extra_state(self) -> dict:
         return {"threshold_seen": self._threshold_seen}

@@ -215,6 +215,26 @@ class Trainer:
                 tmp,
             )
 
+    def calibrate(self) -> None:
+        """Architectures with an inference threshold (BatchTopK) set it from the final weights on
+        the first `calibration_batches` batches of the train stream."""
+        import torch
+
+        n = min(getattr(self.recipe, "calibration_batches", 0), self.n_steps)
+        if not n or not hasattr(self.sae, "calibrate"):
+            return
+        self.sae.eval()
+        batches = self.stream.batches(0)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
+            before = self.sae.calibrate(torch.from_numpy(next(batches)).to(self.device).float() for _ in range(n))
+        if before is not None:
+            log.info(
+                "inference threshold from the final weights on %d tokens: %.4g (the running average was %.4g)",
+                n * self.recipe.batch_size,
+                float(self.sae.threshold.mean()),
+                before,
+            )
+
     def fit(self) -> float:
         """Train to the last step; returns the training seconds (resumed runs included)."""
         import torch
@@ -265,6 +285,7 @@ def train(
         trainer.amp,
     )
     seconds = trainer.fit()
+    trainer.calibrate()
     sae = trainer.sae.cpu().eval()
     sae.save(out, metadata)
     write_parquet(pl.DataFrame(trainer.state["log"]), out / LOG_TABLE)
