@@ -125,3 +125,17 @@ def test_splice_replaces_exactly_what_capture_reads(tmp_path, family, site, laye
     torch.testing.assert_close(same, clean)
     torch.testing.assert_close(seen["a"], captured)  # the splice point is the capture point
     assert not torch.allclose(ablated, clean)
+
+
+def test_an_sae_that_missed_its_sparsity_target_is_named_with_what_to_change():
+    from workflow.sae.metrics import l0_warning
+
+    jump = l0_warning({"architecture": "jumprelu", "target_l0": 20}, 408.0)
+    assert (
+        jump.startswith("L0 408.0 on the test tokens is 1940% above the recipe's target_l0 20")
+        and "l0_coefficient" in jump
+    )
+    batch = l0_warning({"architecture": "batchtopk", "k": 16}, 8.2)
+    assert "49% below the recipe's k 16" in batch and "calibration_batches" in batch
+    assert l0_warning({"architecture": "topk", "k": 16}, 13.0) is None  # within 25%
+    assert l0_warning({"architecture": "relu", "target_l0": None}, 300.0) is None  # no target

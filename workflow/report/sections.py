@@ -165,7 +165,12 @@ def saes(catalogue: list[dict], page_dir: str) -> dict:
                 Link(rel(s["folder"], page_dir), "folder"),
             ]
         )
-    return {"table": Table([*SAE_COLUMNS, "files"], rows, "saes") if rows else None}
+    warnings = [
+        f"{s['recipe']} {s['site']} L{s['layer']} {s['variant']}: {s['eval']['l0_warning']}"
+        for s in sorted(catalogue, key=lambda s: sae_order(s["eval"]))
+        if s["eval"].get("l0_warning")
+    ]
+    return {"table": Table([*SAE_COLUMNS, "files"], rows, "saes") if rows else None, "warnings": warnings}
 
 
 def concepts(catalogue: list[dict]) -> dict | None:

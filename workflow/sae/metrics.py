@@ -5,7 +5,8 @@ FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the tokens seen
 means over tokens; l0 and l1 are the mean count and sum of active latents per
 token; a latent is dead if it never fired on these tokens and dense if it
 fired on more than `dense_threshold` of them. Used by `evaluate_sae` (all test
-tokens) and by `diff` (SAE transfer, outlier-norm tokens left out).
+tokens) and by `diff` (SAE transfer, outlier-norm tokens left out). `l0_warning` says when an
+SAE's evaluated L0 missed the sparsity its recipe asked for.
 """
 
 from __future__ import annotations
@@ -78,3 +79,37 @@ def measure(
         with torch.inference_mode():
             stats.update(x, acts, sae.decode(acts))
     return stats, excluded
+
+
+L0_TOLERANCE = 0.25  # an evaluated L0 further than this share from the recipe's target is named
+
+ADVICE = {
+    "batchtopk": "its inference threshold does not reproduce the batch selection: train longer (train_tokens) or "
+    "calibrate on more batches (calibration_batches)",
+    "topk": "latents fire below zero or are dead: train longer (train_tokens) or lower lr",
+    "jumprelu": "the sparsity coefficient adapted too slowly: train longer (train_tokens) or start it higher "
+    "(l0_coefficient)",
+    "relu": "the sparsity coefficient adapted too slowly: train longer (train_tokens) or start it higher "
+    "(l1_coefficient)",
+}
+
+
+def l0_target(recipe: dict) -> tuple[str, float] | None:
+    """The L0 a recipe asks for: (key, value) of k (TopK, BatchTopK) or target_l0 (where set)."""
+    for key in ("k", "target_l0"):
+        if recipe.get(key):
+            return key, float(recipe[key])
+    return None
+
+
+def l0_warning(recipe: dict, l0: float) -> str | None:
+    """What to say when the evaluated `l0` is more than L0_TOLERANCE away from the recipe's target."""
+    target = l0_target(recipe)
+    if target is None or abs(l0 - target[1]) <= L0_TOLERANCE * target[1]:
+        return None
+    key, value = target
+    side = "below" if l0 < value else "above"
+    return (
+        f"L0 {l0:.1f} on the test tokens is {abs(l0 - value) / value:.0%} {side} the recipe's {key} {value:g}: "
+        f"{ADVICE.get(recipe.get('architecture'), 'train longer (train_tokens)')}"
+    )

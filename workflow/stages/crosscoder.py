@@ -34,6 +34,7 @@ from workflow.models.loading import describe_device, pick_device
 from workflow.sae.codes import sparse_codes
 from workflow.sae.crosscoder import CrosscoderRecipe, load
 from workflow.sae.downstream import crosscoder_effects
+from workflow.sae.metrics import l0_warning
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet, PairedSets
 from workflow.store.files import read_json, write_json, write_parquet
@@ -164,6 +165,7 @@ def run(
         "fvu": stats["fvu"],
         "explained_variance": {v: 1 - f for v, f in stats["fvu"].items()},
         "l0": stats["l0"],
+        "l0_warning": l0_warning(recipe, stats["l0"]),
         "dead_fraction": stats["dead_fraction"],
         **latent_counts(table),
         "downstream": downstream(cc, tokens, manifest["site"], int(manifest["layer"]), models, eval_cfg, device)
@@ -175,6 +177,8 @@ def run(
         "device": describe_device(device),
         "seconds": time.perf_counter() - started,
     }
+    if summary["l0_warning"]:
+        log.warning("%s: %s", out, summary["l0_warning"])
     write_json(summary, Path(out) / names["summary"])
     return summary
 

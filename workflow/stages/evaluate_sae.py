@@ -6,7 +6,8 @@ SAE has its input scale folded in; `workflow.sae.metrics`):
 - ``mse`` (mean over tokens and dimensions), ``explained_variance`` = 1 - FVU
   with FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the tokens;
 - ``cosine`` and ``l2_ratio`` (||x_hat|| / ||x||), means over tokens;
-- ``l0`` and ``l1`` (mean active latents / summed activation per token);
+- ``l0`` and ``l1`` (mean active latents / summed activation per token); ``l0_warning`` where L0
+  is more than 25% away from the recipe's k or target_l0 (also in the log and the report), else null;
 - ``dead_fraction`` (latents that never fire on these tokens) and
   ``dense_fraction`` (latents firing on more than `dense_threshold` of them);
   per-latent log10 firing frequency goes to sparsity.safetensors (SAELens key
@@ -36,7 +37,7 @@ from workflow import cli, layout
 from workflow.models.loading import describe_device, pick_device
 from workflow.sae import load
 from workflow.sae.downstream import lm_effects, task_effects
-from workflow.sae.metrics import measure
+from workflow.sae.metrics import l0_warning, measure
 from workflow.store.activations import ActivationSet
 from workflow.store.files import atomic_path, write_json
 from workflow.store.tokens import read_documents
@@ -94,6 +95,9 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str | Non
         metrics["dense_fraction"],
         metrics["cosine"],
     )
+    recipe = sae.cfg["metadata"].get("recipe") or {}
+    if warning := l0_warning(recipe, metrics["l0"]):
+        log.warning("%s: %s", sae_dir, warning)
     docs = read_documents(tokens_path).sample(max_docs=cfg["max_docs"], seed=0)
     result = {
         "sae": sae_dir,
@@ -105,6 +109,7 @@ def run(sae_dir: str, acts_dir: str, tokens_path: str, classifier_dir: str | Non
         "eval_split": "test",
         "activations": acts_dir,
         **metrics,
+        "l0_warning": warning,
         "downstream": downstream(sae, docs, meta["site"], meta["layer"], classifier_dir, lm, cfg, device),
         "device": describe_device(device),
         "seconds": time.perf_counter() - started,
