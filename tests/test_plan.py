@@ -15,7 +15,8 @@ from workflow.plan import Plan, as_json
 @pytest.fixture(scope="module")
 def plan(tiny_bert, tiny_gpt2, tmp_path_factory) -> Plan:
     folder = tmp_path_factory.mktemp("plan")
-    pl.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]}).write_csv(folder / "r.csv")
+    words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull", "superb", "weak"]
+    pl.DataFrame({"text": words, "label": [1, 0] * 5}).write_csv(folder / "r.csv")
     study = config.load(
         {
             "models": {"bert": {"source": str(tiny_bert)}, "gpt2": {"source": str(tiny_gpt2), "layers": [2, 1]}},

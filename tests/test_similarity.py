@@ -17,7 +17,7 @@ def tokens_path(tiny_bert, tmp_path_factory):
     spec = {
         "source": "builtin",
         "task": "app_rating",
-        "n_train": 10,
+        "n_train": 60,  # 3 or more documents of each of the 5 classes
         "n_test": 40,
         "label_noise": 0.0,
         "seed": 0,
