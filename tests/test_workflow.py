@@ -389,7 +389,8 @@ def test_summary_prints_the_readme_tables(study, monkeypatch):
     k, robust = cc["classes"], cc["robust"]
     cell = f"| {k['shared']} / {k['other']} / {k['pretrained_only']} ({robust['pretrained_only']}) / "
     cell += f"{k['finetuned_only']} ("
-    row = next(line for line in text.splitlines() if line.startswith("| bert / reviews | topk | resid_post | 2 | "))
+    methods = text[text.index("Diffing methods side by side") :].splitlines()
+    row = next(line for line in methods if line.startswith("| bert / reviews | topk | resid_post | 2 | "))
     assert cell in row and f"FVU {cc['fvu']['pretrained']:.3f} / {cc['fvu']['finetuned']:.3f}" in row
 
 
