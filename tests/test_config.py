@@ -183,6 +183,62 @@ CASES = {
         lambda c, t: c["datasets"]["reviews"].update(label_names="automatic"),
         "datasets.reviews.label_names: 'automatic' is",
     ),
+    "test_file_without_a_class": (
+        lambda c, t: c["datasets"]["reviews"].update(test_path=str(_write(t, "test0.csv", ["0", "0"]))),
+        "the test split (2 documents) needs at least 1 document(s) of each class, but has '1': 0",
+    ),
+    "labels_missing": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_file(t, "gaps.csv", "text,label\n" + "a,1\nb,\n" * 8))),
+        "column 'label': 8 rows have no label",
+    ),
+    "negative_labels": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "neg.csv", ["-1", "0", "1"] * 4))),
+        "labels must be integers 0..K-1; the column has 3 distinct values (with their counts): -1 (4), 0 (4), 1 (4)",
+    ),
+    "unknown_file_type": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_file(t, "data.xlsx", "x"))),
+        "data.xlsx: unknown file type '.xlsx'",
+    ),
+    "blank_text_file": (
+        lambda c, t: c["datasets"]["reviews"].update(path=str(_file(t, "blank.txt", "\n  \n\n"))),
+        "blank.txt: the dataset is empty",
+    ),
+    "missing_texts": (
+        lambda c, t: c["datasets"]["reviews"].update(
+            path=str(_file(t, "notext.csv", "text,label\n" + ",1\nb,0\n" * 6))
+        ),
+        "column 'text' has missing texts",
+    ),
+    "latin1_jsonl": (
+        lambda c, t: c["datasets"]["reviews"].update(
+            path=str(_file(t, "l1.jsonl", '{"text": "caf\u00e9", "label": 0}\n', encoding="latin-1"))
+        ),
+        "l1.jsonl: not valid utf-8 at byte 13 (line 1: ",
+    ),
+    "auto_names_test_value_unseen": (
+        lambda c, t: c["datasets"]["reviews"].update(
+            path=str(_write(t, "tr.csv", ["neg", "pos"] * 6)),
+            test_path=str(_write(t, "te.csv", ["neg", "pos", "meh"])),
+            label_names="auto",
+        ),
+        "label values ['meh'] are not in label_names ['neg', 'pos']",
+    ),
+    "label_names_repeated": (
+        lambda c, t: c["datasets"]["reviews"].update(label_names=[0, 1, 1]),
+        "label_names ['0', '1', '1'] name ['1'] more than once; each class once",
+    ),
+    "label_names_with_a_class_no_document_has": (  # a phantom class
+        lambda c, t: c["datasets"]["reviews"].update(label_names=[0, 1, 2]),
+        "needs at least 3 document(s) of each class, but has '2': 0",
+    ),
+    "calibration_batches_negative": (
+        lambda c, t: c.update(saes={"s": {"architecture": "batchtopk", "k": 4, "calibration_batches": -1}}),
+        "saes.s.calibration_batches: -1 is invalid",
+    ),
+    "calibration_batches_on_topk": (
+        lambda c, t: c.update(saes={"s": {"architecture": "topk", "k": 4, "calibration_batches": 8}}),
+        "saes.s.calibration_batches: not used by architecture 'topk'",
+    ),
     "empty_dataset": (
         lambda c, t: c["datasets"]["reviews"].update(path=str(_write(t, "empty.csv", []))),
         "empty.csv: the dataset is empty",
@@ -260,6 +316,12 @@ def _latin1(folder):
     return path
 
 
+def _file(folder, name, text, encoding="utf-8"):
+    path = folder / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
 def _write(folder, name, labels):
     path = folder / name
     pl.DataFrame(
@@ -280,6 +342,7 @@ def test_bad_input_stops_snakemake_before_any_job(case, tiny_bert, csv_file, tmp
     result = run_snakemake(work, "--cores", "1", "--configfile", str(tmp_path / "study.yaml"))
     assert result.returncode != 0
     assert CASES[case][1] in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
     assert not (work / "results").exists() and not (work / "logs").exists()  # no job ran
 
 

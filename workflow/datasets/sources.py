@@ -181,6 +181,9 @@ def _labels_to_ids(column: pl.Series, label_names: list | str | None, where: str
         label_names = auto_names(column)
     if label_names:
         names = [str(n) for n in label_names]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{where}: label_names {names} name {repeated} more than once; each class once")
         values = column.cast(pl.Utf8)
         unknown = sorted(set(values.drop_nulls().to_list()) - set(names))
         if unknown:
