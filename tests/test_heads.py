@@ -287,3 +287,25 @@ def test_stage_writes_statistics_ablations_and_patterns(tmp_path, family):
         p = patterns[f"doc{ex['doc_id']}"].astype(np.float32)
         assert p.shape == (2, 4, len(ex["tokens"]), len(ex["tokens"]))
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=5e-3)  # every query row is a distribution
+
+
+def test_documents_longer_than_the_pattern_limit_are_shown_cut_not_dropped(tmp_path):
+    """No document is as short as pattern_max_tokens: the shortest ones are stored cut to it, as the
+    full document's attention among its first tokens (causal: each query row still sums to 1)."""
+    from safetensors.numpy import load_file
+
+    clf, tokens = _stage_inputs(tmp_path, "gpt2", 1)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    heads.run(str(tokens), str(clf), None, "gpt2", CFG, str(full))
+    heads.run(str(tokens), str(clf), None, "gpt2", {**CFG, "pattern_max_tokens": 3}, str(cut))
+    examples = json.loads((cut / "patterns.json").read_text())
+    assert len(examples) == 4 and all(ex["cut"] and len(ex["tokens"]) == 3 for ex in examples)
+    whole = {ex["doc_id"]: ex for ex in json.loads((full / "patterns.json").read_text())}
+    full_p, cut_p = load_file(str(full / "patterns.safetensors")), load_file(str(cut / "patterns.safetensors"))
+    for ex in examples:
+        p = cut_p[f"doc{ex['doc_id']}"].astype(np.float32)
+        assert p.shape == (2, 4, 3, 3)
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=5e-3)
+        if ex["doc_id"] in whole:  # the same document stored whole: its top-left corner
+            assert ex["tokens"] == whole[ex["doc_id"]]["tokens"][:3]
+            np.testing.assert_allclose(p, full_p[f"doc{ex['doc_id']}"].astype(np.float32)[:, :, :3, :3], atol=1e-3)

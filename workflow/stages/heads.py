@@ -6,7 +6,9 @@ On a seeded sample of `max_docs` test documents:
    type of `workflow.analysis.attention`; each head's mean output over the real tokens
    (what mean ablation writes); and the full attention of up to
    `pattern_docs` documents of at most `pattern_max_tokens` tokens, kept for
-   the interactive view and for comparing the variants' patterns.
+   the interactive view and for comparing the variants' patterns (where too few documents are
+   that short, the shortest others are shown cut to their first `pattern_max_tokens` tokens:
+   the full document's attention among those tokens, ``cut`` in patterns.json).
 2. **Ablations** (`workflow.analysis.ablation`): each head zero- and mean-ablated before
    the output projection, one at a time. Measured on the variant's task
    classifier (fine-tuned: the fine-tuned model; pretrained: the pretrained
@@ -53,10 +55,18 @@ log = logging.getLogger(__name__)
 
 
 def attention_pass(
-    model, docs: Documents, causal: bool, batch_size: int, pad_id: int, device, keep: set[int] = frozenset()
+    model,
+    docs: Documents,
+    causal: bool,
+    batch_size: int,
+    pad_id: int,
+    device,
+    keep: set[int] = frozenset(),
+    max_tokens: int | None = None,
 ) -> tuple[dict, list, dict[int, np.ndarray]]:
     """Statistics per head, each head's mean output per block, and the attention of documents `keep`
-    (positions in `docs`) as float16 (blocks, heads, T, T). The model must run eager attention."""
+    (positions in `docs`) among their first `max_tokens` tokens (None: all) as float16 (blocks, heads,
+    T, T). The model must run eager attention."""
     import torch
 
     base = model.base_model
@@ -80,7 +90,7 @@ def attention_pass(
                 stats.update(block, weights, mask, special, causal)
             for j, i in enumerate(idx):
                 if int(i) in keep:
-                    n = len(docs.token_ids[i])
+                    n = min(len(docs.token_ids[i]), max_tokens or len(docs.token_ids[i]))
                     patterns[int(i)] = (
                         torch.stack([w[j, :, :n, :n] for w in attn.weights]).to(torch.float16).cpu().numpy()
                     )
@@ -113,9 +123,12 @@ def ablation_rows(measure: str, modes: list[str], clean: np.ndarray, ablated: np
 
 
 def _pattern_docs(docs: Documents, limit: int, max_tokens: int) -> list[int]:
-    """The first `limit` documents (table order) of at most `max_tokens` tokens."""
-    short = [i for i, ids in enumerate(docs.token_ids) if len(ids) <= max_tokens]
-    return short[:limit]
+    """The first `limit` documents (table order) of at most `max_tokens` tokens; where fewer are that
+    short, then the shortest of the others (stored cut to `max_tokens`), so the view is never empty."""
+    lengths = [len(ids) for ids in docs.token_ids]
+    short = [i for i, n in enumerate(lengths) if n <= max_tokens]
+    long = sorted((i for i, n in enumerate(lengths) if n > max_tokens), key=lambda i: (lengths[i], i))
+    return (short + long)[:limit]
 
 
 def _doc_tokens(tokens_path: str, doc_ids: list) -> dict:
@@ -199,7 +212,9 @@ def patterns_of(model, docs: Documents, family_name: str, cfg: dict, pad_id: int
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
     causal = family(family_name).causal
-    stats, means, patterns = attention_pass(model, docs, causal, cfg["batch_size"], pad_id, device, set(shown))
+    stats, means, patterns = attention_pass(
+        model, docs, causal, cfg["batch_size"], pad_id, device, set(shown), cfg["pattern_max_tokens"]
+    )
     model.set_attn_implementation(implementation)
     thresholds = {**DEFAULT_THRESHOLDS, **cfg["types"]}
     return Seen(stats, means, patterns, thresholds, head_types(stats, thresholds))
@@ -261,7 +276,23 @@ def run(tokens_path: str, classifier_dir: str, lm: dict | None, family_name: str
         lm_rows, clean["lm"] = lm_part(lm, docs, cfg, pad_id, device, seconds)
         rows += lm_rows
     tokens = _doc_tokens(tokens_path, [doc_ids[i] for i in shown])
-    shown_meta = [{"doc_id": doc_ids[i], "label": int(docs.labels[i]), "tokens": tokens[doc_ids[i]]} for i in shown]
+    cap = cfg["pattern_max_tokens"]
+    shown_meta = [
+        {
+            "doc_id": doc_ids[i],
+            "label": int(docs.labels[i]),
+            "tokens": tokens[doc_ids[i]][:cap],
+            "cut": len(tokens[doc_ids[i]]) > cap,
+        }
+        for i in shown
+    ]
+    if any(m["cut"] for m in shown_meta):
+        log.info(
+            "%d of the %d pattern documents are longer than %d tokens: shown cut",
+            sum(m["cut"] for m in shown_meta),
+            len(shown_meta),
+            cap,
+        )
     heads = heads_table(seen.stats, seen.types)
     counts = heads["type"].value_counts(sort=True)
     summary = {
