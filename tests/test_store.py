@@ -110,3 +110,29 @@ def test_json_is_written_without_nan_and_a_failed_block_leaves_nothing(tmp_path)
         (tmp / "half.txt").write_text("half")
         raise RuntimeError("killed")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        (1e6, "overflow float16 (largest magnitude 1e+06); extract with `extract.dtype: float32`"),
+        (np.nan, "the model itself produced them"),
+    ],
+)
+def test_non_finite_activations_stop_the_set_naming_it_the_rows_and_the_cause(value, cause, tmp_path):
+    from workflow.store.activations import NonFiniteActivationsError
+
+    folder = tmp_path / "set"
+    meta = {"model": "m", "variant": "finetuned", "dataset": "d", "split": "test", "site": "resid_post", "layer": 4}
+    acts = np.ones((6, 4), dtype=np.float32)
+    acts[4, 1] = value
+    with pytest.raises(NonFiniteActivationsError) as err, atomic_dir(folder) as tmp:
+        writer = ActivationWriter(tmp, 4, "float16", 3, {**meta, "tokens": "t.parquet"})
+        writer.append(np.zeros((5, 4), dtype=np.float32))
+        writer.append(acts)
+    message = str(err.value)
+    assert message.startswith(
+        "activation set m finetuned d test resid_post L4: 1 NaN or inf values in 1 rows (rows 9..9"
+    )
+    assert cause in message and err.value.user_facing
+    assert not folder.exists()  # nothing half-written is left to be taken as finished

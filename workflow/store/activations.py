@@ -34,6 +34,12 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+class NonFiniteActivationsError(ValueError):
+    """NaN or inf in the activations being stored."""
+
+    user_facing = True
+
+
 class DamagedSetError(ValueError):
     """An activation set whose files disagree with its manifest."""
 
@@ -67,6 +73,8 @@ class ActivationWriter:
         if acts.ndim != 2 or acts.shape[1] != self.d_model:
             raise ValueError(f"expected (rows, {self.d_model}) activations, got {acts.shape}")
         stored = acts.astype(self.dtype, copy=False)
+        if not np.isfinite(stored).all():
+            raise self._non_finite(acts, stored)
         wide = stored.astype(np.float64)
         self._sum += wide.sum(0)
         self._sum_sq_norm += float(np.einsum("ij,ij->", wide, wide))
@@ -74,6 +82,25 @@ class ActivationWriter:
         self._buffered += len(stored)
         while self._buffered >= self.shard_rows:
             self._flush(self.shard_rows)
+
+    def _non_finite(self, acts: np.ndarray, stored: np.ndarray) -> NonFiniteActivationsError:
+        """The error for a batch with NaN or inf: which set, which rows, and whether the model made
+        them or the storage dtype could not hold them."""
+        bad = ~np.isfinite(stored)
+        rows = np.flatnonzero(bad.any(1)) + self.n_rows + self._buffered
+        where = " ".join(str(self.meta[k]) for k in ("model", "variant", "dataset", "split") if self.meta.get(k))
+        where += f" {self.meta.get('site', '')} L{self.meta.get('layer', '?')}"
+        if np.isfinite(acts).all():
+            cause = (
+                f"the values overflow {self.dtype.name} (largest magnitude {float(np.abs(acts).max()):.4g}); "
+                "extract with `extract.dtype: float32`"
+            )
+        else:
+            cause = "the model itself produced them: check its weights and `extract.compute_dtype`"
+        return NonFiniteActivationsError(
+            f"activation set {where.strip()}: {int(bad.sum())} NaN or inf values in {len(rows)} rows "
+            f"(rows {int(rows[0])}..{int(rows[-1])} of the tokens table {self.meta.get('tokens', '')}); {cause}"
+        )
 
     def _flush(self, rows: int) -> None:
         block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
