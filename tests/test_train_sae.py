@@ -95,12 +95,16 @@ def test_checkpoint_of_another_recipe_is_not_resumed(planted, tmp_path, caplog):
 
 
 def test_non_finite_activations_stop_with_a_clear_error(tmp_path):
-    x = np.ones((2000, 8), dtype=np.float32)
-    x[1234, 3] = np.inf
+    """A set that holds an inf (the writer refuses to store one; here it is planted in a shard
+    afterwards, as damage or an older set would hold it)."""
     with atomic_dir(tmp_path / "acts") as tmp:
         w = ActivationWriter(tmp, 8, "float32", 1000, {"hook_name": "h"})
-        w.append(x)
+        w.append(np.ones((2000, 8), dtype=np.float32))
         w.close()
+    shard = np.load(tmp_path / "acts/shard-00001.npy", mmap_mode="r+")
+    shard[234, 3] = np.inf  # row 1234
+    shard.flush()
+    del shard
     r = recipe("topk", d_sae=16, k=2, train_tokens=4000, batch_size=500, normalize=False, b_dec_init="zeros")
     with pytest.raises(training.NonFiniteError, match="non-finite activations"):
         training.train(str(tmp_path / "acts"), r, str(tmp_path / "sae"), META, CPU)
