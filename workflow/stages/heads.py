@@ -136,6 +136,28 @@ def _doc_tokens(tokens_path: str, doc_ids: list) -> dict:
     return {d: g["token"].to_list() for (d,), g in table.group_by("doc_id", maintain_order=True)}
 
 
+def _shown_meta(tokens_path: str, docs: Documents, doc_ids: list, shown: list[int], cap: int) -> list[dict]:
+    """patterns.json: each stored document's id, label and tokens (cut to `cap`, and marked so)."""
+    tokens = _doc_tokens(tokens_path, [doc_ids[i] for i in shown])
+    meta = [
+        {
+            "doc_id": doc_ids[i],
+            "label": int(docs.labels[i]),
+            "tokens": tokens[doc_ids[i]][:cap],
+            "cut": len(tokens[doc_ids[i]]) > cap,
+        }
+        for i in shown
+    ]
+    if any(m["cut"] for m in meta):
+        log.info(
+            "%d of the %d pattern documents are longer than %d tokens: shown cut",
+            sum(m["cut"] for m in meta),
+            len(meta),
+            cap,
+        )
+    return meta
+
+
 def _sample(tokens_path: str, cfg: dict) -> tuple[Documents, list, list[int]]:
     """The seeded sample of test documents, their ids, and those kept for the stored patterns."""
     docs = read_documents(tokens_path).sample(max_docs=cfg["max_docs"], seed=cfg["seed"])
@@ -275,24 +297,7 @@ def run(tokens_path: str, classifier_dir: str, lm: dict | None, family_name: str
     if lm:
         lm_rows, clean["lm"] = lm_part(lm, docs, cfg, pad_id, device, seconds)
         rows += lm_rows
-    tokens = _doc_tokens(tokens_path, [doc_ids[i] for i in shown])
-    cap = cfg["pattern_max_tokens"]
-    shown_meta = [
-        {
-            "doc_id": doc_ids[i],
-            "label": int(docs.labels[i]),
-            "tokens": tokens[doc_ids[i]][:cap],
-            "cut": len(tokens[doc_ids[i]]) > cap,
-        }
-        for i in shown
-    ]
-    if any(m["cut"] for m in shown_meta):
-        log.info(
-            "%d of the %d pattern documents are longer than %d tokens: shown cut",
-            sum(m["cut"] for m in shown_meta),
-            len(shown_meta),
-            cap,
-        )
+    shown_meta = _shown_meta(tokens_path, docs, doc_ids, shown, cfg["pattern_max_tokens"])
     heads = heads_table(seen.stats, seen.types)
     counts = heads["type"].value_counts(sort=True)
     summary = {
