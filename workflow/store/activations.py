@@ -40,16 +40,38 @@ class NonFiniteActivationsError(ValueError):
     user_facing = True
 
 
-class DamagedSetError(ValueError):
-    """An activation set whose files disagree with its manifest."""
-
-    user_facing = True  # `python -m workflow` prints the message, not a traceback
-
-
 def rebuild_hint(folder: Path) -> str:
     """The command that rebuilds an activation set: re-run the extract job that wrote it."""
     summary = folder.parent.parent / "extract.json"  # <split>/<site>/L<layer>: the extract folder's summary
     return f"rebuild it with `snakemake --cores N --forcerun {summary}` (its extract job, then what reads it)"
+
+
+class DamagedSetError(ValueError):
+    """An activation set whose files disagree with its manifest; `what`: the file and the problem."""
+
+    user_facing = True  # `python -m workflow` prints the message, not a traceback
+
+    def __init__(self, folder: Path, name: str, problem: str):
+        self.what = f"{name}: {problem}"
+        super().__init__(
+            f"activation set {folder}: {self.what}; the set is damaged (truncated, overwritten or "
+            f"missing files): {rebuild_hint(folder)}"
+        )
+
+
+def shard_problem(folder: Path, shard: dict, contents: bool = False) -> str | None:
+    """What is wrong with one shard against its manifest entry: missing, another size than recorded,
+    or (`contents`: reads every byte) other bytes than its SHA-256. None: nothing. Sets written
+    before sizes and checksums were recorded are checked for existence only."""
+    path = folder / shard["file"]
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if "bytes" in shard and size != shard["bytes"]:
+        return f"{size} bytes, the manifest recorded {shard['bytes']}"
+    if contents and "sha256" in shard and file_digest(path) != shard["sha256"]:
+        return "contents differ from the manifest's SHA-256"
+    return None
 
 
 class ActivationWriter:
@@ -154,37 +176,22 @@ class ActivationSet:
         self.d_model: int = self.manifest["d_model"]
         expected = 0
         for shard in self.manifest["shards"]:
-            self.check_size(shard)
+            if problem := shard_problem(self.folder, shard):  # sizes only: cheap
+                raise DamagedSetError(self.folder, shard["file"], problem)
             arr = self.load_shard(shard["file"])
             rows = shard["stop"] - shard["start"]
             if shard["start"] != expected or arr.shape != (rows, self.d_model):
-                raise self.damaged(shard["file"], f"shape {arr.shape}, the manifest says ({rows}, {self.d_model})")
+                shape = f"shape {arr.shape}, the manifest says ({rows}, {self.d_model})"
+                raise DamagedSetError(self.folder, shard["file"], shape)
             expected = shard["stop"]
         if expected != self.n_rows:
-            raise DamagedSetError(
-                f"{path}: shards cover {expected} rows, manifest says {self.n_rows}; {rebuild_hint(self.folder)}"
-            )
-
-    def damaged(self, name: str, what: str) -> DamagedSetError:
-        return DamagedSetError(
-            f"activation set {self.folder}: {name}: {what}; the set is damaged (truncated, overwritten or "
-            f"missing files): {rebuild_hint(self.folder)}"
-        )
-
-    def check_size(self, shard: dict) -> None:
-        """The shard exists and has the size the manifest recorded (sets written before sizes were
-        recorded: existence only)."""
-        path = self.folder / shard["file"]
-        if not path.is_file():
-            raise self.damaged(shard["file"], "missing")
-        if "bytes" in shard and path.stat().st_size != shard["bytes"]:
-            raise self.damaged(shard["file"], f"{path.stat().st_size} bytes, the manifest recorded {shard['bytes']}")
+            raise DamagedSetError(self.folder, MANIFEST, f"shards cover {expected} rows, manifest says {self.n_rows}")
 
     def load_shard(self, name: str) -> np.ndarray:
         try:
             return np.load(self.folder / name, mmap_mode="r")
         except (ValueError, OSError, EOFError) as exc:  # numpy's "mmap length is greater than file size"
-            raise self.damaged(name, f"numpy cannot read it ({exc})") from None
+            raise DamagedSetError(self.folder, name, f"numpy cannot read it ({exc})") from None
 
     @property
     def mean(self) -> np.ndarray:
@@ -278,18 +285,12 @@ def damage(folder: str | Path) -> list[str]:
         shards = manifest["shards"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"{MANIFEST}: unreadable ({exc})"]
-    problems = []
-    for shard in shards:
-        path = folder / shard["file"]
-        if not path.is_file():
-            problems.append(f"{shard['file']}: missing")
-        elif "bytes" in shard and path.stat().st_size != shard["bytes"]:
-            problems.append(f"{shard['file']}: {path.stat().st_size} bytes, the manifest recorded {shard['bytes']}")
-        elif "sha256" in shard and file_digest(path) != shard["sha256"]:
-            problems.append(f"{shard['file']}: contents differ from the manifest's SHA-256")
+    problems = [f"{s['file']}: {p}" for s in shards if (p := shard_problem(folder, s, contents=True))]
     if not problems:
         try:
             ActivationSet(folder)
-        except (DamagedSetError, ValueError, KeyError) as exc:
-            problems.append(str(exc).split("; rebuild it")[0])
+        except DamagedSetError as exc:
+            problems.append(exc.what)
+        except (ValueError, KeyError) as exc:
+            problems.append(str(exc))
     return problems
