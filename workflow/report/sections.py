@@ -155,8 +155,8 @@ def similarity(table: pl.DataFrame, image: Image | None) -> dict:
 
 def saes(catalogue: list[dict], page_dir: str) -> dict:
     """The SAE quality table: the recipe links to the SAE's features, the last column to its folder."""
-    rows = []
-    for s in sorted(catalogue, key=lambda s: sae_order(s["eval"])):
+    rows, ordered = [], sorted(catalogue, key=lambda s: sae_order(s["eval"]))
+    for s in ordered:
         row = sae_row(s["eval"])
         rows.append(
             [
@@ -167,7 +167,7 @@ def saes(catalogue: list[dict], page_dir: str) -> dict:
         )
     warnings = [
         f"{s['recipe']} {s['site']} L{s['layer']} {s['variant']}: {s['eval']['l0_warning']}"
-        for s in sorted(catalogue, key=lambda s: sae_order(s["eval"]))
+        for s in ordered
         if s["eval"].get("l0_warning")
     ]
     return {"table": Table([*SAE_COLUMNS, "files"], rows, "saes") if rows else None, "warnings": warnings}
