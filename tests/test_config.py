@@ -310,10 +310,8 @@ def _config_only(cfg, folder):
 
 def _latin1(folder):
     """A CSV in Latin-1: é is one byte (0xe9), not valid UTF-8."""
-    path = folder / "latin1.csv"
     rows = "text,label\ngood,1\ncaf\u00e9 bad,0\n" + "".join(f"w{i},{i % 2}\n" for i in range(12))
-    path.write_bytes(rows.encode("latin-1"))
-    return path
+    return _file(folder, "latin1.csv", rows, encoding="latin-1")
 
 
 def _file(folder, name, text, encoding="utf-8"):
