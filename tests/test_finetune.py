@@ -215,3 +215,62 @@ def test_fused_next_token_loss_equals_the_models_own(model_type, method, tmp_pat
     assert grads and all(g is not None for _, g, _ in grads)
     for name, got, want in grads:
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def _weights(folder) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("kind", "every"), [("classify", 7), ("classify", 25), ("masked_lm", 7)], ids=["mid-epoch", "epoch-end", "mlm"]
+)
+def test_interrupted_fine_tuning_resumes_to_the_same_weights(kind, every, small_data, tmp_path, monkeypatch, caplog):
+    """Stopped at step 60 of 100 (checkpoints every 7 or 25 steps), the re-run resumes from the last
+    checkpoint, says so, and ends bit for bit where an uninterrupted run ends: dropout, the masking
+    draws and the order of the next epoch included."""
+    import logging
+
+    import torch
+
+    model = make_tiny("bert", tmp_path / "model")
+    cfg = {"epochs": 2, "checkpoint_every": every, **({"kind": kind, "method": "full"} if kind != "classify" else {})}
+    full = _finetune(model, small_data, tmp_path / "full", **cfg)
+    assert full["train"]["steps"] == 100  # 800 documents in batches of 16, twice
+    original, seen = finetune.batches, []
+
+    def stopped(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            seen.append(1)
+            if len(seen) > 60:
+                raise KeyboardInterrupt("simulated kill")
+            yield batch
+
+    monkeypatch.setattr(finetune, "batches", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(model, small_data, tmp_path / "again", **cfg)
+    out = tmp_path / "again/ft"
+    assert (out / finetune.CHECKPOINT).exists() and not (out / "metrics.json").exists()
+    monkeypatch.setattr(finetune, "batches", original)
+    caplog.set_level(logging.INFO, logger="workflow.models.resume")
+    resumed = _finetune(model, small_data, tmp_path / "again", **cfg)
+    assert f"resuming from {out / finetune.CHECKPOINT} at step {60 // every * every}/100" in caplog.text
+    assert not (out / finetune.CHECKPOINT).exists()  # the finished folder replaced it
+    a, b = _weights(tmp_path / "full/ft"), _weights(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["finetuned"] == full["finetuned"] and resumed["train"]["tokens"] == full["train"]["tokens"]
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(small_data, tmp_path, caplog):
+    import logging
+
+    import torch
+
+    (tmp_path / "ft").mkdir()
+    torch.save({"fingerprint": "another config"}, tmp_path / "ft" / finetune.CHECKPOINT)
+    caplog.set_level(logging.INFO, logger="workflow.models.resume")
+    _finetune(make_tiny("bert", tmp_path / "model"), small_data, tmp_path, epochs=1)
+    assert "ignoring" in caplog.text and "resuming" not in caplog.text

@@ -66,7 +66,10 @@ TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet"}
 CLASSIFIER_FILES = {"weights": "model.safetensors", "metrics": "metrics.json", "config": "config.json"}
 FINETUNE_KINDS = ("classify", "causal_lm", "masked_lm")  # fine-tunes the workflow makes (the {kind} wildcard)
 # a save_pretrained folder (LoRA: merged; the adapter beside it)
-FINETUNED = Folder("results/models/{model}/{kind}/{dataset}", {**CLASSIFIER_FILES, "adapter": "adapter"})
+FINETUNED = Folder(
+    "results/models/{model}/{kind}/{dataset}",
+    {**CLASSIFIER_FILES, "adapter": "adapter", "checkpoint": "checkpoint.pt"},  # checkpoint: while training
+)
 # a variant's body + a classifier fitted on its frozen features
 FROZEN = Folder("results/frozen_classifiers/{model}/{variant}/{dataset}", CLASSIFIER_FILES)
 ACTIVATIONS = Folder("results/activations/{model}/{variant}/{dataset}/{split}", {"summary": "extract.json"})

@@ -23,6 +23,12 @@ native bf16 it is about 2x faster (../shared/notes), on CUDA it is standard.
 For models that do not fit in float32, `gradient_checkpointing` recomputes each
 block's activations in the backward pass, and the model's `load` options
 (dtype, device_map) apply here as in every other stage.
+
+Every `checkpoint_every` steps the training state (trainable weights, optimizer,
+schedule, the epoch's order and position, and every random generator) is saved
+as ``checkpoint.pt`` in the output folder; a re-run of a killed job resumes from
+it, says so in its log, and ends with the same weights as an uninterrupted run.
+The checkpoint goes when the finished folder replaces it.
 """
 
 from __future__ import annotations
@@ -30,18 +36,23 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 from workflow import cli, layout
+from workflow.codehash import code_version
 from workflow.datasets.baseline import shortfall
-from workflow.models import loading
+from workflow.models import loading, resume
 from workflow.models.classifier import evaluate, save_classifier
+from workflow.models.resume import Checkpoint, TrainingState
 from workflow.models.sources import resolve_source
 from workflow.store.files import read_json
 from workflow.store.tokens import Documents, batches, read_documents
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT = layout.FINETUNED.names["checkpoint"]
 
 
 def _length_bucketed_order(docs: Documents, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,6 +98,7 @@ def masked_token_loss(tokenizer, docs: Documents, seed: int):
     from transformers import DataCollatorForLanguageModeling
 
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
+    collator.create_rng()  # its generator now, so a checkpoint can save and restore its state
 
     def loss(model, idx, inputs):
         ids = inputs["input_ids"]
@@ -100,65 +112,87 @@ def masked_token_loss(tokenizer, docs: Documents, seed: int):
             return out.sum() * 0.0
         return torch.nn.functional.cross_entropy(out[labels != -100], labels[labels != -100])
 
+    loss.generator = collator.generator
     return loss
 
 
-def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype, loss_of) -> dict:
-    """AdamW with linear warmup and decay over the trainable parameters; `loss_of(model, idx, inputs)`
-    gives a batch's loss."""
+def _optimizer(trainable, cfg: dict, device):
+    """AdamW; the fused kernel (one pass over every parameter, CPU and CUDA) where the parameters allow."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
-    rng = np.random.default_rng(cfg["seed"])
-    steps_per_epoch = math.ceil(len(docs.token_ids) / cfg["batch_size"])
-    total = steps_per_epoch * cfg["epochs"]
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # the fused AdamW kernel (one pass over every parameter, CPU and CUDA) where the parameters allow
     fused = device.type in ("cpu", "cuda") and all(
         p.is_floating_point() and p.device.type == device.type for p in trainable
     )
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
+    return torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
+
+
+class _Progress:
+    """A log line every `every` steps: mean loss and tokens/s since the last one."""
+
+    def __init__(self, every: int, total: int):
+        self.every, self.total = every, total
+        self.loss, self.tokens, self.start = 0.0, 0, time.perf_counter()
+
+    def add(self, epoch: int, step: int, loss: float, tokens: int, lr: float) -> None:
+        self.loss, self.tokens = self.loss + loss, self.tokens + tokens
+        if step % self.every == 0 or step == self.total:
+            now = time.perf_counter()
+            mean = self.loss / (step % self.every or self.every)
+            tokens_per_s = self.tokens / (now - self.start)
+            log.info(
+                "epoch %d step %d/%d loss %.4f lr %.2e %.0f tokens/s", epoch, step, self.total, mean, lr, tokens_per_s
+            )
+            self.loss, self.tokens, self.start = 0.0, 0, now
+
+
+def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype, loss_of, checkpoint=None) -> dict:
+    """AdamW with linear warmup and decay over the trainable parameters; `loss_of(model, idx, inputs)`
+    gives a batch's loss. `checkpoint`: a `resume.Checkpoint` to save to and resume from."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    checkpoint = checkpoint or Checkpoint(None)
+    batch_size = cfg["batch_size"]
+    steps_per_epoch = math.ceil(len(docs.token_ids) / batch_size)
+    total = steps_per_epoch * cfg["epochs"]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
+    optimizer = _optimizer(trainable, cfg, device)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
+    run = TrainingState(named, optimizer, schedule, cfg["seed"], loss_of)
+    checkpoint.restore(run, device, total)
     model.train()
-    step, tokens, started = 0, 0, time.perf_counter()
-    window_loss, window_tokens, window_start = 0.0, 0, started
-    for epoch in range(cfg["epochs"]):
-        for idx, inputs in batches(
-            docs, cfg["batch_size"], pad_id, _length_bucketed_order(docs, cfg["batch_size"], rng)
-        ):
+    progress, started = _Progress(cfg["log_every"], total), time.perf_counter()
+    for epoch in range(run.epoch, cfg["epochs"]):
+        run.epoch = epoch
+        if run.order is None:
+            run.order = _length_bucketed_order(docs, batch_size, run.rng)
+        done = (run.step - run.epoch * steps_per_epoch) * batch_size  # documents trained on (resumed)
+        for idx, inputs in batches(docs, batch_size, pad_id, run.order[done:]):
             inputs = {k: v.to(device) for k, v in inputs.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_of(model, idx, inputs)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower finetune.lr")
+                raise FloatingPointError(f"loss is {loss.item()} at step {run.step}; lower finetune.lr")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
+            run.step += 1
             n_tok = int(inputs["attention_mask"].sum())
-            tokens += n_tok
-            window_loss, window_tokens = window_loss + loss.item(), window_tokens + n_tok
-            if step % cfg["log_every"] == 0 or step == total:
-                now = time.perf_counter()
-                log.info(
-                    "epoch %d step %d/%d loss %.4f lr %.2e %.0f tokens/s",
-                    epoch + 1,
-                    step,
-                    total,
-                    window_loss / (step % cfg["log_every"] or cfg["log_every"]),
-                    schedule.get_last_lr()[0],
-                    window_tokens / (now - window_start),
-                )
-                window_loss, window_tokens, window_start = 0.0, 0, now
-    seconds = time.perf_counter() - started
+            run.tokens += n_tok
+            progress.add(run.epoch + 1, run.step, loss.item(), n_tok, schedule.get_last_lr()[0])
+            if checkpoint.due(run.step, total):
+                checkpoint.save(run, run.step % steps_per_epoch == 0, time.perf_counter() - started)
+        run.order = None
+    seconds = run.seconds + time.perf_counter() - started
     return {
-        "steps": step,
+        "steps": run.step,
         "epochs": cfg["epochs"],
-        "tokens": tokens,
+        "tokens": run.tokens,
         "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
+        "tokens_per_s": run.tokens / seconds,
     }
 
 
@@ -183,7 +217,9 @@ def trainable_counts(model) -> dict:
     return {"trainable_parameters": int(n_train), "parameters": int(n_all)}
 
 
-def run_lm(source: str, train_docs: Documents, test_docs: Documents, cfg: dict, out_dir: str, device, amp_dtype):
+def run_lm(
+    source: str, train_docs: Documents, test_docs: Documents, cfg: dict, out_dir: str, device, amp_dtype, checkpoint
+):
     """Next-token (causal_lm) or masked-token (masked_lm) fine-tuning, full or LoRA; the merged model
     is saved with save_pretrained, a LoRA adapter beside it (``adapter/``)."""
     from workflow.models.families import FAMILIES, model_family
@@ -211,7 +247,7 @@ def run_lm(source: str, train_docs: Documents, test_docs: Documents, cfg: dict, 
         "%s fine-tuning of %d of %d parameters", cfg["method"], counts["trainable_parameters"], counts["parameters"]
     )
     loss_of = next_token_loss if kind == "causal" else masked_token_loss(tokenizer, train_docs, cfg["seed"])
-    training = {**train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of), **counts}
+    training = {**train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of, checkpoint), **counts}
     after = mean_loss(model, test_docs, kind, cfg["eval_batch_size"], pad_id, mask_id, device, amp_dtype)
     log.info(
         "fine-tuned: test loss %.4f (perplexity %.2f; %.0f tokens/s training)",
@@ -247,9 +283,11 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     amp_dtype = loading.autocast_dtype(cfg["bf16"], device)
     log.info("device: %s; autocast: %s", loading.describe_device(device), amp_dtype)
     source = resolve_source(model_source)
+    key = resume.fingerprint(train_tokens, model_source, cfg, code_version("finetune"))
+    checkpoint = Checkpoint(Path(out_dir) / CHECKPOINT, key, cfg.get("checkpoint_every", 500))
     if cfg.get("kind", "classify") != "classify":
         train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
-        return run_lm(source, train_docs, read_documents(test_tokens), cfg, out_dir, device, amp_dtype)
+        return run_lm(source, train_docs, read_documents(test_tokens), cfg, out_dir, device, amp_dtype, checkpoint)
     meta = read_json(dataset_meta)
     label_names = meta["label_names"]
     tokenizer = loading.load_tokenizer(source)
@@ -268,7 +306,8 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     pad_id = tokenizer.pad_token_id
     before = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
     log.info("pretrained (fresh classifier): accuracy %.4f macro-F1 %.4f", before["accuracy"], before["macro_f1"])
-    training = train(model, train_docs, cfg, pad_id, device, amp_dtype, classification_loss(train_docs, device))
+    loss_of = classification_loss(train_docs, device)
+    training = train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of, checkpoint)
     after = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
     log.info(
         "fine-tuned: accuracy %.4f macro-F1 %.4f (%.0f tokens/s training)",
