@@ -196,3 +196,32 @@ def tiny_study(**sections) -> dict:
         "heads": {"max_docs": 16, "pattern_docs": 2, "pattern_max_tokens": 16},
         **sections,
     }
+
+
+@pytest.fixture(scope="session")
+def kill_study(tiny_bert, tmp_path_factory) -> Path:
+    """A finished tiny study whose long stages checkpoint often, for the kill tests (tests/kills.py):
+    one BERT, one dataset, layer 2, a TopK SAE, a crosscoder and the heads stage."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("kill-study")
+    every, small = {"checkpoint_every": 4}, {"train_tokens": 4000, "batch_size": 256}
+    cfg = {
+        "models": {"bert": {"source": str(tiny_bert)}},
+        "datasets": {"news": {"source": "builtin", "task": "news_topic", "n_train": 160, "n_test": 40, "seed": 1}},
+        **tiny_study(layers=[2], sites=["resid_post"]),
+        "finetune": {"epochs": 2, "lr": 3e-3, "batch_size": 16, "bf16": False, **every},
+        "saes": {"topk": {"architecture": "topk", "d_sae": 64, "k": 4, **small, **every}},
+        "crosscoders": {"cc": {"d_sae": 64, "k": 6, **small, **every}},
+    }
+    (work / "study.yaml").write_text(yaml.safe_dump(cfg))
+    sae, analysis = "results/saes/bert/{}/news/resid_post/L2/topk", "results/analysis/bert/news"
+    targets = [
+        *(f"{sae.format(v)}/features.json" for v in ("pretrained", "finetuned")),
+        f"{analysis}/resid_post/L2/topk/diff.json",
+        f"{analysis}/heads/finetuned/heads.json",
+        "results/crosscoders/bert/news/resid_post/L2/cc/crosscoder.json",
+    ]
+    result = run_snakemake(work, "--cores", "2", *targets, "--configfile", "study.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work

@@ -277,3 +277,17 @@ def test_latent_pages_show_which_variant_drives_each_latent(trained, tmp_path):
         at = np.isin(top["feature"].to_numpy(), mine)
         other = "pretrained" if driver == "finetuned" else "finetuned"
         assert np.median(centre[driver][at]) > 3 * np.median(np.abs(centre[other][at])), driver
+
+
+@pytest.mark.workflow
+def test_a_killed_crosscoder_job_resumes_to_the_same_crosscoder(kill_study, tmp_path):
+    """kill -9 after a checkpoint, --unlock, the same command: the crosscoder resumes (the log says
+    so) and its weights, latents and feature tables equal the uninterrupted run's."""
+    from tests.kills import KillRun
+    from workflow.layout import CROSSCODER
+
+    folder = "results/crosscoders/bert/news/resid_post/L2/cc"
+    run = KillRun(kill_study, "crosscoder", f"{folder}/crosscoder.json", tmp_path)
+    clean, killed, log = run.run(seed=2, after=CROSSCODER.names["checkpoint"])
+    assert "resuming from" in log, log
+    run.assert_same(clean, killed, folder)

@@ -162,3 +162,13 @@ def test_the_seed_floor_excess_and_its_interval():
     assert out["drifted"]["low"] == pytest.approx(0.7 - half) and out["drifted"]["high"] == pytest.approx(0.7 + half)
     same = floor_excess({"drifted": 0.11}, {"drifted": 0.10}, 768, 768)
     assert same["drifted"]["exceeds_floor"] is False  # within noise
+
+
+@pytest.mark.workflow
+def test_a_killed_diff_job_reruns_to_the_same_diff(kill_study, tmp_path):
+    from tests.kills import KillRun
+    from workflow.layout import DIFF
+
+    folder = "results/analysis/bert/news/resid_post/L2/topk"
+    clean, killed, _ = KillRun(kill_study, "diff", f"{folder}/diff.json", tmp_path).run(seed=4)
+    KillRun.assert_same(clean, killed, *(f"{folder}/{name}" for name in DIFF.names.values()))

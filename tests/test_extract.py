@@ -118,3 +118,14 @@ def test_load_options_reach_the_model(tmp_path):
     loading.use_options({})
     assert not np.array_equal(sets["fp32"], sets["bf16"])  # the bf16 weights were used
     np.testing.assert_allclose(sets["bf16"], sets["fp32"], rtol=0.1, atol=0.1)
+
+
+@pytest.mark.workflow
+def test_a_killed_extract_job_reruns_to_the_same_sets(kill_study, tmp_path):
+    """kill -9 of Snakemake and the job between two sets, --unlock, the same command: every set
+    equals an uninterrupted run's."""
+    from tests.kills import KillRun
+
+    folder = "results/activations/bert/finetuned/news/train"
+    clean, killed, _ = KillRun(kill_study, "extract", f"{folder}/extract.json", tmp_path).run(seed=6)
+    KillRun.assert_same(clean, killed, folder)

@@ -210,3 +210,14 @@ def test_encoding_leaves_autograd_on_even_when_a_generator_is_left_unfinished(tm
     for _ in zip(encode_batches(sae, aset, 100, 64), encode_batches(sae, aset, None, 64)):
         assert torch.is_grad_enabled()  # the longer generator stays suspended after zip stops
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.workflow
+def test_a_killed_features_job_reruns_to_the_same_tables(kill_study, tmp_path):
+    """kill -9 of Snakemake and the job between two of its output files, --unlock, the same
+    command: the tables equal an uninterrupted run's (no file of the killed run is kept)."""
+    from tests.kills import KillRun
+
+    folder = "results/saes/bert/pretrained/news/resid_post/L2/topk"
+    clean, killed, _ = KillRun(kill_study, "features", f"{folder}/features.json", tmp_path).run(seed=3)
+    KillRun.assert_same(clean, killed, folder)

@@ -274,3 +274,16 @@ def test_a_checkpoint_of_another_config_is_not_resumed(small_data, tmp_path, cap
     caplog.set_level(logging.INFO, logger="workflow.models.resume")
     _finetune(make_tiny("bert", tmp_path / "model"), small_data, tmp_path, epochs=1)
     assert "ignoring" in caplog.text and "resuming" not in caplog.text
+
+
+@pytest.mark.workflow
+def test_a_killed_finetune_job_resumes_to_the_same_model(kill_study, tmp_path):
+    """kill -9 of Snakemake and the job after a checkpoint, --unlock, the same command: the job
+    resumes from the checkpoint (its log says so) and ends with the uninterrupted run's model."""
+    from tests.kills import KillRun
+
+    folder = "results/models/bert/classify/news"
+    run = KillRun(kill_study, "finetune", f"{folder}/metrics.json", tmp_path)
+    clean, killed, log = run.run(seed=0, after=finetune.CHECKPOINT)
+    assert "resuming from" in log, log
+    run.assert_same(clean, killed, folder)

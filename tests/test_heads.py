@@ -309,3 +309,12 @@ def test_documents_longer_than_the_pattern_limit_are_shown_cut_not_dropped(tmp_p
         if ex["doc_id"] in whole:  # the same document stored whole: its top-left corner
             assert ex["tokens"] == whole[ex["doc_id"]]["tokens"][:3]
             np.testing.assert_allclose(p, full_p[f"doc{ex['doc_id']}"].astype(np.float32)[:, :, :3, :3], atol=1e-3)
+
+
+@pytest.mark.workflow
+def test_a_killed_heads_job_reruns_to_the_same_heads(kill_study, tmp_path):
+    from tests.kills import KillRun
+
+    folder = "results/analysis/bert/news/heads/finetuned"
+    clean, killed, _ = KillRun(kill_study, "heads", f"{folder}/heads.json", tmp_path).run(seed=5)
+    KillRun.assert_same(clean, killed, folder)

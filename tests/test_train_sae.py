@@ -158,3 +158,16 @@ def test_the_batchtopk_threshold_reproduces_the_training_l0_on_held_out_tokens(
     with torch.no_grad():
         l0 = float((sae.encode(x) > 0).sum(1).float().mean())
     assert (abs(l0 - 16) <= 1.6) == reproduces_k, l0
+
+
+@pytest.mark.workflow
+def test_a_killed_train_sae_job_resumes_to_the_same_sae(kill_study, tmp_path):
+    """kill -9 of Snakemake and the job after a checkpoint, --unlock, the same command: training
+    resumes from the checkpoint (the log says so) and ends with the uninterrupted run's SAE."""
+    from tests.kills import KillRun
+
+    folder = "results/saes/bert/finetuned/news/resid_post/L2/topk"
+    run = KillRun(kill_study, "train_sae", f"{folder}/cfg.json", tmp_path)
+    clean, killed, log = run.run(seed=1, after=training.CHECKPOINT)
+    assert "resuming from" in log, log
+    run.assert_same(clean, killed, folder)
