@@ -73,11 +73,11 @@ def test_verify_finds_every_planted_damage_and_names_the_rebuild(plant, found, t
     plant(folder / "shard-00001.npy")
     damaged = verify.verify(tmp_path / "results")
     assert list(damaged) == [folder] and other not in damaged
-    assert any(found in p for p in damaged[folder]), damaged
+    assert any(found in p for p in damaged[folder][0]), damaged
     with pytest.raises(SystemExit) as exit_:
         verify.main([str(tmp_path / "results")])
     out = capsys.readouterr().out
-    assert exit_.value.code == 1 and f"DAMAGED {folder}" in out and "2 activation sets checked" in out
+    assert exit_.value.code == 1 and f"DAMAGED {folder}" in out and "2 activation sets and 0 SAE" in out
     assert f"--forcerun {folder.parent.parent / 'extract.json'}" in out
 
 
@@ -136,3 +136,73 @@ def test_non_finite_activations_stop_the_set_naming_it_the_rows_and_the_cause(va
     )
     assert cause in message and err.value.user_facing
     assert not folder.exists()  # nothing half-written is left to be taken as finished
+
+
+def _stored_sae(results):
+    """A trained SAE (a small ReLU one) where the workflow puts one, with its checksums."""
+    import torch
+
+    from tests.sae_helpers import recipe
+    from workflow.sae import training
+
+    acts = _stored_set(results, rows=64)
+    out = results / "saes/m/pretrained/d/resid_post/L2/relu"
+    r = recipe("relu", d_sae=8, train_tokens=64, batch_size=16, normalize=False, b_dec_init="zeros")
+    training.train(str(acts), r, str(out), {"model": "m"}, torch.device("cpu"))
+    return out
+
+
+def _edit_checksums(path):
+    record = json.loads((path.parent / "checksums.json").read_text())
+    record["files"][path.name]["sha256"] = "0" * 64
+    (path.parent / "checksums.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("plant", "found"),
+    [
+        (_truncate, "sae_weights.safetensors has 8 bytes fewer"),
+        (_flip, "sae_weights.safetensors does not match its recorded SHA-256"),
+        (lambda p: p.unlink(), "sae_weights.safetensors is missing"),
+        (_edit_checksums, "sae_weights.safetensors does not match its recorded SHA-256"),
+    ],
+)
+def test_verify_finds_damage_in_an_sae_folder_and_names_its_job(plant, found, tmp_path, capsys):
+    from workflow.store import verify
+
+    sae = _stored_sae(tmp_path / "results")
+    record = json.loads((sae / "checksums.json").read_text())
+    assert set(record["files"]) == {"sae_weights.safetensors", "cfg.json", "training_log.parquet"}
+    assert verify.verify(tmp_path / "results") == {}
+    plant(sae / "sae_weights.safetensors")
+    damaged = verify.verify(tmp_path / "results")
+    assert list(damaged) == [sae]
+    problems, hint = damaged[sae]
+    if "fewer" in found:  # the size is named with both numbers
+        want = record["files"]["sae_weights.safetensors"]["bytes"]
+        found = f"sae_weights.safetensors has {want - 8} bytes, {want} recorded"
+    assert found in problems, problems
+    assert f"--force {sae / 'cfg.json'}" in hint
+    with pytest.raises(SystemExit):
+        verify.main([str(tmp_path / "results")])
+    assert "1 activation sets and 1 SAE, crosscoder and model folders checked" in capsys.readouterr().out
+
+
+def test_a_truncated_sae_or_model_fails_on_open_naming_the_folder_and_the_fix(tmp_path, tiny_bert):
+    import shutil
+
+    from workflow.models.sources import resolve_source
+    from workflow.sae import load
+    from workflow.store.checksums import DamagedFolderError, record
+
+    sae = _stored_sae(tmp_path / "results")
+    load(sae)  # intact: loads
+    _truncate(sae / "sae_weights.safetensors")
+    with pytest.raises(DamagedFolderError, match=r"relu: sae_weights.safetensors has \d+ bytes, \d+ recorded.*--force"):
+        load(sae)
+    model = shutil.copytree(tiny_bert, tmp_path / "results/models/m/classify/d")
+    record(model, None, target=model / "metrics.json")
+    assert resolve_source(str(model)) == str(model.resolve())
+    _truncate(model / "model.safetensors")
+    with pytest.raises(DamagedFolderError, match=r"model.safetensors has .* recorded.*--force .*metrics.json"):
+        resolve_source(str(model))

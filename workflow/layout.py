@@ -63,7 +63,13 @@ DATA = Folder(
     {"train": "train.parquet", "test": "test.parquet", "split": "{split}.parquet", "meta": "meta.json"},
 )
 TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet"})
-CLASSIFIER_FILES = {"weights": "model.safetensors", "metrics": "metrics.json", "config": "config.json"}
+CHECKSUMS = "checksums.json"  # each file's bytes and SHA-256, in every SAE, crosscoder and model folder
+CLASSIFIER_FILES = {
+    "weights": "model.safetensors",
+    "metrics": "metrics.json",
+    "config": "config.json",
+    "checksums": CHECKSUMS,
+}
 FINETUNE_KINDS = ("classify", "causal_lm", "masked_lm")  # fine-tunes the workflow makes (the {kind} wildcard)
 # a save_pretrained folder (LoRA: merged; the adapter beside it)
 FINETUNED = Folder(
@@ -84,6 +90,7 @@ SAE = Folder(
         "cfg": "cfg.json",
         "training_log": "training_log.parquet",
         "checkpoint": "checkpoint.pt",  # the resumable training state, removed when training ends
+        "checksums": CHECKSUMS,  # of the SAE itself: weights, cfg and training log
         "eval": "eval.json",
         "sparsity": "sparsity.safetensors",
         "features": "features.parquet",
@@ -101,7 +108,7 @@ DIFF = Folder(
 # a second pretrained SAE of the recipe, seed + 1: the diff's noise floor
 SEED_SAE = Folder(
     "results/seed_baselines/{model}/{dataset}/{site}/L{layer}/{sae}",
-    {k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint")},
+    {k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint", "checksums")},
 )
 CROSSCODER = Folder(
     "results/crosscoders/{model}/{dataset}/{site}/L{layer}/{crosscoder}",
@@ -110,6 +117,7 @@ CROSSCODER = Folder(
         "cfg": "cfg.json",
         "training_log": "training_log.parquet",
         "checkpoint": "checkpoint.pt",
+        "checksums": CHECKSUMS,
         "latents": "latents.parquet",
         "summary": "crosscoder.json",
         # what each latent responds to (the features stage's statistics, on both variants' test tokens)
@@ -122,7 +130,7 @@ CROSSCODER = Folder(
 STAGEWISE = Folder(
     ANALYSIS + "/{site}/L{layer}/{sae}/stagewise",
     {
-        **{k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint")},
+        **{k: SAE.names[k] for k in ("weights", "cfg", "training_log", "checkpoint", "checksums")},
         "movement": "movement.parquet",
         "summary": "stagewise.json",
     },

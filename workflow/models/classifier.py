@@ -3,9 +3,12 @@ finding its final linear layer, and saving it as a `save_pretrained` folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from workflow.layout import CLASSIFIER_FILES
+from workflow.store import checksums
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import Documents, batches
 
@@ -54,3 +57,4 @@ def save_classifier(model, tokenizer, label_names: list, metrics: dict, out_dir:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(metrics, tmp / CLASSIFIER_FILES["metrics"])
+        checksums.record(tmp, None, target=Path(out_dir) / CLASSIFIER_FILES["metrics"])

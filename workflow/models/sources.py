@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from workflow.store.checksums import check_sizes
+
 PACKAGE_PREFIX = "package:"
 # config.json keys of depth and width, by family (GPT-2: n_layer; GPT-Neo: num_layers; DistilBERT: n_layers, dim)
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
@@ -68,6 +70,7 @@ def resolve_source(source: str) -> str:
             raise SourceError(
                 f"model source {source!r}: no tokenizer in that folder (one of {', '.join(TOKENIZER_FILES)})"
             )
+        check_sizes(folder)  # a folder the workflow wrote: its files are all there, at their sizes
         return str(folder.resolve())
     from huggingface_hub import try_to_load_from_cache
 

@@ -55,7 +55,9 @@ def load(folder: str | Path, device="cpu"):
     from safetensors.torch import load_file
 
     from workflow.sae.base import read_cfg
+    from workflow.store.checksums import check_sizes
 
+    check_sizes(folder)  # a truncated or missing file fails here, naming the folder and the fix
     cfg = read_cfg(folder)
     meta = cfg.get("metadata", {})
     name = (

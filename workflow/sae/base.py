@@ -123,8 +123,8 @@ class SparseAutoencoder(nn.Module):
     def saelens_cfg(self) -> dict:
         return {}
 
-    def save(self, folder: str | Path, metadata: dict) -> None:
-        """Write sae_weights.safetensors, then cfg.json (each atomically)."""
+    def save(self, folder: str | Path, metadata: dict) -> list[str]:
+        """Write sae_weights.safetensors, then cfg.json (each atomically); returns their names."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -149,6 +149,7 @@ class SparseAutoencoder(nn.Module):
             },
         }
         write_json(cfg, folder / CFG)
+        return [WEIGHTS, CFG]
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():

@@ -122,7 +122,7 @@ class Crosscoder(BatchTopKSAE):
                 "threshold": (self.threshold / self._weight()).float().contiguous(),
             }
 
-    def save(self, folder: str | Path, metadata: dict) -> None:
+    def save(self, folder: str | Path, metadata: dict) -> list[str]:
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -143,6 +143,7 @@ class Crosscoder(BatchTopKSAE):
             },
         }
         write_json(cfg, folder / CFG)
+        return [WEIGHTS, CFG]
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], scale=(1.0, 1.0)) -> None:
         """Saved (folded) tensors back into the training form, with the per-side `scale`."""
@@ -163,6 +164,9 @@ def load(folder: str | Path, device="cpu") -> Crosscoder:
 
     from safetensors.torch import load_file
 
+    from workflow.store.checksums import check_sizes
+
+    check_sizes(folder)
     cfg = json.loads((Path(folder) / CFG).read_text())
     if cfg.get("architecture") != "batchtopk_crosscoder":
         raise ValueError(f"{Path(folder) / CFG}: not a crosscoder (architecture {cfg.get('architecture')!r})")

@@ -30,6 +30,7 @@ from workflow.sae.base import geometric_median, lr_at
 from workflow.sae.losses import adapt_coefficient
 from workflow.sae.recipe import Recipe
 from workflow.sae.stream import ShuffledRows
+from workflow.store import checksums
 from workflow.store.activations import ActivationSet
 from workflow.store.files import atomic_path, write_parquet
 
@@ -287,8 +288,9 @@ def train(
     seconds = trainer.fit()
     trainer.calibrate()
     sae = trainer.sae.cpu().eval()
-    sae.save(out, metadata)
+    written = sae.save(out, metadata)
     write_parquet(pl.DataFrame(trainer.state["log"]), out / LOG_TABLE)
+    checksums.record(out, [*written, LOG_TABLE], target=out / written[-1])  # its job's cfg.json
     (out / CHECKPOINT).unlink(missing_ok=True)
     last = trainer.state["log"][-1]
     log.info(

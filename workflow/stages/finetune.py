@@ -47,6 +47,7 @@ from workflow.models import loading, resume
 from workflow.models.classifier import evaluate, save_classifier
 from workflow.models.resume import Checkpoint, TrainingState
 from workflow.models.sources import resolve_source
+from workflow.store import checksums
 from workflow.store.files import read_json
 from workflow.store.tokens import Documents, batches, read_documents
 
@@ -272,6 +273,7 @@ def run_lm(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(metrics, tmp / layout.CLASSIFIER_FILES["metrics"])
+        checksums.record(tmp, None, target=Path(out_dir) / layout.CLASSIFIER_FILES["metrics"])
     return metrics
 
 

@@ -15,23 +15,17 @@ the sizes when it opens the set (cheap) and names the shard and the command that
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from workflow.layout import ACTIVATION_SET
+from workflow.store.checksums import file_digest
 from workflow.store.files import read_json, write_json
 
 MANIFEST = ACTIVATION_SET.names["manifest"]
 FORMAT = "activation-set/1"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class NonFiniteActivationsError(ValueError):
