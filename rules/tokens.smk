@@ -2,11 +2,13 @@ rule tokens:
     input:
         layout.DATA.pattern("split"),
     output:
-        layout.TOKENS.pattern("table"),
+        table=layout.TOKENS.pattern("table"),
+        truncation=layout.TOKENS.pattern("truncation"),
     params:
         source=lambda w: PLAN.model(w.model)["source"],
         max_length=lambda w: PLAN.model(w.model)["max_length"],
         chat=lambda w: f"--chat {shlex.quote(PLAN.chat_source(w.model))}" if PLAN.chat_source(w.model) else "",
+        threshold=STUDY["tokenize"]["truncation_warning"],
         code=code_version("tokens"),
     conda:
         "../envs/workflow.yaml"
@@ -16,4 +18,5 @@ rule tokens:
         layout.benchmark("tokens", "{model}/{dataset}/{split}")
     shell:
         "python -m workflow tokens --data {input} --model {params.source:q}"
-        " --max-length {params.max_length} {params.chat} --out {output} > {log} 2>&1"
+        " --max-length {params.max_length} {params.chat} --out {output.table} --truncation {output.truncation}"
+        " --truncation-warning {params.threshold} > {log} 2>&1"

@@ -575,11 +575,27 @@ def study(tmp_path_factory):
             root / layout.ACTIVATIONS.file("summary", variant=variant, split="test", **W),
         )
     _write_analysis(root)
+    _write_truncation(root, {"train": [0] * 99 + [30], "test": [0] * 58 + [12, 8]})
+    _report(root)
+    return root
+
+
+def _write_truncation(root, cut: dict, threshold: float = 0.2) -> None:
+    """Stage tokens' truncation summaries: `cut` gives each split's tokens lost per document
+    (10 tokens kept of each)."""
+    from workflow.stages import tokens
+
+    for split, lost in cut.items():
+        where = str(root / layout.TOKENS.file("table", split=split, **W))
+        summary = tokens.truncation(lost, 10 * len(lost), 10, threshold, where)
+        write_json(summary, root / layout.TOKENS.file("truncation", split=split, **W))
+
+
+def _report(root) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # the plan's paths are relative to the study folder
         args = Plan(STUDY).report_args(MODEL, DATASET)
         report.main(["--model", MODEL, "--dataset", DATASET, *args, "--out-dir", layout.REPORT.path(**W)])
-    return root
 
 
 def test_report_folder_shows_the_numbers_and_links(study):
@@ -641,6 +657,23 @@ def test_a_fine_tune_that_did_not_learn_the_task_gets_a_banner_on_the_index(stud
     page = (tmp_path / "reports/index.html").read_text()
     assert 'class="banner warning"' in page and "tiny / toy: the fine-tuned model&#39;s test accuracy 0.750" in page
     assert "does not beat the majority class (0.750)" in page
+
+
+def test_truncation_is_tabled_per_split_and_warns_above_the_threshold(study, tmp_path):
+    page = (study / layout.REPORT.file("page", **W)).read_text()
+    body = page.split('<table class="truncation">')[1].split("</table>")[0]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", body)
+    assert cells == ["train", "100", "1", "1000", "30", "0.029", "test", "60", "2", "600", "20", "0.032"], cells
+    assert "Truncation at max_length 10" in page and "truncation at max_length" not in page  # no banner
+    root = tmp_path / "study"
+    shutil.copytree(study, root)
+    _write_truncation(root, {"train": [0] * 100, "test": [40] * 60})  # 80% of the test tokens cut
+    _report(root)
+    page = (root / layout.REPORT.file("page", **W)).read_text()
+    assert 'class="banner warning">Warning: ' in page and "truncation at max_length 10 cut 80% of the tokens" in page
+    summary_json = json.loads((root / layout.REPORT.file("summary", **W)).read_text())
+    (warning,) = summary_json["warnings"]
+    assert "2,400 of 3,000; 60 of 60 documents cut" in warning
 
 
 def test_feature_page_embeds_the_catalogue(study):

@@ -92,7 +92,7 @@ def test_a_chat_template_wraps_each_document_and_its_tokens_are_marked(tmp_path)
         },
         schema_overrides={"spans": pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))},
     )
-    table = tokens.tokenize_table(data, tokenizer, 64, bos=True, template=tokenizer)
+    table, _ = tokens.tokenize_table(data, tokenizer, 64, bos=True, template=tokenizer)
     first = table.filter(pl.col("doc_id") == 0)
     own = first.filter(~pl.col("is_special"))
     assert tokenizer.convert_tokens_to_string(own["token"].to_list()).strip() == "the blue sky"
@@ -103,3 +103,25 @@ def test_a_chat_template_wraps_each_document_and_its_tokens_are_marked(tmp_path)
     assert tokenizer.convert_tokens_to_string(second["token"].to_list()).split() == ["a", "fine", "day", "it", "was"]
     text = tokenizer.convert_tokens_to_string(table.filter(pl.col("doc_id") == 1)["token"].to_list())
     assert "assistant" in text and text.count("<s>") == 2  # one BOS per turn, none added twice
+
+
+def test_truncation_is_counted_per_split_and_warns_above_the_threshold(tiny_bert, tmp_path, caplog):
+    """Documents of 12 words (14 tokens with [CLS] and [SEP]) at max_length 8 lose 6 tokens each;
+    2-word documents lose none."""
+    import logging
+
+    from workflow.store.files import read_json
+
+    texts = ["red blue green day red blue green day red blue green day"] * 3 + ["red day"] * 2
+    pl.DataFrame({"id": list(range(5)), "text": texts, "label": [0, 1, 0, 1, 0]}).write_parquet(tmp_path / "d.parquet")
+    caplog.set_level(logging.INFO, logger=tokens.__name__)
+    args = (str(tmp_path / "d.parquet"), str(tiny_bert), 8, str(tmp_path / "t.parquet"), None)
+    table = tokens.run(*args, str(tmp_path / "t.json"), 0.2)
+    cut = read_json(tmp_path / "t.json")
+    assert len(table) == cut["tokens_kept"] == 3 * 8 + 2 * 4
+    assert cut["documents_truncated"] == 3 and cut["tokens_cut"] == 3 * 6
+    assert cut["cut_share"] == 18 / (18 + 32)
+    assert "cut 36% of the tokens" in cut["warning"] and "tokenize.max_length" in cut["warning"]
+    assert cut["warning"] in caplog.text
+    tokens.run(*args, str(tmp_path / "t.json"), 0.5)
+    assert read_json(tmp_path / "t.json")["warning"] is None

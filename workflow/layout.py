@@ -62,7 +62,8 @@ DATA = Folder(
     "results/data/{dataset}",
     {"train": "train.parquet", "test": "test.parquet", "split": "{split}.parquet", "meta": "meta.json"},
 )
-TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet"})
+# the tokens table of a split, and how much truncation cut from it
+TOKENS = Folder("results/tokens/{model}/{dataset}", {"table": "{split}.parquet", "truncation": "{split}.json"})
 CHECKSUMS = "checksums.json"  # each file's bytes and SHA-256, in every SAE, crosscoder and model folder
 CLASSIFIER_FILES = {
     "weights": "model.safetensors",

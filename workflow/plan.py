@@ -265,6 +265,7 @@ class Plan(Variants):
         sae_files = ("eval", "features_summary", "features", "examples", "sentences")
         return {
             "meta": [layout.DATA.file("meta", dataset=dataset)],
+            "truncation": [layout.TOKENS.file("truncation", split=s, **w) for s in ("train", "test")],
             "metrics": [f"{self.finetuned_dir(model, dataset)}/{layout.CLASSIFIER_FILES['metrics']}"]
             if self.made(model)
             else [],
@@ -326,6 +327,8 @@ class Plan(Variants):
         args = [
             "--meta",
             *inputs["meta"],
+            "--truncation",
+            *inputs["truncation"],
             *(["--metrics", *inputs["metrics"]] if inputs["metrics"] else []),
             *(
                 ["--frozen", *(f"{v}={f}" for v, f in zip(self.frozen_variants(model, dataset), inputs["frozen"]))]

@@ -73,6 +73,19 @@ def accuracy(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> dict 
     }
 
 
+def truncation(summaries: dict[str, dict]) -> dict | None:
+    """What truncation cut from each split's tokens table (stage tokens' <split>.json)."""
+    if not summaries:
+        return None
+    rows = [
+        [split, t["documents"], t["documents_truncated"], t["tokens_kept"], t["tokens_cut"], t["cut_share"]]
+        for split, t in sorted(summaries.items(), key=lambda kv: kv[0] != "train")
+    ]
+    header = ["split", "documents", "documents cut", "tokens kept", "tokens cut", "share of tokens cut"]
+    max_length = next(iter(summaries.values()))["max_length"]
+    return {"max_length": max_length, "table": Table(header, rows, "truncation", 3)}
+
+
 def task_warnings(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> list[str]:
     """Where the classification fine-tune did not learn the task (`baseline.shortfall`): the report
     page and the study index say so in a banner."""

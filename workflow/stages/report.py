@@ -101,6 +101,7 @@ def read_inputs(paths: dict) -> dict:
     heads = _tables(paths.get("heads_summary"), layout.HEADS_SUMMARY, ("changes",))
     return {
         "meta": read_json(paths["meta"]),
+        "truncation": {Path(f).stem: read_json(f) for f in paths.get("truncation") or []},
         "metrics": read_json(paths["metrics"]) if paths.get("metrics") else None,
         "frozen": {v: read_json(f) for v, f in (paths.get("frozen") or {}).items()},
         "lm": read_json(Path(paths["lm_compare"]) / layout.LM_COMPARE.names["summary"])
@@ -180,7 +181,9 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
     return {
         "variant": sections.variant(paths["kind"], inputs["metrics"], paths.get("variant_source")),
         "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
-        "warnings": sections.task_warnings(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
+        "warnings": sections.task_warnings(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"])
+        + [t["warning"] for t in inputs["truncation"].values() if t["warning"]],
+        "truncation": sections.truncation(inputs["truncation"]),
         "lm": sections.lm(inputs["lm"], lm_image),
         "skipped": paths.get("skipped") or [],
         "similarity": sections.similarity(
@@ -272,6 +275,7 @@ def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
 
 INPUTS = (
     "meta",
+    "truncation",
     "metrics",
     "lm_compare",
     "kind",
@@ -294,6 +298,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--meta", required=True, help="the dataset's meta.json")
+    parser.add_argument("--truncation", nargs="*", default=[], help="<split>.json of each tokens table")
     parser.add_argument(
         "--metrics", help="metrics.json of the fine-tune, where the workflow made it (before and after)"
     )

@@ -15,6 +15,11 @@ the template adds (role headers, turn markers) is marked `is_special` too. Decod
 token (Llama, Mistral, Gemma) get one where their tokenizer did not add it;
 decoders without a padding token pad with their end-of-text token (padding is
 masked out everywhere and never stored).
+
+Beside the table, ``<split>.json`` says how much truncation cut: documents cut, tokens
+kept, tokens cut (counted on the untruncated tokenization) and the share of the split's
+tokens that is cut. Above `tokenize.truncation_warning` it carries a warning, which the job
+log and the report show.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from workflow import cli
 from workflow.models.families import FAMILIES, model_family
 from workflow.models.loading import load_tokenizer
 from workflow.models.sources import read_model_config, resolve_source
-from workflow.store.files import write_parquet
+from workflow.store.files import write_json, write_parquet
 from workflow.store.tokens import TOKENS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -84,8 +89,11 @@ def _outside(offsets, spans) -> list[bool]:
     return [end <= start or not any(start < b and a < end for a, b in spans) for start, end in offsets]
 
 
-def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None) -> pl.DataFrame:
-    """The tokens table of a dataset split; `bos`: make sure each document opens with the BOS token;
+def tokenize_table(
+    data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None
+) -> tuple[pl.DataFrame, list[int]]:
+    """The tokens table of a dataset split, and the tokens each document lost to truncation; `bos`:
+    make sure each document opens with the BOS token;
     `template`: a tokenizer whose chat template formats each document first (`chat_format`); the
     tokens it adds are marked `is_special`."""
     texts = data["text"].to_list()
@@ -100,6 +108,8 @@ def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = F
         return_special_tokens_mask=True,
         add_special_tokens=template is None,  # the template writes its own
     )
+    full = tokenizer(texts, add_special_tokens=template is None, verbose=False)["input_ids"]
+    cut = [max(0, len(f) - len(ids)) for f, ids in zip(full, enc["input_ids"])]
     if content is not None:
         enc["special_tokens_mask"] = [
             [int(m or o) for m, o in zip(mask, _outside(offsets, spans))]
@@ -125,11 +135,46 @@ def tokenize_table(data: pl.DataFrame, tokenizer, max_length: int, bos: bool = F
         columns["is_special"] += [bool(m) for m in enc["special_tokens_mask"][i]]
         columns["concepts"] += concepts
     columns["row"] = list(range(len(columns["doc_id"])))
-    return pl.DataFrame(columns, schema=TOKENS_SCHEMA)
+    return pl.DataFrame(columns, schema=TOKENS_SCHEMA), cut
 
 
-def run(data_path: str, model_source: str, max_length: int, out_path: str, chat: str | None = None) -> pl.DataFrame:
-    """`chat`: the model source whose tokenizer's chat template formats each document (None: none)."""
+def truncation(cut: list[int], n_kept: int, max_length: int, threshold: float, where: str) -> dict:
+    """How much truncation cut from a split: documents and tokens, and a warning above `threshold`
+    (a share of the split's tokens)."""
+    n_cut = sum(cut)
+    share = n_cut / max(1, n_cut + n_kept)
+    docs_cut = sum(c > 0 for c in cut)
+    summary = {
+        "max_length": max_length,
+        "documents": len(cut),
+        "documents_truncated": docs_cut,
+        "tokens_kept": n_kept,
+        "tokens_cut": n_cut,
+        "cut_share": share,
+        "threshold": threshold,
+        "warning": None,
+    }
+    if share > threshold:
+        summary["warning"] = (
+            f"{where}: truncation at max_length {max_length} cut {share:.0%} of the tokens ({n_cut:,} of "
+            f"{n_cut + n_kept:,}; {docs_cut} of {len(cut)} documents cut): every stage sees only the first "
+            f"{max_length} tokens of each document. Raise tokenize.max_length (or the model's max_length), or "
+            f"shorten the documents; tokenize.truncation_warning ({threshold}) sets this threshold."
+        )
+    return summary
+
+
+def run(
+    data_path: str,
+    model_source: str,
+    max_length: int,
+    out_path: str,
+    chat: str | None = None,
+    truncation_out: str | None = None,
+    threshold: float = 0.2,
+) -> pl.DataFrame:
+    """`chat`: the model source whose tokenizer's chat template formats each document (None: none);
+    `truncation_out`: where the truncation summary goes (`truncation`)."""
     started = time.perf_counter()
     data = pl.read_parquet(data_path)
     source = resolve_source(model_source)
@@ -139,19 +184,24 @@ def run(data_path: str, model_source: str, max_length: int, out_path: str, chat:
     if chat:
         chat = resolve_source(chat)
         template = tokenizer if chat == source else load_tokenizer(chat)
-    table = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos, template=template)
+    table, lost = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos, template=template)
+    cut = truncation(lost, len(table), max_length, threshold, out_path)
     write_parquet(table, out_path)
-    seconds = time.perf_counter() - started
-    truncated = int((table.group_by("doc_id").len()["len"] >= max_length).sum())
+    if truncation_out:
+        write_json(cut, truncation_out)
     log.info(
-        "%s: %d documents -> %d tokens (%d truncated at %d) in %.1f s",
+        "%s: %d documents -> %d tokens (%d documents truncated at %d, %d tokens cut: %.1f%%) in %.1f s",
         out_path,
         len(data),
         len(table),
-        truncated,
+        cut["documents_truncated"],
         max_length,
-        seconds,
+        cut["tokens_cut"],
+        100 * cut["cut_share"],
+        time.perf_counter() - started,
     )
+    if cut["warning"]:
+        log.warning("%s", cut["warning"])
     return table
 
 
@@ -162,5 +212,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--chat", help="model source whose tokenizer's chat template formats each document")
+    parser.add_argument("--truncation", help="where the truncation summary (JSON) goes")
+    parser.add_argument("--truncation-warning", type=float, default=0.2, help="share of tokens cut that warns")
     args = parser.parse_args(argv)
-    run(args.data, args.model, args.max_length, args.out, args.chat)
+    run(args.data, args.model, args.max_length, args.out, args.chat, args.truncation, args.truncation_warning)
