@@ -225,3 +225,24 @@ def kill_study(tiny_bert, tmp_path_factory) -> Path:
     result = run_snakemake(work, "--cores", "2", *targets, "--configfile", "study.yaml")
     assert result.returncode == 0, result.stderr[-4000:]
     return work
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(folder, resize): a 64 KiB tmpfs mounted at tmp_path/disk, and a function that gives it another
+    size (``"8m"``); skips, saying why, where this machine cannot mount one (no root or
+    CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        why = mounted.stderr.strip() or f"mount exited {mounted.returncode}"
+        pytest.skip(f"cannot mount a tmpfs for the disk-full test ({why}): it needs root or CAP_SYS_ADMIN")
+
+    def resize(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    yield disk, resize
+    subprocess.run(["umount", "-l", str(disk)], check=False)

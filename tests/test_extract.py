@@ -129,3 +129,29 @@ def test_a_killed_extract_job_reruns_to_the_same_sets(kill_study, tmp_path):
     folder = "results/activations/bert/finetuned/news/train"
     clean, killed, _ = KillRun(kill_study, "extract", f"{folder}/extract.json", tmp_path).run(seed=6)
     KillRun.assert_same(clean, killed, folder)
+
+
+def test_extraction_onto_a_full_disk_fails_clearly_and_a_rerun_with_space_completes(
+    data_dir, tiny_bert, small_disk, tmp_path
+):
+    """Three sets of the train split (~240 KB) onto a 64 KiB tmpfs: one message naming the set and
+    the fix, no traceback, nothing left that a later run takes as done; with 8 MiB it completes."""
+    disk, resize = small_disk
+    tokens_path = tokens_table(data_dir, tiny_bert, tmp_path, split="train")
+    cfg = json.dumps({"batch_size": 8, "dtype": "float16", "shard_rows": 256, "compute_dtype": "float32"})
+    cmd = [sys.executable, "-m", "workflow", "extract", "--model", str(tiny_bert), "--tokens", str(tokens_path)]
+    cmd += ["--targets", "resid_post:1", "resid_post:2", "mlp_out:2", "--out-root", str(disk / "acts")]
+    cmd += ["--meta", "{}", "--config", cfg]
+    full = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr and "no space left on the device of" in full.stderr, full.stderr[-3000:]
+    assert "run the same command again" in full.stderr
+    leftovers = [p for p in disk.rglob("*") if p.is_file()]
+    assert not any(p.name == "manifest.json" for p in leftovers) and not any(".partial-" in str(p) for p in leftovers)
+    resize("8m")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    n_rows = len(pl.read_parquet(tokens_path))
+    for site, layer in (("resid_post", 1), ("resid_post", 2), ("mlp_out", 2)):
+        aset = ActivationSet(extract.set_folder(disk / "acts", site, layer))
+        assert aset.n_rows == n_rows and not np.isnan(aset.read_all()).any()

@@ -171,3 +171,29 @@ def test_a_killed_train_sae_job_resumes_to_the_same_sae(kill_study, tmp_path):
     clean, killed, log = run.run(seed=1, after=training.CHECKPOINT)
     assert "resuming from" in log, log
     run.assert_same(clean, killed, folder)
+
+
+def test_training_onto_a_full_disk_fails_clearly_and_a_rerun_with_space_completes(small_disk, tiny_bert, tmp_path):
+    """An SAE of 2 x 8 x 1,024 float32 weights (64 KiB) and its checkpoints onto a 64 KiB tmpfs: one
+    message naming the file and the fix, no traceback, no cfg.json (what marks the SAE done); with
+    8 MiB the same command completes and the SAE loads."""
+    import json
+    import subprocess
+    import sys
+
+    disk, resize = small_disk
+    with atomic_dir(tmp_path / "acts") as tmp:
+        w = ActivationWriter(tmp, 8, "float32", 1000, {"hook_name": "blocks.0.hook_resid_post", "layer": 1})
+        w.append(np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32))
+        w.close()
+    r = {"architecture": "topk", "d_sae": 1024, "k": 4, "train_tokens": 4000, "batch_size": 200, "checkpoint_every": 5}
+    cmd = [sys.executable, "-m", "workflow", "train_sae", "--acts", str(tmp_path / "acts"), "--recipe", json.dumps(r)]
+    cmd += ["--name", "r", "--source", str(tiny_bert), "--max-length", "16", "--out", str(disk / "sae")]
+    full = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr and "no space left on the device of" in full.stderr, full.stderr[-3000:]
+    assert not (disk / "sae/cfg.json").exists() and not any(".partial-" in p.name for p in disk.rglob("*"))
+    resize("8m")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load(disk / "sae").d_sae == 1024

@@ -21,6 +21,8 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model
 class SourceError(ValueError):
     """A model source that cannot be resolved; the message names it."""
 
+    user_facing = True  # `python -m workflow` prints the message, not a traceback
+
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or os.path.exists(source)

@@ -4,6 +4,9 @@ Nothing half-written is ever taken for a finished output: every file and folder
 is built under a temporary name beside its final path and renamed into place
 when complete (rename is atomic on POSIX within one file system).
 
+A write that fails because the disk is full raises `DiskFullError`, naming the output, the free
+space and the fix, with the partial file or folder already removed.
+
 JSON has no NaN: `write_json` writes NaN and infinities as null (`json_safe`),
 and `nan_to_null` does the same for the float columns of a polars table.
 """
@@ -11,12 +14,46 @@ and `nan_to_null` does the same for the float columns of a polars table.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken for a full disk
+
+
+class DiskFullError(OSError):
+    """An output could not be written: its file system is full."""
+
+    user_facing = True  # `python -m workflow` prints the message, not a traceback
+
+    def __init__(self, path: Path, free: int):
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left on the device of {path} ({free:,} bytes free): the job stopped and removed what it "
+            "had written, so nothing half-written is kept. Free space there (or point the results folder at a "
+            "larger disk) and run the same command again",
+        )
+
+
+def _free(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return -1
+
+
+def disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether `exc` (or what caused it) is a full disk: ENOSPC, or a library's wrapped error (torch,
+    safetensors and polars do not all keep the errno) while `where`'s file system has no space left."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return 0 <= _free(where) < FULL_BELOW
 
 
 def _partial_name(path: Path) -> Path:
@@ -32,6 +69,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        if disk_full(exc, path.parent):
+            free = _free(path.parent)
+            tmp.unlink(missing_ok=True)
+            raise DiskFullError(path, free) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -54,6 +97,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():  # Snakemake pre-creates output folders; they are empty or stale
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except Exception as exc:
+        if disk_full(exc, path.parent):  # the outermost output is named: a set, not its shard
+            free = _free(path.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DiskFullError(path, free) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
