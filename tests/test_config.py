@@ -131,6 +131,10 @@ CASES = {
         lambda c, t: c.update(tokenize={"max_length": 1000}),
         "tokenize.max_length: 1000 tokens exceed the 256 positions",
     ),
+    "stride_of_half_a_window": (
+        lambda c, t: c.update(tokenize={"max_length": 32, "stride": 16}),
+        "tokenize.stride: 16 overlapping tokens leave windows of tokenize.max_length 32 advancing by less than half",
+    ),
     "model_without_tokenizer": (
         lambda c, t: c["models"]["tiny"].update(source=str(_config_only(c, t))),
         "no tokenizer in that folder",

@@ -287,3 +287,29 @@ def test_a_killed_finetune_job_resumes_to_the_same_model(kill_study, tmp_path):
     clean, killed, log = run.run(seed=0, after=finetune.CHECKPOINT)
     assert "resuming from" in log, log
     run.assert_same(clean, killed, folder)
+
+
+def test_windowed_documents_train_per_window_and_score_per_document(small_data, tmp_path):
+    """With max_length 12 and stride 2 every news document becomes several windows: fine-tuning
+    steps over the train windows, and both scores count each test document once."""
+    import math
+
+    import polars as pl
+
+    model = make_tiny("bert", tmp_path / "model")
+    for split in ("train", "test"):
+        tokens.run(str(small_data / f"{split}.parquet"), str(model), 12, str(tmp_path / f"{split}.parquet"), stride=2)
+    n_train = pl.read_parquet(tmp_path / "train.parquet").select(pl.struct("doc_id", "window").n_unique()).item()
+    assert n_train > 2 * SMALL["n_train"]  # windowed, not truncated
+    metrics = finetune.run(
+        str(model),
+        str(tmp_path / "train.parquet"),
+        str(tmp_path / "test.parquet"),
+        str(small_data / "meta.json"),
+        {**CFG, "epochs": 3, "batch_size": 16, "lr": 1e-3},
+        str(tmp_path / "ft"),
+    )
+    assert metrics["train"]["steps"] == 3 * math.ceil(n_train / 16)
+    for variant in ("pretrained", "finetuned"):
+        assert metrics[variant]["n_docs"] == SMALL["n_test"] and metrics[variant]["n_windows"] > 2 * SMALL["n_test"]
+    assert metrics["finetuned"]["accuracy"] > 1 / 5 + 0.3, metrics["finetuned"]  # chance is 0.2

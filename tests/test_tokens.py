@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
 from tests.conftest import tokens_table
 from workflow.models import loading
@@ -125,3 +126,62 @@ def test_truncation_is_counted_per_split_and_warns_above_the_threshold(tiny_bert
     assert cut["warning"] in caplog.text
     tokens.run(*args, str(tmp_path / "t.json"), 0.5)
     assert read_json(tmp_path / "t.json")["warning"] is None
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama"])
+def test_windows_cover_every_token_of_a_long_document(model_type, tmp_path):
+    """With a stride, a 40-word document becomes windows of at most max_length tokens, each opened
+    and closed as the tokenizer opens a document, overlapping by `stride` tokens; together they hold
+    every token of the untruncated document, and read back as one sequence each."""
+    from tests.tiny_models import make_tiny
+
+    model = make_tiny(model_type, tmp_path / "model")
+    words = " ".join(f"w{i % 7} red blue" for i in range(14))
+    texts = [words, "red day"]
+    pl.DataFrame({"id": [7, 9], "text": texts, "label": [1, 0]}).write_parquet(tmp_path / "d.parquet")
+    table = tokens.run(str(tmp_path / "d.parquet"), str(model), 16, str(tmp_path / "t.parquet"), stride=4)
+    tokenizer = loading.load_tokenizer(str(model))
+    whole = [t for t, s in zip(*_plain(tokenizer, words)) if not s]  # the document's own tokens
+    long = table.filter(pl.col("doc_id") == 7)
+    per_window = long.group_by("window", maintain_order=True).agg("token_id", "is_special", "pos", "label")
+    assert len(per_window) >= 3 and per_window["window"].to_list() == list(range(len(per_window)))
+    content = []
+    for w, row in enumerate(per_window.iter_rows(named=True)):
+        assert len(row["token_id"]) <= 16 and row["pos"] == list(range(len(row["pos"])))
+        assert set(row["label"]) == {1} and row["is_special"][0]  # [CLS] / BOS opens every window
+        own = [t for t, s in zip(row["token_id"], row["is_special"]) if not s]
+        content += own if w == 0 else own[4:]  # each window repeats the last 4 of the one before
+    assert content == whole
+    assert table.filter(pl.col("doc_id") == 9)["window"].to_list() == [0] * len(table.filter(pl.col("doc_id") == 9))
+    docs = read_documents(tmp_path / "t.parquet")
+    assert len(docs.token_ids) == len(per_window) + 1 and list(docs.windows) == [*range(len(per_window)), 0]
+    assert list(docs.doc_ids) == [7] * len(per_window) + [9] and len(docs.first_windows().token_ids) == 2
+
+
+def _plain(tokenizer, text):
+    enc = tokenizer(text, return_special_tokens_mask=True)
+    ids, special = enc["input_ids"], enc["special_tokens_mask"]
+    return ids, special
+
+
+def test_evaluation_averages_the_logits_of_a_documents_windows():
+    """A document whose windows disagree is scored by their mean logits, once."""
+    import torch
+
+    from workflow.models.classifier import evaluate
+    from workflow.store.tokens import Documents
+
+    class Fixed(torch.nn.Module):  # logits from the first token id of each sequence
+        def forward(self, input_ids, attention_mask):
+            table = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 5.0]])
+            return type("Out", (), {"logits": table[input_ids[:, 0]]})()
+
+    seqs = [np.array([1, 1]), np.array([2]), np.array([3])]  # doc 5: windows (3, 0) and (0, 1); doc 6: (0, 5)
+    offsets = np.array([0, 2, 3, 4])
+    docs = Documents(seqs, np.array([0, 0, 1]), offsets, [np.zeros(len(s), bool) for s in seqs], np.array([5, 5, 6]))
+    docs.windows = np.array([0, 1, 0])
+    out = evaluate(Fixed(), docs, 8, 0, torch.device("cpu"), None)
+    assert out["n_docs"] == 2 and out["n_windows"] == 3 and out["accuracy"] == 1.0  # mean (1.5, 0.5) -> class 0
+    mean = torch.tensor([[1.5, 0.5], [0.0, 5.0]])
+    want = torch.nn.functional.cross_entropy(mean, torch.tensor([0, 1])).item()
+    assert out["loss"] == pytest.approx(want)

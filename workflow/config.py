@@ -208,6 +208,12 @@ def _check_models(cfg: dict, given: dict[str, set], problems: list[str]) -> None
             problems.append(
                 f"{length_key}: {spec['max_length']} tokens exceed the {positions} positions of model {name!r}"
             )
+        stride = cfg["tokenize"].get("stride")
+        if stride is not None and 2 * stride >= spec["max_length"]:
+            problems.append(
+                f"tokenize.stride: {stride} overlapping tokens leave windows of {length_key} {spec['max_length']} "
+                f"advancing by less than half a window (model {name!r}); use a stride below {spec['max_length'] // 2}"
+            )
 
 
 def _check_datasets(cfg: dict, given: dict[str, set], problems: list[str]) -> None:

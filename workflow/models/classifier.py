@@ -23,29 +23,36 @@ def classifier_layer(model):
 
 
 def evaluate(model, docs: Documents, batch_size: int, pad_id: int, device, amp_dtype) -> dict:
-    """Accuracy, macro-F1 and mean cross-entropy on `docs`."""
+    """Accuracy, macro-F1 and mean cross-entropy on `docs`, per document: where documents are
+    windowed (tokenize.stride), a document's prediction is the mean of its windows' logits."""
     import torch
     import torch.nn.functional as F
     from sklearn.metrics import f1_score
 
     model.eval()
-    preds, losses = [], []
+    logits = [None] * len(docs.token_ids)
     # sort by length so batches carry little padding; metrics do not depend on order
     order = np.argsort([len(t) for t in docs.token_ids], kind="stable")
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         for idx, inputs in batches(docs, batch_size, pad_id, order):
-            logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float()
-            labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
-            losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
-            preds.append((idx, logits.argmax(-1).cpu().numpy()))
-    predicted = np.empty(len(docs.labels), dtype=np.int64)
-    for idx, p in preds:
-        predicted[idx] = p
+            out = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
+            for j, i in enumerate(idx):
+                logits[i] = out[j]
+    logits, labels = torch.stack(logits), torch.from_numpy(docs.labels.astype(np.int64))
+    n_windows = len(labels)
+    if docs.doc_ids is not None and len(np.unique(docs.doc_ids)) < n_windows:
+        _, first, inverse = np.unique(docs.doc_ids, return_index=True, return_inverse=True)
+        inverse = torch.from_numpy(inverse.astype(np.int64))
+        summed = torch.zeros(len(first), logits.shape[1]).index_add_(0, inverse, logits)
+        logits = summed / torch.bincount(inverse, minlength=len(first)).unsqueeze(1)
+        labels = labels[torch.from_numpy(first.astype(np.int64))]
+    predicted = logits.argmax(-1).numpy()
     return {
-        "accuracy": float((predicted == docs.labels).mean()),
-        "macro_f1": float(f1_score(docs.labels, predicted, average="macro")),
-        "loss": float(sum(losses) / len(docs.labels)),
-        "n_docs": int(len(docs.labels)),
+        "accuracy": float((predicted == labels.numpy()).mean()),
+        "macro_f1": float(f1_score(labels.numpy(), predicted, average="macro")),
+        "loss": float(F.cross_entropy(logits, labels).item()),
+        "n_docs": int(len(labels)),
+        **({"n_windows": n_windows} if n_windows > len(labels) else {}),
     }
 
 

@@ -132,7 +132,8 @@ def _pattern_docs(docs: Documents, limit: int, max_tokens: int) -> list[int]:
 
 
 def _doc_tokens(tokens_path: str, doc_ids: list) -> dict:
-    table = pl.read_parquet(tokens_path, columns=["doc_id", "token"]).filter(pl.col("doc_id").is_in(doc_ids))
+    table = pl.read_parquet(tokens_path).filter(pl.col("doc_id").is_in(doc_ids))
+    table = table.filter(pl.col("window") == 0) if "window" in table.columns else table
     return {d: g["token"].to_list() for (d,), g in table.group_by("doc_id", maintain_order=True)}
 
 
@@ -159,8 +160,9 @@ def _shown_meta(tokens_path: str, docs: Documents, doc_ids: list, shown: list[in
 
 
 def _sample(tokens_path: str, cfg: dict) -> tuple[Documents, list, list[int]]:
-    """The seeded sample of test documents, their ids, and those kept for the stored patterns."""
-    docs = read_documents(tokens_path).sample(max_docs=cfg["max_docs"], seed=cfg["seed"])
+    """The seeded sample of test documents (their first windows, where documents are windowed), their
+    ids, and those kept for the stored patterns."""
+    docs = read_documents(tokens_path).first_windows().sample(max_docs=cfg["max_docs"], seed=cfg["seed"])
     doc_ids = [int(d) for d in docs.doc_ids]
     return docs, doc_ids, _pattern_docs(docs, cfg["pattern_docs"], cfg["pattern_max_tokens"])
 

@@ -4,7 +4,14 @@ Every later stage (fine-tuning, extraction, similarity) reads its inputs from
 this table, so every layer and both variants index exactly the same token
 rows. One row per kept token, padding never appears:
 
-    row, doc_id, pos, token_id, token, label, is_special, concepts
+    row, doc_id, window, pos, token_id, token, label, is_special, concepts
+
+`window` is 0 unless `tokenize.stride` is set: then a document longer than `max_length`
+becomes several windows of at most `max_length` tokens, each overlapping the one before by
+`stride` tokens and each a sequence of its own (with the tokenizer's special tokens) that every
+stage reads as it reads a document: fine-tuning trains on every window with the document's
+label, classifier evaluation averages a document's windows' logits, and `doc_id` and `pos`
+(within the window) say where each token came from.
 
 `concepts` lists the planted concepts whose character span overlaps the
 token's character offsets (built-in datasets; empty elsewhere). Special tokens
@@ -89,51 +96,68 @@ def _outside(offsets, spans) -> list[bool]:
     return [end <= start or not any(start < b and a < end for a, b in spans) for start, end in offsets]
 
 
+def _encode(tokenizer, texts: list[str], max_length: int, own_specials: bool, bos: bool, stride: int | None):
+    """(encodings, the document of each, tokens each document lost): one encoding per document,
+    truncated; or, with `stride`, one per window of max_length tokens overlapping by `stride`."""
+    bos_id = tokenizer.bos_token_id if bos else None
+    windows = {} if stride is None else {"return_overflowing_tokens": True, "stride": stride}
+    enc = tokenizer(
+        texts,
+        truncation=True,
+        # a window keeps room for the BOS token added below, so no token of it is dropped
+        max_length=max_length - (stride is not None and bos_id is not None),
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        add_special_tokens=own_specials,
+        **windows,
+    )
+    if stride is None:
+        full = tokenizer(texts, add_special_tokens=own_specials, verbose=False)["input_ids"]
+        cut, sample = [max(0, len(f) - len(ids)) for f, ids in zip(full, enc["input_ids"])], range(len(texts))
+    else:  # windows cover every token
+        cut, sample = [0] * len(texts), list(enc["overflow_to_sample_mapping"])
+    if bos_id is not None:
+        with_bos(enc, bos_id, max_length)
+    return enc, sample, cut
+
+
 def tokenize_table(
-    data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None
+    data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None, stride: int | None = None
 ) -> tuple[pl.DataFrame, list[int]]:
     """The tokens table of a dataset split, and the tokens each document lost to truncation; `bos`:
-    make sure each document opens with the BOS token;
-    `template`: a tokenizer whose chat template formats each document first (`chat_format`); the
-    tokens it adds are marked `is_special`."""
+    make sure each document (window) opens with the BOS token; `template`: a tokenizer whose chat
+    template formats each document first (`chat_format`), the tokens it adds marked `is_special`;
+    `stride`: split long documents into windows (`_encode`) instead of truncating them."""
     texts = data["text"].to_list()
     content = shifts = None
     if template is not None:
         texts, content, shifts = chat_format(data, template)
-    enc = tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-        add_special_tokens=template is None,  # the template writes its own
-    )
-    full = tokenizer(texts, add_special_tokens=template is None, verbose=False)["input_ids"]
-    cut = [max(0, len(f) - len(ids)) for f, ids in zip(full, enc["input_ids"])]
+    enc, sample, cut = _encode(tokenizer, texts, max_length, template is None, bos, stride)
     if content is not None:
         enc["special_tokens_mask"] = [
-            [int(m or o) for m, o in zip(mask, _outside(offsets, spans))]
-            for mask, offsets, spans in zip(enc["special_tokens_mask"], enc["offset_mapping"], content)
+            [int(m or o) for m, o in zip(mask, _outside(offsets, content[d]))]
+            for mask, offsets, d in zip(enc["special_tokens_mask"], enc["offset_mapping"], sample)
         ]
-    if bos and tokenizer.bos_token_id is not None:
-        with_bos(enc, tokenizer.bos_token_id, max_length)
     all_spans = data["spans"].to_list() if "spans" in data.columns else [[]] * len(data)
     if shifts is not None:
         all_spans = [
             [{**s, "start": s["start"] + k, "end": s["end"] + k} for s in spans or []]
             for spans, k in zip(all_spans, shifts)
         ]
+    doc_ids, labels = data["id"].to_list(), data["label"].to_list()
     columns = {k: [] for k in TOKENS_SCHEMA}
-    for i, (doc_id, label) in enumerate(zip(data["id"].to_list(), data["label"].to_list())):
+    window = 0
+    for i, d in enumerate(sample):
+        window = window + 1 if i and sample[i - 1] == d else 0
         ids = enc["input_ids"][i]
-        concepts = _concepts_of(enc["offset_mapping"][i], all_spans[i] or [])
-        columns["doc_id"] += [doc_id] * len(ids)
+        columns["doc_id"] += [doc_ids[d]] * len(ids)
+        columns["window"] += [window] * len(ids)
         columns["pos"] += list(range(len(ids)))
         columns["token_id"] += ids
         columns["token"] += tokenizer.convert_ids_to_tokens(ids)
-        columns["label"] += [label] * len(ids)
+        columns["label"] += [labels[d]] * len(ids)
         columns["is_special"] += [bool(m) for m in enc["special_tokens_mask"][i]]
-        columns["concepts"] += concepts
+        columns["concepts"] += _concepts_of(enc["offset_mapping"][i], all_spans[d] or [])
     columns["row"] = list(range(len(columns["doc_id"])))
     return pl.DataFrame(columns, schema=TOKENS_SCHEMA), cut
 
@@ -172,6 +196,7 @@ def run(
     chat: str | None = None,
     truncation_out: str | None = None,
     threshold: float = 0.2,
+    stride: int | None = None,
 ) -> pl.DataFrame:
     """`chat`: the model source whose tokenizer's chat template formats each document (None: none);
     `truncation_out`: where the truncation summary goes (`truncation`)."""
@@ -184,8 +209,10 @@ def run(
     if chat:
         chat = resolve_source(chat)
         template = tokenizer if chat == source else load_tokenizer(chat)
-    table, lost = tokenize_table(data, tokenizer, max_length, bos=fam.causal and fam.prepend_bos, template=template)
+    bos = fam.causal and fam.prepend_bos
+    table, lost = tokenize_table(data, tokenizer, max_length, bos=bos, template=template, stride=stride)
     cut = truncation(lost, len(table), max_length, threshold, out_path)
+    cut["windows"] = int(table.select(pl.struct("doc_id", "window").n_unique()).item())
     write_parquet(table, out_path)
     if truncation_out:
         write_json(cut, truncation_out)
@@ -214,5 +241,15 @@ def main(argv=None) -> None:
     parser.add_argument("--chat", help="model source whose tokenizer's chat template formats each document")
     parser.add_argument("--truncation", help="where the truncation summary (JSON) goes")
     parser.add_argument("--truncation-warning", type=float, default=0.2, help="share of tokens cut that warns")
+    parser.add_argument("--stride", type=int, help="split long documents into windows overlapping by this many tokens")
     args = parser.parse_args(argv)
-    run(args.data, args.model, args.max_length, args.out, args.chat, args.truncation, args.truncation_warning)
+    run(
+        args.data,
+        args.model,
+        args.max_length,
+        args.out,
+        args.chat,
+        args.truncation,
+        args.truncation_warning,
+        args.stride,
+    )

@@ -2,7 +2,7 @@
 
 One row per kept token, padding never appears::
 
-    row, doc_id, pos, token_id, token, label, is_special, concepts
+    row, doc_id, window, pos, token_id, token, label, is_special, concepts
 
 Row i of every activation set of a (model, dataset, split) is row i of its tokens
 table, for both variants and every layer. `read_documents` gives the documents in
@@ -21,6 +21,7 @@ import polars as pl
 TOKENS_SCHEMA = {
     "row": pl.Int64,
     "doc_id": pl.Int64,
+    "window": pl.Int32,  # the window of the document (0 unless tokenize.stride splits long documents)
     "pos": pl.Int32,
     "token_id": pl.Int32,
     "token": pl.Utf8,
@@ -32,13 +33,16 @@ TOKENS_SCHEMA = {
 
 @dataclass
 class Documents:
-    """Documents of a tokens table in row order: doc i covers rows offsets[i]:offsets[i+1]."""
+    """Documents of a tokens table in row order: doc i covers rows offsets[i]:offsets[i+1]. Where
+    tokenize.stride splits long documents, each window is one of these sequences (`doc_ids` repeats
+    across a document's windows, `windows` numbers them)."""
 
     token_ids: list[np.ndarray]
     labels: np.ndarray
     offsets: np.ndarray  # (n_docs + 1,)
     special: list[np.ndarray]  # per document, which tokens are special ([CLS], [SEP], ...)
     doc_ids: np.ndarray | None = None  # (n_docs,) the tokens table's doc_id of each document
+    windows: np.ndarray | None = None  # (n_docs,) the window of its document each one is (None: 0)
 
     @property
     def n_tokens(self) -> int:
@@ -60,21 +64,33 @@ class Documents:
         token_ids = [self.token_ids[i] for i in keep]
         offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
         doc_ids = None if self.doc_ids is None else self.doc_ids[keep]
-        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep], doc_ids)
+        windows = None if self.windows is None else self.windows[keep]
+        return Documents(token_ids, self.labels[keep], offsets, [self.special[i] for i in keep], doc_ids, windows)
+
+    def first_windows(self) -> Documents:
+        """Each document's first window only (all of them where documents are not windowed)."""
+        if self.windows is None:
+            return self
+        return self.subset(np.flatnonzero(self.windows == 0))
 
 
 def read_documents(tokens_path: str | Path) -> Documents:
-    table = pl.read_parquet(tokens_path, columns=["doc_id", "token_id", "label", "row", "is_special"])
+    """The sequences of a tokens table: one per document, or per window where documents are windowed."""
+    names = pl.read_parquet_schema(tokens_path)
+    columns = ["doc_id", "token_id", "label", "row", "is_special", *(["window"] if "window" in names else [])]
+    table = pl.read_parquet(tokens_path, columns=columns)
     if not table["row"].equals(pl.Series("row", range(len(table)), dtype=pl.Int64)):
         raise ValueError(f"{tokens_path}: rows are not 0..n-1 in order")
-    lengths = table.group_by("doc_id", maintain_order=True).len()["len"].to_numpy()
+    keys = ["doc_id", "window"] if "window" in names else ["doc_id"]
+    lengths = table.group_by(keys, maintain_order=True).len()["len"].to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = table["token_id"].to_numpy()
     labels = table["label"].to_numpy()[offsets[:-1]]
     special = table["is_special"].to_numpy()
     spans = list(zip(offsets[:-1], offsets[1:]))
     doc_ids = table["doc_id"].to_numpy()[offsets[:-1]]
-    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans], doc_ids)
+    windows = table["window"].to_numpy()[offsets[:-1]] if "window" in names else None
+    return Documents([ids[a:b] for a, b in spans], labels, offsets, [special[a:b] for a, b in spans], doc_ids, windows)
 
 
 def batches(docs: Documents, batch_size: int, pad_id: int, order=None) -> Iterator[tuple[np.ndarray, dict]]:
