@@ -185,3 +185,36 @@ def test_evaluation_averages_the_logits_of_a_documents_windows():
     mean = torch.tensor([[1.5, 0.5], [0.0, 5.0]])
     want = torch.nn.functional.cross_entropy(mean, torch.tensor([0, 1])).item()
     assert out["loss"] == pytest.approx(want)
+
+
+@pytest.mark.workflow
+def test_a_windowed_study_runs_end_to_end(tiny_bert, tmp_path):
+    """tokenize.stride through the whole Snakefile (SAE, diff, heads, report): activation sets hold
+    every window's tokens, classifiers score each document once, the report tables the windows."""
+    import yaml
+
+    from tests.conftest import run_snakemake, tiny_study
+    from workflow.store.activations import ActivationSet
+    from workflow.store.files import read_json
+
+    cfg = {
+        "models": {"bert": {"source": str(tiny_bert)}},
+        "datasets": {"news": {"source": "builtin", "task": "news_topic", "n_train": 200, "n_test": 40, "seed": 1}},
+        **tiny_study(layers=[2], sites=["resid_post"], tokenize={"max_length": 12, "stride": 2}),
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(tmp_path, "--cores", "2", "--configfile", "study.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pl.read_parquet(tmp_path / "results/tokens/bert/news/test.parquet")
+    summary = read_json(tmp_path / "results/tokens/bert/news/test.json")
+    assert (
+        summary["tokens_cut"] == 0
+        and summary["windows"] == table.select(pl.struct("doc_id", "window").n_unique()).item()
+    )
+    assert summary["windows"] > 2 * 40 and table["pos"].max() < 12
+    metrics = read_json(tmp_path / "results/models/bert/classify/news/metrics.json")
+    assert metrics["finetuned"]["n_docs"] == 40 and metrics["finetuned"]["n_windows"] == summary["windows"]
+    acts = ActivationSet(tmp_path / "results/activations/bert/finetuned/news/test/resid_post/L2")
+    assert acts.n_rows == len(table)
+    page = (tmp_path / "results/reports/bert/news/index.html").read_text()
+    assert "Truncation at max_length 12" in page
