@@ -131,6 +131,10 @@ CASES = {
         lambda c, t: c.update(tokenize={"max_length": 1000}),
         "tokenize.max_length: 1000 tokens exceed the 256 positions",
     ),
+    "sae_trains_less_than_a_batch": (
+        lambda c, t: c.update(saes={"s": {"architecture": "topk", "k": 4, "train_tokens": 100, "batch_size": 4096}}),
+        "saes.s.train_tokens: 100 is less than one batch (saes.s.batch_size 4096)",
+    ),
     "stride_of_half_a_window": (
         lambda c, t: c.update(tokenize={"max_length": 32, "stride": 16}),
         "tokenize.stride: 16 overlapping tokens leave windows of tokenize.max_length 32 advancing by less than half",

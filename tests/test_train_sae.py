@@ -197,3 +197,14 @@ def test_training_onto_a_full_disk_fails_clearly_and_a_rerun_with_space_complete
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert load(disk / "sae").d_sae == 1024
+
+
+def test_a_set_smaller_than_one_batch_stops_before_training(tmp_path):
+    with atomic_dir(tmp_path / "acts") as tmp:
+        w = ActivationWriter(tmp, 8, "float32", 1000, {"hook_name": "h"})
+        w.append(np.ones((300, 8), dtype=np.float32))
+        w.close()
+    r = recipe("topk", d_sae=16, k=2, train_tokens=4000, batch_size=512)
+    with pytest.raises(training.TooFewTokensError, match=r"300 tokens, fewer than one batch of 512: lower"):
+        training.train(str(tmp_path / "acts"), r, str(tmp_path / "sae"), META, CPU)
+    assert not (tmp_path / "sae" / "cfg.json").exists()

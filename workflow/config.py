@@ -293,7 +293,14 @@ def _check_crosscoders(cfg: dict, problems: list[str]) -> None:
 
 
 def _check_width(cfg: dict, recipe: dict, where: str, problems: list[str]) -> None:
-    """k and aux_k must not exceed the latents a recipe has on any model."""
+    """k and aux_k must not exceed the latents a recipe has on any model; a recipe trains on at
+    least one batch."""
+    tokens, batch = recipe.get("train_tokens"), recipe.get("batch_size")
+    if tokens is not None and batch is not None and tokens < batch:
+        problems.append(
+            f"{where}.train_tokens: {tokens} is less than one batch ({where}.batch_size {batch}); "
+            "raise train_tokens or lower batch_size"
+        )
     for model, spec in cfg["models"].items():
         if "d_model" not in spec:
             continue

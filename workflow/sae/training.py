@@ -44,6 +44,12 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+class TooFewTokensError(ValueError):
+    """The training set holds less than one batch."""
+
+    user_facing = True  # `python -m workflow` prints the message, not a traceback
+
+
 def initial_sae(recipe: Recipe, d_in: int, b_dec=None):
     """The SAE before training: a function of the recipe's seed only, so the pretrained and
     fine-tuned SAEs of a recipe start from the same weights (`diff` reports how far each moved)."""
@@ -268,6 +274,11 @@ def train(
     crosscoder); `start`, `start_id`: as `Trainer`."""
     device = device or pick_device()
     aset = acts_folder if hasattr(acts_folder, "manifest") else ActivationSet(acts_folder)
+    if aset.n_rows < recipe.batch_size:
+        raise TooFewTokensError(
+            f"{aset.folder}: {aset.n_rows} tokens, fewer than one batch of {recipe.batch_size}: lower the "
+            "recipe's batch_size, or give the dataset more (or longer) training documents"
+        )
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(aset, recipe, out, device, start, start_id)
