@@ -8,7 +8,6 @@ rule tokens:
         source=lambda w: PLAN.model(w.model)["source"],
         max_length=lambda w: PLAN.model(w.model)["max_length"],
         chat=lambda w: f"--chat {shlex.quote(PLAN.chat_source(w.model))}" if PLAN.chat_source(w.model) else "",
-        threshold=STUDY["tokenize"]["truncation_warning"],
         stride=lambda w: "" if STUDY["tokenize"]["stride"] is None else f"--stride {STUDY['tokenize']['stride']}",
         code=code_version("tokens"),
     conda:
@@ -20,4 +19,4 @@ rule tokens:
     shell:
         "python -m workflow tokens --data {input} --model {params.source:q}"
         " --max-length {params.max_length} {params.chat} --out {output.table} --truncation {output.truncation}"
-        " --truncation-warning {params.threshold} {params.stride} > {log} 2>&1"
+        " {params.stride} > {log} 2>&1"

@@ -59,10 +59,21 @@ def _stable(obj, *roots: str):
     return obj
 
 
+def assert_true_checksums(a: Path, b: Path) -> None:
+    """checksums.json digests files whose timings differ between runs: the re-run's must list the
+    same files as the uninterrupted run's, each as it is on disk now."""
+    from workflow.store import checksums
+
+    assert json.loads(a.read_text())["files"].keys() == json.loads(b.read_text())["files"].keys(), b
+    assert checksums.problems(b.parent) == [], b
+
+
 def assert_same_file(a: Path, b: Path, root_a: Path, root_b: Path) -> None:
     """`b` holds what `a` holds: tensors equal, tables and JSON equal up to timings and paths."""
     assert b.exists(), f"{b} is missing after the re-run"
-    if a.suffix == ".json":
+    if a.name == "checksums.json":
+        assert_true_checksums(a, b)
+    elif a.suffix == ".json":
         assert _stable(json.loads(a.read_text()), str(root_a)) == _stable(json.loads(b.read_text()), str(root_b)), a
     elif a.suffix == ".parquet":
         fa, fb = pl.read_parquet(a), pl.read_parquet(b)
@@ -144,10 +155,16 @@ class KillRun:
 
     @staticmethod
     def assert_same(clean: Path, killed: Path, *relative: str) -> None:
-        """Every file under each `relative` path of the uninterrupted copy equals the re-run's."""
+        """Every file under each `relative` path of the uninterrupted copy equals the re-run's, the
+        re-run left no other file there, and no partial file or folder anywhere in its results."""
         for rel in relative:
             files = [clean / rel] if (clean / rel).is_file() else sorted((clean / rel).rglob("*"))
             files = [f for f in files if f.is_file() and f.name != "renames.txt"]
             assert files, f"nothing under {clean / rel}"
             for f in files:
                 assert_same_file(f, killed / f.relative_to(clean), clean, killed)
+            if (killed / rel).is_dir():
+                extra = {p.relative_to(killed) for p in (killed / rel).rglob("*") if p.is_file()}
+                assert extra <= {f.relative_to(clean) for f in files}, extra - {f.relative_to(clean) for f in files}
+        leftovers = [p for p in (killed / "results").rglob("*") if ".partial-" in p.name]
+        assert not leftovers, leftovers

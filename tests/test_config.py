@@ -137,7 +137,7 @@ CASES = {
     ),
     "stride_of_half_a_window": (
         lambda c, t: c.update(tokenize={"max_length": 32, "stride": 16}),
-        "tokenize.stride: 16 overlapping tokens leave windows of tokenize.max_length 32 advancing by less than half",
+        "tokenize.stride: 16 overlapping tokens leave windows of tokenize.max_length 32 advancing by half a window",
     ),
     "model_without_tokenizer": (
         lambda c, t: c["models"]["tiny"].update(source=str(_config_only(c, t))),

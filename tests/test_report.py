@@ -35,6 +35,7 @@ STUDY = {
     "probe": {},
     "heads": {},
     "extract": {"splits": ["test"]},
+    "tokenize": {"max_length": 10, "stride": None, "truncation_warning": 0.2},
 }
 W = {"model": MODEL, "dataset": DATASET}
 
@@ -580,14 +581,13 @@ def study(tmp_path_factory):
     return root
 
 
-def _write_truncation(root, cut: dict, threshold: float = 0.2) -> None:
+def _write_truncation(root, cut: dict) -> None:
     """Stage tokens' truncation summaries: `cut` gives each split's tokens lost per document
     (10 tokens kept of each)."""
     from workflow.stages import tokens
 
     for split, lost in cut.items():
-        where = str(root / layout.TOKENS.file("table", split=split, **W))
-        summary = tokens.truncation(lost, 10 * len(lost), 10, threshold, where)
+        summary = tokens.truncation(lost, 10 * len(lost), 10)
         write_json(summary, root / layout.TOKENS.file("truncation", split=split, **W))
 
 
@@ -670,7 +670,7 @@ def test_truncation_is_tabled_per_split_and_warns_above_the_threshold(study, tmp
     _write_truncation(root, {"train": [0] * 100, "test": [40] * 60})  # 80% of the test tokens cut
     _report(root)
     page = (root / layout.REPORT.file("page", **W)).read_text()
-    assert 'class="banner warning">Warning: ' in page and "truncation at max_length 10 cut 80% of the tokens" in page
+    assert 'class="banner warning">Warning: test split: truncation at max_length 10 cut 80% of the tokens' in page
     summary_json = json.loads((root / layout.REPORT.file("summary", **W)).read_text())
     (warning,) = summary_json["warnings"]
     assert "2,400 of 3,000; 60 of 60 documents cut" in warning

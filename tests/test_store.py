@@ -206,3 +206,29 @@ def test_a_truncated_sae_or_model_fails_on_open_naming_the_folder_and_the_fix(tm
     _truncate(model / "model.safetensors")
     with pytest.raises(DamagedFolderError, match=r"model.safetensors has .* recorded.*--force .*metrics.json"):
         resolve_source(str(model))
+
+
+def test_only_a_failed_write_on_a_full_disk_reads_as_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from workflow.store import files
+
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    assert files.disk_full(enospc, tmp_path)  # whatever the free space
+    wrapped = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    monkeypatch.setattr(files, "_free", lambda where: 4096)  # a full disk
+    assert files.disk_full(wrapped, tmp_path)
+    assert not files.disk_full(ValueError("row 3: NaN in the activations"), tmp_path)  # not a write
+    faced = OSError(errno.EIO, "x")
+    faced.user_facing = True
+    assert not files.disk_full(faced, tmp_path)
+    monkeypatch.setattr(files, "_free", lambda where: 10**9)
+    assert not files.disk_full(wrapped, tmp_path)  # space left: some other write failure
+
+
+def test_a_killed_writes_partial_file_is_removed_by_the_next_write(tmp_path):
+    from workflow.store.files import write_text
+
+    (tmp_path / ".out.txt.partial-99999").write_text("half")
+    write_text("whole", tmp_path / "out.txt")
+    assert (tmp_path / "out.txt").read_text() == "whole" and not list(tmp_path.glob(".out.txt.partial-*"))

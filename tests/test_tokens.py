@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import tokens_table
+from tests.tiny_models import make_tiny
 from workflow.models import loading
 from workflow.stages import tokens
 from workflow.store.tokens import read_documents
@@ -106,26 +107,31 @@ def test_a_chat_template_wraps_each_document_and_its_tokens_are_marked(tmp_path)
     assert "assistant" in text and text.count("<s>") == 2  # one BOS per turn, none added twice
 
 
-def test_truncation_is_counted_per_split_and_warns_above_the_threshold(tiny_bert, tmp_path, caplog):
+def test_truncation_is_counted_per_split(tiny_bert, tiny_gpt2, tmp_path):
     """Documents of 12 words (14 tokens with [CLS] and [SEP]) at max_length 8 lose 6 tokens each;
-    2-word documents lose none."""
-    import logging
-
+    2-word documents lose none. A decoder that gets a BOS prepended loses one more token to it."""
     from workflow.store.files import read_json
 
     texts = ["red blue green day red blue green day red blue green day"] * 3 + ["red day"] * 2
     pl.DataFrame({"id": list(range(5)), "text": texts, "label": [0, 1, 0, 1, 0]}).write_parquet(tmp_path / "d.parquet")
-    caplog.set_level(logging.INFO, logger=tokens.__name__)
     args = (str(tmp_path / "d.parquet"), str(tiny_bert), 8, str(tmp_path / "t.parquet"), None)
-    table = tokens.run(*args, str(tmp_path / "t.json"), 0.2)
+    table = tokens.run(*args, str(tmp_path / "t.json"))
     cut = read_json(tmp_path / "t.json")
     assert len(table) == cut["tokens_kept"] == 3 * 8 + 2 * 4
-    assert cut["documents_truncated"] == 3 and cut["tokens_cut"] == 3 * 6
+    assert cut["documents_truncated"] == 3 and cut["tokens_cut"] == 3 * 6 and cut["stride"] is None
     assert cut["cut_share"] == 18 / (18 + 32)
-    assert "cut 36% of the tokens" in cut["warning"] and "tokenize.max_length" in cut["warning"]
-    assert cut["warning"] in caplog.text
-    tokens.run(*args, str(tmp_path / "t.json"), 0.5)
-    assert read_json(tmp_path / "t.json")["warning"] is None
+    from tests.tiny_models import tokenizer_for
+
+    bare = make_tiny("llama", tmp_path / "llama-bare")  # Llama expects BOS; this tokenizer adds none
+    tokenizer_for("gpt2").save_pretrained(bare)
+    n_own = len(loading.load_tokenizer(str(bare))(texts[0])["input_ids"])
+    table = tokens.run(
+        str(tmp_path / "d.parquet"), str(bare), 8, str(tmp_path / "l.parquet"), None, str(tmp_path / "l.json")
+    )
+    assert table.group_by("doc_id").len()["len"].max() == 8  # the stage's BOS + 7 of the document's own
+    assert read_json(tmp_path / "l.json")["tokens_cut"] == sum(max(0, n_own - 7) for _ in range(3)) + sum(
+        max(0, len(loading.load_tokenizer(str(bare))("red day")["input_ids"]) - 7) for _ in range(2)
+    )
 
 
 @pytest.mark.parametrize("model_type", ["bert", "llama"])
@@ -217,4 +223,9 @@ def test_a_windowed_study_runs_end_to_end(tiny_bert, tmp_path):
     acts = ActivationSet(tmp_path / "results/activations/bert/finetuned/news/test/resid_post/L2")
     assert acts.n_rows == len(table)
     page = (tmp_path / "results/reports/bert/news/index.html").read_text()
-    assert "Truncation at max_length 12" in page
+    assert "Windows of max_length 12, overlapping by 2" in page
+    sae = tmp_path / "results/saes/bert/finetuned/news/resid_post/L2/topk"
+    examples = pl.read_parquet(sae / "examples.parquet")
+    assert len(examples) and all("[CLS]" not in tokens[1:] for tokens in examples["tokens"])  # one window each
+    sentences = pl.read_parquet(sae / "sentences.parquet")  # each document's first window, in order
+    assert all(g["pos"].to_list() == list(range(len(g))) for _, g in sentences.group_by("doc_id"))

@@ -212,7 +212,8 @@ def _check_models(cfg: dict, given: dict[str, set], problems: list[str]) -> None
         if stride is not None and 2 * stride >= spec["max_length"]:
             problems.append(
                 f"tokenize.stride: {stride} overlapping tokens leave windows of {length_key} {spec['max_length']} "
-                f"advancing by less than half a window (model {name!r}); use a stride below {spec['max_length'] // 2}"
+                f"advancing by half a window or less (model {name!r}); use a stride of at most "
+                f"{(spec['max_length'] - 1) // 2}"
             )
 
 

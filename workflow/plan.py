@@ -329,6 +329,8 @@ class Plan(Variants):
             *inputs["meta"],
             "--truncation",
             *inputs["truncation"],
+            "--truncation-warning",
+            str(self.study["tokenize"]["truncation_warning"]),
             *(["--metrics", *inputs["metrics"]] if inputs["metrics"] else []),
             *(
                 ["--frozen", *(f"{v}={f}" for v, f in zip(self.frozen_variants(model, dataset), inputs["frozen"]))]

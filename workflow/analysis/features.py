@@ -17,6 +17,12 @@ PRECISE = 0.8  # features.json: how many features reach this precision for a con
 TOKEN_COLUMNS = ["row", "doc_id", "pos", "token_id", "token", "label", "is_special", "concepts"]
 
 
+def read_tokens(path) -> pl.DataFrame:
+    """The tokens table's columns the feature statistics use (and `window`, where it has one)."""
+    names = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[*TOKEN_COLUMNS, *(["window"] if "window" in names else [])])
+
+
 def _group_bounds(sorted_groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(sorted_groups, minlength=n_groups)
     ends = np.cumsum(counts)
@@ -137,10 +143,16 @@ def activation_histograms(fs: np.ndarray, vs: np.ndarray, max_activation: np.nda
     return list(counts)
 
 
+def first_windows(tokens: pl.DataFrame) -> pl.DataFrame:
+    """The rows of each document's first window (all rows where documents are not windowed)."""
+    return tokens.filter(pl.col("window") == 0) if "window" in tokens.columns else tokens
+
+
 def sentence_features(codes: Codes, tokens: pl.DataFrame, n_docs: int, top: int) -> pl.DataFrame:
-    """Every token of the first `n_docs` documents, with its `top` strongest features (strongest first)."""
+    """Every token of the first `n_docs` documents (their first windows, where documents are
+    windowed), with its `top` strongest features (strongest first)."""
     doc_ids = tokens["doc_id"].unique(maintain_order=True).head(n_docs)
-    part = tokens.head(codes.n_rows).filter(pl.col("doc_id").is_in(doc_ids.implode()))
+    part = first_windows(tokens.head(codes.n_rows)).filter(pl.col("doc_id").is_in(doc_ids.implode()))
     rows = part["row"].to_numpy()
     lo, hi = (
         np.searchsorted(codes.row, rows[0] if len(rows) else 0),
@@ -248,7 +260,7 @@ def examples_table(
     feature = positions["feature"].to_numpy()
     row = sorted_codes["row"][at].astype(np.int64)
     doc = tokens["doc_id"].to_numpy()
-    doc_start, doc_end = _document_bounds(doc)
+    doc_start, doc_end = _sequence_bounds(tokens["pos"].to_numpy() == 0)  # a window's context stays in it
     lo = np.maximum(row - window, doc_start[row])
     hi = np.minimum(np.minimum(row + window + 1, doc_end[row]), codes.n_rows)  # only rows that were encoded
     length = hi - lo
@@ -285,10 +297,13 @@ def precise_union(codes: Codes, table: pl.DataFrame, tokens: pl.DataFrame, conce
     }
 
 
-def _document_bounds(doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the first row of its document and one past the last (rows of a document are contiguous)."""
-    new = np.r_[True, doc[1:] != doc[:-1]]
+def _sequence_bounds(new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first row of its sequence (a document, or a window of one) and one past the last;
+    `new` marks each sequence's first row (rows of a sequence are contiguous)."""
+    new = new.copy()
+    if len(new):
+        new[0] = True
     first = np.flatnonzero(new)
-    last = np.r_[first[1:], len(doc)]
+    last = np.r_[first[1:], len(new)]
     idx = np.cumsum(new) - 1
     return first[idx], last[idx]

@@ -29,6 +29,17 @@ def fingerprint(data_file: str | Path, *keys) -> str:
     return digest.hexdigest()
 
 
+def folder_listing(source: str) -> list:
+    """(name, bytes, mtime) of every file of a local model folder (empty for a hub id): a replaced
+    model changes a checkpoint's fingerprint, without reading its weights."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        [str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in folder.rglob("*") if p.is_file()
+    )
+
+
 class TrainingState:
     """The mutable state of one training run, over `named` trainable parameters."""
 

@@ -90,7 +90,10 @@ def resolve_source(source: str) -> str:
 def resolve_weights(source: str) -> str:
     """A source whose weights alone are loaded (a fine-tuned body): a local folder as it is (it needs
     no tokenizer), anything else through `resolve_source`."""
-    return source if Path(source).is_dir() else resolve_source(source)
+    if Path(source).is_dir():
+        check_sizes(source)
+        return source
+    return resolve_source(source)
 
 
 def read_model_config(source: str) -> dict:

@@ -73,17 +73,31 @@ def accuracy(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> dict 
     }
 
 
-def truncation(summaries: dict[str, dict]) -> dict | None:
-    """What truncation cut from each split's tokens table (stage tokens' <split>.json)."""
+def truncation(summaries: dict[str, dict], threshold: float) -> dict:
+    """What truncation cut from each split's tokens table (stage tokens' <split>.json): the section
+    (None without summaries) and a warning for each split that lost more than `threshold` of its
+    tokens (tokenize.truncation_warning)."""
     if not summaries:
-        return None
-    rows = [
-        [split, t["documents"], t["documents_truncated"], t["tokens_kept"], t["tokens_cut"], t["cut_share"]]
-        for split, t in sorted(summaries.items(), key=lambda kv: kv[0] != "train")
-    ]
+        return {"section": None, "warnings": []}
+    rows, warnings = [], []
+    for split, t in sorted(summaries.items(), key=lambda kv: kv[0] != "train"):
+        rows.append(
+            [split, *(t[k] for k in ("documents", "documents_truncated", "tokens_kept", "tokens_cut", "cut_share"))]
+        )
+        if t["cut_share"] > threshold:
+            total = t["tokens_cut"] + t["tokens_kept"]
+            warnings.append(
+                f"{split} split: truncation at max_length {t['max_length']} cut {t['cut_share']:.0%} of the tokens "
+                f"({t['tokens_cut']:,} of {total:,}; {t['documents_truncated']} of {t['documents']} documents cut): "
+                f"every stage sees only the first {t['max_length']} tokens of each document. Raise "
+                "tokenize.max_length (or the model's max_length), or set tokenize.stride to read long documents "
+                f"in windows; tokenize.truncation_warning ({threshold}) sets this threshold."
+            )
     header = ["split", "documents", "documents cut", "tokens kept", "tokens cut", "share of tokens cut"]
-    max_length = next(iter(summaries.values()))["max_length"]
-    return {"max_length": max_length, "table": Table(header, rows, "truncation", 3)}
+    first = next(iter(summaries.values()))
+    table = Table(header, rows, "truncation", 3)
+    section = {"max_length": first["max_length"], "stride": first.get("stride"), "table": table}
+    return {"section": section, "warnings": warnings}
 
 
 def task_warnings(metrics: dict | None, meta: dict, frozen: dict, kind: str) -> list[str]:

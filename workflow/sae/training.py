@@ -281,6 +281,7 @@ def train(
         )
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)
+    (out / checksums.NAME).unlink(missing_ok=True)  # an earlier run's: it lists files this run replaces
     trainer = Trainer(aset, recipe, out, device, start, start_id)
     log.info(
         "device: %s; %s %s -> %s: d_in %d, d_sae %d, %d steps x %d tokens (%d rows in set), scale %s, autocast %s",

@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from workflow import cli, layout
 from workflow.analysis import crosscoding
-from workflow.analysis.features import TOKEN_COLUMNS, example_positions, examples_table, feature_table
+from workflow.analysis.features import example_positions, examples_table, feature_table, read_tokens
 from workflow.layout import VARIANTS
 from workflow.models.loading import describe_device, pick_device
 from workflow.sae.codes import sparse_codes
@@ -50,7 +49,7 @@ def latent_features(cc, test: PairedSets, tokens_path: str, meta_path: str, cfg:
     variant's activations drive the latent there. Written beside the crosscoder."""
     import torch
 
-    tokens = pl.read_parquet(tokens_path, columns=TOKEN_COLUMNS)
+    tokens = read_tokens(tokens_path)
     if len(tokens) != test.n_rows:
         raise ValueError(f"{tokens_path}: {len(tokens)} rows, but the activation sets {test.folder} have {test.n_rows}")
     meta = read_json(meta_path)

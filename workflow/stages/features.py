@@ -52,11 +52,12 @@ import polars as pl
 from workflow import cli, layout
 from workflow.analysis.features import (
     PRECISE,
-    TOKEN_COLUMNS,
     example_positions,
     examples_table,
     feature_table,
+    first_windows,
     precise_union,
+    read_tokens,
     sentence_features,
 )
 from workflow.models.loading import pick_device
@@ -116,11 +117,11 @@ def heatmap(table: pl.DataFrame, label_names: list[str], concepts: list[str], pa
 
 
 def sentence_plot(codes: Codes, tokens: pl.DataFrame, sentence: int, path: Path) -> None:
-    """One test document: activation strength of its strongest features on each token."""
+    """One test document (its first window): activation strength of its strongest features on each token."""
     plt = pyplot()
     doc_ids = tokens["doc_id"].unique(maintain_order=True)
     doc_id = doc_ids[min(sentence, len(doc_ids) - 1)]
-    rows = tokens.filter(pl.col("doc_id") == doc_id)["row"].to_numpy()
+    rows = first_windows(tokens).filter(pl.col("doc_id") == doc_id)["row"].to_numpy()
     rows = rows[rows < codes.n_rows]
     mask = np.isin(codes.row, rows)
     strength = np.bincount(codes.feature[mask], weights=codes.value[mask], minlength=codes.d_sae)
@@ -171,7 +172,7 @@ def _inputs(sae_dir: str, acts_dir: str, tokens_path: str, device):
     aset = ActivationSet(acts_dir)
     if aset.d_model != sae.d_in:
         raise ValueError(f"{acts_dir}: d_model {aset.d_model} does not match the SAE's d_in {sae.d_in} ({sae_dir})")
-    tokens = pl.read_parquet(tokens_path, columns=TOKEN_COLUMNS)
+    tokens = read_tokens(tokens_path)
     if len(tokens) != aset.n_rows:
         raise ValueError(f"{tokens_path}: {len(tokens)} rows, but the activation set {acts_dir} has {aset.n_rows}")
     return sae, aset, tokens

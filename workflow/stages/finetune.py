@@ -285,7 +285,9 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     amp_dtype = loading.autocast_dtype(cfg["bf16"], device)
     log.info("device: %s; autocast: %s", loading.describe_device(device), amp_dtype)
     source = resolve_source(model_source)
-    key = resume.fingerprint(train_tokens, model_source, cfg, code_version("finetune"))
+    key = resume.fingerprint(
+        train_tokens, model_source, resume.folder_listing(source), cfg, loading.OPTIONS, code_version("finetune")
+    )
     checkpoint = Checkpoint(Path(out_dir) / CHECKPOINT, key, cfg.get("checkpoint_every", 500))
     if cfg.get("kind", "classify") != "classify":
         train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])

@@ -9,7 +9,8 @@ token: each variant's loss on the true token, each one's top prediction, and
 of the two predicted distributions (nats): how much information the fine-tuned model's
 prediction carries that the pretrained one's does not; 0 where they agree. Outputs:
 
-- ``tokens.parquet``: every scored token (``doc_id``, ``pos`` in the document, the token, a
+- ``tokens.parquet``: every scored token (``doc_id``, ``pos`` in the document, or in its window where
+  tokenize.stride windows documents, the token, a
   short left context, both losses and top predictions, ``kl``);
 - ``documents.parquet``: per document, its mean and largest KL, both mean losses and the
   token where they disagree most;

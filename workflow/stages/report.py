@@ -178,12 +178,13 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
     lm_image = (
         folder.image(Path(paths["lm_compare"]) / lm_plot, f"lm-{lm_plot}", "per-token KL") if inputs["lm"] else None
     )
+    truncation = sections.truncation(inputs["truncation"], paths.get("truncation_warning", 0.2))
     return {
         "variant": sections.variant(paths["kind"], inputs["metrics"], paths.get("variant_source")),
         "accuracy": sections.accuracy(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"]),
         "warnings": sections.task_warnings(inputs["metrics"], inputs["meta"], inputs["frozen"], paths["kind"])
-        + [t["warning"] for t in inputs["truncation"].values() if t["warning"]],
-        "truncation": sections.truncation(inputs["truncation"]),
+        + truncation["warnings"],
+        "truncation": truncation["section"],
         "lm": sections.lm(inputs["lm"], lm_image),
         "skipped": paths.get("skipped") or [],
         "similarity": sections.similarity(
@@ -276,6 +277,7 @@ def run(model: str, dataset: str, paths: dict, out_dir: str) -> dict:
 INPUTS = (
     "meta",
     "truncation",
+    "truncation_warning",
     "metrics",
     "lm_compare",
     "kind",
@@ -299,6 +301,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--meta", required=True, help="the dataset's meta.json")
     parser.add_argument("--truncation", nargs="*", default=[], help="<split>.json of each tokens table")
+    parser.add_argument(
+        "--truncation-warning", type=float, default=0.2, help="share of a split's tokens cut above which to warn"
+    )
     parser.add_argument(
         "--metrics", help="metrics.json of the fine-tune, where the workflow made it (before and after)"
     )

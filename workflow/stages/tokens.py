@@ -25,8 +25,8 @@ masked out everywhere and never stored).
 
 Beside the table, ``<split>.json`` says how much truncation cut: documents cut, tokens
 kept, tokens cut (counted on the untruncated tokenization) and the share of the split's
-tokens that is cut. Above `tokenize.truncation_warning` it carries a warning, which the job
-log and the report show.
+tokens that is cut. Above `tokenize.truncation_warning` the report warns (that threshold
+is the report job's, so changing it re-makes no tokens table).
 """
 
 from __future__ import annotations
@@ -101,23 +101,26 @@ def _encode(tokenizer, texts: list[str], max_length: int, own_specials: bool, bo
     truncated; or, with `stride`, one per window of max_length tokens overlapping by `stride`."""
     bos_id = tokenizer.bos_token_id if bos else None
     windows = {} if stride is None else {"return_overflowing_tokens": True, "stride": stride}
+    # a window keeps room for a BOS that with_bos adds below (where the tokenizer does not add it)
+    room = int(stride is not None and bos_id is not None and tokenizer("x")["input_ids"][:1] != [bos_id])
     enc = tokenizer(
         texts,
         truncation=True,
-        # a window keeps room for the BOS token added below, so no token of it is dropped
-        max_length=max_length - (stride is not None and bos_id is not None),
+        max_length=max_length - room,
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
         add_special_tokens=own_specials,
         **windows,
     )
-    if stride is None:
-        full = tokenizer(texts, add_special_tokens=own_specials, verbose=False)["input_ids"]
-        cut, sample = [max(0, len(f) - len(ids)) for f, ids in zip(full, enc["input_ids"])], range(len(texts))
-    else:  # windows cover every token
-        cut, sample = [0] * len(texts), list(enc["overflow_to_sample_mapping"])
+    added = [bos_id is not None and ids[:1] != [bos_id] for ids in enc["input_ids"]]  # BOS with_bos adds
     if bos_id is not None:
         with_bos(enc, bos_id, max_length)
+    if stride is None:  # what the document lost: its untruncated length less what it kept of its own
+        full = tokenizer(texts, add_special_tokens=own_specials, verbose=False)["input_ids"]
+        cut = [max(0, len(f) - (len(ids) - a)) for f, ids, a in zip(full, enc["input_ids"], added)]
+        sample = range(len(texts))
+    else:  # windows cover every token
+        cut, sample = [0] * len(texts), list(enc["overflow_to_sample_mapping"])
     return enc, sample, cut
 
 
@@ -162,30 +165,19 @@ def tokenize_table(
     return pl.DataFrame(columns, schema=TOKENS_SCHEMA), cut
 
 
-def truncation(cut: list[int], n_kept: int, max_length: int, threshold: float, where: str) -> dict:
-    """How much truncation cut from a split: documents and tokens, and a warning above `threshold`
-    (a share of the split's tokens)."""
+def truncation(cut: list[int], n_kept: int, max_length: int, stride: int | None = None) -> dict:
+    """How much truncation cut from a split (documents and tokens); the report warns above
+    tokenize.truncation_warning (`workflow.report.sections.truncation`)."""
     n_cut = sum(cut)
-    share = n_cut / max(1, n_cut + n_kept)
-    docs_cut = sum(c > 0 for c in cut)
-    summary = {
+    return {
         "max_length": max_length,
+        "stride": stride,
         "documents": len(cut),
-        "documents_truncated": docs_cut,
+        "documents_truncated": sum(c > 0 for c in cut),
         "tokens_kept": n_kept,
         "tokens_cut": n_cut,
-        "cut_share": share,
-        "threshold": threshold,
-        "warning": None,
+        "cut_share": n_cut / max(1, n_cut + n_kept),
     }
-    if share > threshold:
-        summary["warning"] = (
-            f"{where}: truncation at max_length {max_length} cut {share:.0%} of the tokens ({n_cut:,} of "
-            f"{n_cut + n_kept:,}; {docs_cut} of {len(cut)} documents cut): every stage sees only the first "
-            f"{max_length} tokens of each document. Raise tokenize.max_length (or the model's max_length), or "
-            f"shorten the documents; tokenize.truncation_warning ({threshold}) sets this threshold."
-        )
-    return summary
 
 
 def run(
@@ -195,7 +187,6 @@ def run(
     out_path: str,
     chat: str | None = None,
     truncation_out: str | None = None,
-    threshold: float = 0.2,
     stride: int | None = None,
 ) -> pl.DataFrame:
     """`chat`: the model source whose tokenizer's chat template formats each document (None: none);
@@ -211,7 +202,7 @@ def run(
         template = tokenizer if chat == source else load_tokenizer(chat)
     bos = fam.causal and fam.prepend_bos
     table, lost = tokenize_table(data, tokenizer, max_length, bos=bos, template=template, stride=stride)
-    cut = truncation(lost, len(table), max_length, threshold, out_path)
+    cut = truncation(lost, len(table), max_length, stride)
     cut["windows"] = int(table.select(pl.struct("doc_id", "window").n_unique()).item())
     write_parquet(table, out_path)
     if truncation_out:
@@ -227,8 +218,6 @@ def run(
         100 * cut["cut_share"],
         time.perf_counter() - started,
     )
-    if cut["warning"]:
-        log.warning("%s", cut["warning"])
     return table
 
 
@@ -240,7 +229,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--chat", help="model source whose tokenizer's chat template formats each document")
     parser.add_argument("--truncation", help="where the truncation summary (JSON) goes")
-    parser.add_argument("--truncation-warning", type=float, default=0.2, help="share of tokens cut that warns")
     parser.add_argument("--stride", type=int, help="split long documents into windows overlapping by this many tokens")
     args = parser.parse_args(argv)
     run(
@@ -250,6 +238,5 @@ def main(argv=None) -> None:
         args.out,
         args.chat,
         args.truncation,
-        args.truncation_warning,
         args.stride,
     )

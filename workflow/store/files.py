@@ -46,14 +46,23 @@ def _free(path: Path) -> int:
         return -1
 
 
+IO_WORDS = ("write", "space", "os error 28", "storagefull", "serializ", "i/o", "io error", "ioerror")
+
+
 def disk_full(exc: BaseException, where: Path) -> bool:
-    """Whether `exc` (or what caused it) is a full disk: ENOSPC, or a library's wrapped error (torch,
-    safetensors and polars do not all keep the errno) while `where`'s file system has no space left."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return True
+    """Whether `exc` (or what caused it) is a full disk: ENOSPC; or, as torch, safetensors and polars
+    do not all keep the errno, an error that reads as a failed write while `where`'s file system has
+    no space left. Any other error (a bad value, a user-facing message) is left as it is."""
+    chain = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    return 0 <= _free(where) < FULL_BELOW
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
+        return True
+    if any(getattr(e, "user_facing", False) for e in chain):
+        return False
+    looks_io = any(isinstance(e, OSError) or any(w in str(e).lower() for w in IO_WORDS) for e in chain)
+    return looks_io and 0 <= _free(where) < FULL_BELOW
 
 
 def _partial_name(path: Path) -> Path:
@@ -62,9 +71,12 @@ def _partial_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path; rename it to `path` if the block succeeds."""
+    """Yield a temporary file path; rename it to `path` if the block succeeds. Leftovers of earlier
+    killed runs (``.name.partial-*``) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.partial-*"):
+        stale.unlink(missing_ok=True)
     tmp = _partial_name(path)
     try:
         yield tmp
