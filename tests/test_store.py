@@ -218,6 +218,7 @@ def test_only_a_failed_write_on_a_full_disk_reads_as_a_full_disk(tmp_path, monke
     wrapped = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
     monkeypatch.setattr(files, "_free", lambda where: 4096)  # a full disk
     assert files.disk_full(wrapped, tmp_path)
+    assert files.disk_full(RuntimeError("basic_ios::clear: iostream error"), tmp_path)  # torch.save's
     assert not files.disk_full(ValueError("row 3: NaN in the activations"), tmp_path)  # not a write
     faced = OSError(errno.EIO, "x")
     faced.user_facing = True

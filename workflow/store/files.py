@@ -46,7 +46,10 @@ def _free(path: Path) -> int:
         return -1
 
 
-IO_WORDS = ("write", "space", "os error 28", "storagefull", "serializ", "i/o", "io error", "ioerror")
+IO_WORDS = (
+    "write", "space", "os error 28", "storagefull", "serializ", "i/o", "io error", "ioerror",
+    "iostream", "inline_container", "streamwriter",  # torch.save on a full disk: no errno survives
+)  # fmt: skip
 
 
 def disk_full(exc: BaseException, where: Path) -> bool:
