@@ -3,7 +3,7 @@
 A random-weight GPT-2 small (124M; speed does not depend on the weights) is fine-tuned with next-token
 loss on random token ids, documents of `--length` tokens, by
 
-- ours: `workflow.stages.finetune.train` with `next_token_loss` (the causal_lm kind), full or LoRA
+- ours: `workflow.models.training.train` with `next_token_loss` (the causal_lm kind), full or LoRA
   (`with_lora`, the family's default targets, r 8): the LM head fused with the loss (chunked, only
   the positions that predict a token; `workflow.models.lm.next_token_loss`) and the fused AdamW;
 - plain: the loop every transformers tutorial writes: `model(input_ids, attention_mask, labels=...)`,
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
 
-from workflow.models import loading
+from workflow.models import loading, training
 from workflow.stages import finetune
 from workflow.store.tokens import Documents, batches
 
@@ -52,14 +52,14 @@ def fresh(base, method: str):
 
 
 def ours(model, docs, cfg, device, amp) -> float:
-    out = finetune.train(model, docs, cfg, 0, device, amp, finetune.next_token_loss)
+    out = training.train(model, docs, cfg, 0, device, amp, training.next_token_loss)
     return out["tokens"] / out["seconds"]
 
 
 def plain(model, docs, cfg, device, amp, fused: bool = False) -> float:
     """The same batches in the same order as `finetune.train`, through the model's own loss."""
     rng = np.random.default_rng(cfg["seed"])
-    order = finetune._length_bucketed_order(docs, cfg["batch_size"], rng)
+    order = training.length_bucketed_order(docs, cfg["batch_size"], rng)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
     total = math.ceil(len(docs.token_ids) / cfg["batch_size"])

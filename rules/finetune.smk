@@ -7,6 +7,8 @@ rule finetune:
         train=layout.TOKENS.pattern("table", split="train"),
         test=layout.TOKENS.pattern("table", split="test"),
         meta=layout.DATA.pattern("meta"),
+        data=layout.DATA.pattern("split", split="train"),
+        model=lambda w: PLAN.model_inputs(w.model),
     output:
         **files(layout.FINETUNED, "metrics", "weights"),
     params:
@@ -26,4 +28,4 @@ rule finetune:
         layout.benchmark("finetune", "{model}/{kind}/{dataset}")
     shell:
         "python -m workflow finetune --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"
+        " --test-tokens {input.test} --meta {input.meta} --data {input.data} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"

@@ -1,11 +1,12 @@
 rule tokens:
     input:
-        layout.DATA.pattern("split"),
+        data=layout.DATA.pattern("split"),
+        tokenizer=lambda w: PLAN.tokenizer_inputs(w.model),
     output:
         table=layout.TOKENS.pattern("table"),
         truncation=layout.TOKENS.pattern("truncation"),
     params:
-        source=lambda w: PLAN.model(w.model)["source"],
+        source=lambda w: PLAN.tokenizer_source(w.model),
         max_length=lambda w: PLAN.model(w.model)["max_length"],
         chat=lambda w: f"--chat {shlex.quote(PLAN.chat_source(w.model))}" if PLAN.chat_source(w.model) else "",
         stride=lambda w: "" if STUDY["tokenize"]["stride"] is None else f"--stride {STUDY['tokenize']['stride']}",
@@ -17,6 +18,6 @@ rule tokens:
     benchmark:
         layout.benchmark("tokens", "{model}/{dataset}/{split}")
     shell:
-        "python -m workflow tokens --data {input} --model {params.source:q}"
+        "python -m workflow tokens --data {input.data} --model {params.source:q}"
         " --max-length {params.max_length} {params.chat} --out {output.table} --truncation {output.truncation}"
         " {params.stride} > {log} 2>&1"

@@ -305,7 +305,51 @@ CASES = {
         "heads.modes.0: 'resample' is invalid",
     ),
     "negative_lr_override": (lambda c, t: c["models"]["tiny"].update(finetune={"lr": -1}), "models.tiny.finetune.lr"),
+    # boards with known abstractions (workflow/datasets/abstractions.py) and models trained from scratch
+    "boards_root_too_big": (
+        lambda c, t: _boards(c, board_dim=4, abs_dim=5),
+        "datasets.boards.board.abs_dim: a 5x5 root does not fit a board_dim 4 board",
+    ),
+    "boards_too_many_object_cells": (
+        lambda c, t: _boards(c, abs_c=10),
+        "datasets.boards.board.abs_c: 10 object tokens exceed the 9 cells",
+    ),
+    "boards_too_many_roots_in_a_composite": (
+        lambda c, t: _boards(c, comp_c=5),
+        "datasets.boards.board.comp_c: 5 roots exceed the 4 places",
+    ),
+    "boards_composite_does_not_fit": (
+        lambda c, t: _boards(c, comp_margin=3),
+        "datasets.boards.board.comp_dim: a composite spans 9 cells",
+    ),
+    "boards_too_many_held_out": (
+        lambda c, t: _boards(c, card_test=40),
+        "datasets.boards.board.card_test: 40 held-out placements per abstraction leave none to train on",
+    ),
+    "boards_change_of_a_missing_root": (
+        lambda c, t: _boards(c, change={"removed": [12]}),
+        "datasets.boards.change.removed: roots [12] do not exist",
+    ),
+    "scratch_corpus_is_not_boards": (
+        lambda c, t: c["models"].update(s={"source": "scratch", "scratch": {"family": "bert", "corpus": "reviews"}}),
+        "models.s.scratch.corpus: 'reviews' is not a dataset of source abstractions",
+    ),
+    "scratch_2d_positions_of_a_rotary_family": (
+        lambda c, t: (
+            _boards(c)
+            or c["models"].update(
+                s={"source": "scratch", "scratch": {"family": "llama", "corpus": "boards", "positions": "2d"}}
+            )
+        ),
+        "models.s.scratch.positions: 2d factorises a learned absolute position table; llama has none",
+    ),
 }
+
+
+def _boards(c, change=None, **board):
+    c["datasets"]["boards"] = {"source": "abstractions", "n_train": 50, "n_test": 20, "board": board}
+    if change:
+        c["datasets"]["boards"]["change"] = change
 
 
 def _config_only(cfg, folder):

@@ -238,7 +238,9 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(kind, every, small_
     cfg = {"epochs": 2, "checkpoint_every": every, **({"kind": kind, "method": "full"} if kind != "classify" else {})}
     full = _finetune(model, small_data, tmp_path / "full", **cfg)
     assert full["train"]["steps"] == 100  # 800 documents in batches of 16, twice
-    original, seen = finetune.batches, []
+    from workflow.models import training  # the training loop fine-tuning shares with pretrain
+
+    original, seen = training.batches, []
 
     def stopped(*args, **kwargs):
         for batch in original(*args, **kwargs):
@@ -247,12 +249,12 @@ def test_interrupted_fine_tuning_resumes_to_the_same_weights(kind, every, small_
                 raise KeyboardInterrupt("simulated kill")
             yield batch
 
-    monkeypatch.setattr(finetune, "batches", stopped)
+    monkeypatch.setattr(training, "batches", stopped)
     with pytest.raises(KeyboardInterrupt):
         _finetune(model, small_data, tmp_path / "again", **cfg)
     out = tmp_path / "again/ft"
     assert (out / finetune.CHECKPOINT).exists() and not (out / "metrics.json").exists()
-    monkeypatch.setattr(finetune, "batches", original)
+    monkeypatch.setattr(training, "batches", original)
     caplog.set_level(logging.INFO, logger="workflow.models.resume")
     resumed = _finetune(model, small_data, tmp_path / "again", **cfg)
     assert f"resuming from {out / finetune.CHECKPOINT} at step {60 // every * every}/100" in caplog.text
@@ -313,3 +315,19 @@ def test_windowed_documents_train_per_window_and_score_per_document(small_data, 
     for variant in ("pretrained", "finetuned"):
         assert metrics[variant]["n_docs"] == SMALL["n_test"] and metrics[variant]["n_windows"] > 2 * SMALL["n_test"]
     assert metrics["finetuned"]["accuracy"] > 1 / 5 + 0.3, metrics["finetuned"]  # chance is 0.2
+
+
+def test_the_fine_tune_trains_only_on_the_documents_the_dataset_marks(tmp_path, tiny_bert):
+    """A boards dataset with a declared change: its train split adds original boards for the analyses
+    (finetune false), and the fine-tune reads only the changed ones."""
+    from workflow.datasets import abstractions as A
+
+    board = {**A.DEFAULTS, "board_dim": 6, "abs_n": 4, "abs_dim": 2, "abs_c": 4, "comp_n": 2, "comp_c": 2}
+    change = {"removed": [2], "new": 1, "original_boards": 30}
+    spec = {"source": "abstractions", "board": board, "change": change, "n_train": 50, "n_test": 20, "seed": 0}
+    dataset.run("b", spec, str(tmp_path / "data"))
+    tokens.run(str(tmp_path / "data/train.parquet"), str(tiny_bert), 64, str(tmp_path / "train.parquet"))
+    docs = finetune.training_documents(str(tmp_path / "train.parquet"), str(tmp_path / "data/train.parquet"), CFG)
+    assert len(docs.token_ids) == 50 and docs.doc_ids.tolist() == list(range(50))  # the changed boards come first
+    everything = finetune.training_documents(str(tmp_path / "train.parquet"), None, CFG)
+    assert len(everything.token_ids) == 80

@@ -173,3 +173,66 @@ def test_the_diffing_methods_run_where_their_scopes_say(plan):
     targets = plan.targets()
     assert "results/crosscoders/gpt2/news/resid_post/L2/cc/crosscoder.json" in targets
     assert "results/analysis/gpt2/news/mlp_out/L1/relu/methods/methods.json" in targets
+
+
+@pytest.fixture(scope="module")
+def scratch_plan(tiny_bert) -> Plan:
+    board = {"board_dim": 6, "abs_n": 4, "abs_dim": 2, "abs_c": 4, "comp_n": 2, "comp_c": 2, "card_test": 2}
+    study = config.load(
+        {
+            "models": {
+                "net": {
+                    "source": "scratch",
+                    "scratch": {"family": "bert", "corpus": "boards", "layers": 2, "d_model": 32, "epochs": 2},
+                },
+                "bert": {"source": str(tiny_bert), "datasets": ["news"]},
+            },
+            "datasets": {
+                "boards": {"source": "abstractions", "board": board, "n_train": 60, "n_test": 20},
+                "changed": {"source": "abstractions", "board": board, "change": {"removed": [1], "new": 1}},
+                "news": {"source": "builtin", "task": "news_topic"},
+            },
+            "layers": [1, 2],
+            "saes": {"topk": {"architecture": "topk", "k": 4, "layers": [2]}},
+        }
+    )
+    return Plan(study)
+
+
+def test_a_scratch_model_trains_on_its_corpus_and_is_studied_on_the_changed_boards(scratch_plan):
+    p = scratch_plan
+    assert p.scratch("net") and not p.scratch("bert")
+    # the corpus is studied by emergence, not fine-tuned on again; real text is not boards
+    assert p.pairs() == [("net", "changed"), ("bert", "news")]
+    assert p.model("net")["finetuned"]["kind"] == "masked_lm"  # an encoder's own objective
+    assert p.model("net")["source"] == layout.SCRATCH.file("final", model="net")
+    assert p.model_inputs("net") == [layout.SCRATCH.file("weights", model="net")]
+    assert p.tokenizer_source("net") == layout.SCRATCH_INIT.path(model="net")
+    assert p.tokenizer_source("bert") == p.model("bert")["source"] and p.tokenizer_inputs("bert") == []
+    # the untrained model's slice is its shape; the training run's is the rest (no corpus, no shape)
+    assert set(p.init_spec("net")["scratch"]) == set(p.SCRATCH_SHAPE)
+    assert p.pretrain_config("net")["epochs"] == 2 and "corpus" not in p.pretrain_config("net")
+    assert "d_model" not in p.pretrain_config("net") and p.pretrain_config("net")["positions"] == "learned"
+
+
+def test_emergence_and_truth_jobs_and_the_report_pages_that_show_them(scratch_plan):
+    p = scratch_plan
+    assert p.emergence_pairs() == [("net", "boards")]
+    assert p.emergence_saes("net") == {
+        "topk:resid_post:2": layout.SAE.path(
+            model="net", variant="pretrained", dataset="boards", site="resid_post", layer=2, sae="topk"
+        )
+    }
+    truth = layout.TRUTH.path(model="net", dataset="changed", site="resid_post", layer=2, sae="topk")
+    assert p.changed("changed") and not p.changed("boards") and not p.changed("news")
+    assert p.truth_dirs("net", "changed") == [truth] and p.truth_dirs("bert", "news") == []
+    targets = p.targets()
+    assert layout.EMERGENCE.file("summary", model="net", dataset="boards") in targets
+    assert f"{truth}/{layout.TRUTH.names['summary']}" in targets
+    inputs = p.report_inputs("net", "changed")
+    assert layout.EMERGENCE.file("plot", model="net", dataset="boards") in inputs["emergence"]
+    assert inputs["truth"] == [f"{truth}/{layout.TRUTH.names['summary']}"]
+    args = p.report_args("net", "changed")
+    assert args[args.index("--emergence") + 1] == layout.EMERGENCE.path(model="net", dataset="boards")
+    assert args[args.index("--truth") + 1] == truth
+    assert p.report_inputs("bert", "news")["emergence"] == [] and "--emergence" not in p.report_args("bert", "news")

@@ -360,6 +360,8 @@ def _page_context(saes):
         "probes": None,
         "kmeans": None,
         "heads": None,
+        "emergence": None,
+        "truth": None,
         "files": sections.files(paths, [], "results/reports/m/d"),
     }
 
@@ -738,3 +740,50 @@ def test_pages_work_in_a_browser(study, tmp_path):
         page.screenshot(path=tmp_path / "heads.png")
         assert page.errors == []
         assert all(url.startswith("file://") for url in page.requests), page.requests
+
+
+def test_a_scratch_models_emergence_and_truth_sections_show_their_numbers():
+    from workflow.report import scratch_sections
+
+    summary = {
+        "corpus": "boards",
+        "snapshots": [0, 1, 10, 100],
+        "roots_decoded_095": 1,
+        "n_roots": 2,
+        "formed_threshold": 0.95,
+        "sae": [{"sae": "topk", "site": "resid_post", "layer": 2, "mcc": 0.6, "d_sae": 64}],
+        "roots": [
+            {"factor": "root_0", "best_layer": 2, "best_balanced_accuracy": 0.97, "selectivity": 0.3, "formed_at": 10},
+            {"factor": "root_1", "best_layer": 1, "best_balanced_accuracy": 0.8, "selectivity": 0.1, "formed_at": None},
+        ],
+    }
+    sae = pl.DataFrame(
+        {"sae": ["topk", "topk", "topk"], "site": ["resid_post"] * 3, "layer": [2, 3, 2], "factor": ["root_0"] * 3}
+        | {"f1": [0.5, 0.85, 0.2]}
+    )
+    section = scratch_sections.emergence(summary, sae, None)
+    rows = {r[0]: r for r in section["table"].rows}
+    assert rows["root_0"][4] == 10 and rows["root_1"][4].text == "not decoded" and rows["root_1"][5] == "-"
+    assert rows["root_0"][5].parts[0] == 0.85 and rows["root_0"][5].parts[1].text == "topk, resid_post, L3"
+    context = {**_page_context([]), "emergence": section, "title": "t", "heading": "h", "index_href": "i.html"}
+    html = render("report.html.j2", pages=layout.REPORT.names, has_features=False, **context)
+    assert "decodes 1 of 2" in html and 'id="emergence"' in html and "boards" in html
+    scored = {
+        ("topk", "resid_post", 2): {
+            "min_f1": 0.5,
+            "truth": {"root_0": "retained"},
+            "scores": {
+                "matching": {
+                    "accuracy": 0.5,
+                    "n_roots": 2,
+                    "categories": {
+                        "kept": {"n_true": 1, "n_predicted": 2, "precision": 0.5, "recall": 1.0, "f1": 2 / 3}
+                    },
+                }
+            },
+        }
+    }
+    truth = scratch_sections.truth(scored)
+    assert truth["table"].rows == [["topk", "resid_post", 2, "matching", "kept", 1, 2, 0.5, 1.0, 2 / 3]]
+    assert truth["accuracy"].rows == [["topk", "resid_post", 2, "matching", 0.5, 2]]
+    assert scratch_sections.truth({}) is None

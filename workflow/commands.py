@@ -3,12 +3,13 @@ that are not stages. Kept out of `workflow.stages` so that no stage's code versi
 stage re-runs no other."""
 
 # fmt: off
-STAGES = ("dataset", "tokens", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
-          "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans", "heads", "heads_summary",
-          "lm_compare", "crosscoder", "stagewise", "methods", "report", "report_index")
+STAGES = ("dataset", "init_model", "tokens", "pretrain", "finetune", "frozen_classifier", "extract", "similarity",
+          "train_sae", "evaluate_sae", "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans",
+          "heads", "heads_summary", "lm_compare", "crosscoder", "stagewise", "methods", "emergence", "ground_truth",
+          "report", "report_index")
 # Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
-GPU_STAGES = ("finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae", "features", "diff",
-              "heads", "lm_compare", "crosscoder", "stagewise")
+GPU_STAGES = ("pretrain", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
+              "features", "diff", "heads", "emergence", "lm_compare", "crosscoder", "stagewise")
 # fmt: on
 COMMANDS = {
     "summary": "workflow.report.summary",

@@ -19,6 +19,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from workflow import config_scratch
 from workflow.datasets import sources
 from workflow.models import families
 from workflow.models import sources as model_sources
@@ -29,6 +30,7 @@ SCHEMA_PATH = ROOT / "schemas" / "config.schema.yaml"
 # Dataset keys that only make sense for some sources.
 SOURCE_KEYS = {
     "builtin": {"task", "n_train", "n_test", "label_noise"},
+    "abstractions": {"board", "change", "n_train", "n_test"},
     "rotten_tomatoes": {"test_fraction"},
     "file": {
         *("path", "test_path", "text_column", "label_column", "label_names", "test_fraction", "response_column"),
@@ -120,7 +122,7 @@ def _check_variant(spec: dict, given: set, where: str, base: str, problems: list
         wanted = LM_KINDS[kind]
         if spec["lm"] != wanted:
             has = f"a {spec['lm']} LM head" if spec["lm"] else "no LM head"
-            names = model_sources.read_model_config(base).get("architectures") or []
+            names = (model_sources.read_model_config(base).get("architectures") or []) if base else []
             problems.append(
                 f"{where}.kind: {kind} trains a {wanted} LM head, and {spec['source']} has {has} "
                 f"(config.json architectures: {', '.join(names) or 'none'})"
@@ -183,9 +185,15 @@ def _check_models(cfg: dict, given: dict[str, set], problems: list[str]) -> None
         length_key = f"{where}.max_length" if "max_length" in spec else "tokenize.max_length"
         spec.setdefault("layers", cfg["layers"])
         spec.setdefault("max_length", cfg["tokenize"]["max_length"])
+        config_scratch.check_model_datasets(cfg, name, spec, problems)
         try:
-            base = model_sources.resolve_source(spec["source"])
-            model_cfg = model_sources.read_model_config(base)
+            if spec["source"] == config_scratch.SCRATCH:
+                base, model_cfg = None, config_scratch.scratch_config(cfg, name, spec, given[name], problems)
+                if model_cfg is None:
+                    continue
+            else:
+                base = model_sources.resolve_source(spec["source"])
+                model_cfg = model_sources.read_model_config(base)
             spec["family"] = families.model_family(model_cfg)
             spec["lm"] = families.lm_kind(model_cfg)
             depth = model_sources.n_layers(model_cfg)

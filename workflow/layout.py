@@ -77,6 +77,20 @@ FINETUNED = Folder(
     "results/models/{model}/{kind}/{dataset}",
     {**CLASSIFIER_FILES, "adapter": "adapter", "checkpoint": "checkpoint.pt"},  # checkpoint: while training
 )
+# a model of source scratch: untrained (stage init_model), then trained (stage pretrain)
+SCRATCH_INIT = Folder("results/models/{model}/scratch/init", {**CLASSIFIER_FILES})
+SCRATCH = Folder(
+    "results/models/{model}/scratch/trained",
+    {
+        "final": "final",  # the trained model: the pretrained variant
+        "weights": "final/model.safetensors",
+        "steps": "steps",  # steps/step-NNNNNN/: save_pretrained snapshots at log-spaced steps
+        "metrics": "training.json",
+        "checkpoint": "checkpoint.pt",  # while training
+        "staging": "snapshots-partial",  # while training: the snapshots so far
+        "checksums": CHECKSUMS,
+    },
+)
 # a variant's body + a classifier fitted on its frozen features
 FROZEN = Folder("results/frozen_classifiers/{model}/{variant}/{dataset}", CLASSIFIER_FILES)
 ACTIVATIONS = Folder("results/activations/{model}/{variant}/{dataset}/{split}", {"summary": "extract.json"})
@@ -84,6 +98,17 @@ SET_SUBFOLDER = "{site}/L{layer}"  # an activation set inside its extract folder
 ACTIVATION_SET = Folder(f"{ACTIVATIONS.template}/{SET_SUBFOLDER}", {"manifest": "manifest.json"})
 ANALYSIS = "results/analysis/{model}/{dataset}"
 SIMILARITY = Folder(ANALYSIS, {"table": "similarity.parquet", "plot": "similarity.png"})
+# when and where each known abstraction forms in a scratch model (its corpus's analysis folder)
+EMERGENCE = Folder(
+    ANALYSIS + "/emergence",
+    {
+        "table": "emergence.parquet",
+        "cka": "cka.parquet",
+        "sae": "sae_alignment.parquet",
+        "summary": "emergence.json",
+        "plot": "emergence.png",
+    },
+)
 SAE = Folder(
     "results/saes/{model}/{variant}/{dataset}/{site}/L{layer}/{sae}",
     {
@@ -141,6 +166,8 @@ METHODS = Folder(
     ANALYSIS + "/{site}/L{layer}/{sae}/methods",
     {"table": "methods.parquet", "summary": "methods.json"},
 )
+# the diffing methods scored against a declared change of a boards corpus
+TRUTH = Folder(ANALYSIS + "/{site}/L{layer}/{sae}/truth", {"table": "truth.parquet", "summary": "truth.json"})
 DIFF_SUMMARY = Folder(
     ANALYSIS + "/diff/{sae}",
     {

@@ -19,6 +19,7 @@ import shlex
 from workflow import layout
 from workflow.layout import VARIANTS
 from workflow.models.sites import SITES
+from workflow.scratch_jobs import ScratchJobs
 from workflow.variants import Variants
 
 SCOPE_KEYS = ("datasets", "layers", "sites")  # where a section runs; never passed to its jobs
@@ -35,7 +36,7 @@ def without(section: dict, keys) -> dict:
     return {k: v for k, v in section.items() if k not in keys}
 
 
-class Plan(Variants):
+class Plan(Variants, ScratchJobs):
     def __init__(self, study: dict):
         self.study = study
         self.models = list(study["models"])
@@ -287,6 +288,7 @@ class Plan(Variants):
             "heads": layout.HEADS_SUMMARY.files("changes", "ablation_plot", "change_plot", "viewer", **w)
             if dataset in self.heads_datasets()
             else [],
+            **self.scratch_report_inputs(model, dataset),
         }
 
     def diff_args(self, model: str, dataset: str, site: str, layer: int, sae: str) -> list[str]:
@@ -366,7 +368,7 @@ class Plan(Variants):
             args += ["--probe-summary", layout.PROBE_SUMMARY.path(**w), "--kmeans", layout.KMEANS.path(**w)]
         if inputs["heads"]:
             args += ["--heads-summary", layout.HEADS_SUMMARY.path(**w)]
-        return args
+        return args + self.scratch_report_args(model, dataset)
 
     # ------------------------------------------------------------ targets
 
@@ -385,6 +387,8 @@ class Plan(Variants):
                 out += [layout.PROBE_SUMMARY.file("probes", **w), layout.KMEANS.file("summary", **w)]
             if dataset in self.heads_datasets():
                 out.append(layout.HEADS_SUMMARY.file("changes", **w))
+        out += [layout.EMERGENCE.file("summary", model=m, dataset=d) for m, d in self.emergence_pairs()]
+        out += [f"{d}/{layout.TRUTH.names['summary']}" for m, ds in self.pairs() for d in self.truth_dirs(m, ds)]
         return out
 
     def report_pages(self) -> list[str]:

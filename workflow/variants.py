@@ -43,9 +43,10 @@ class Variants:
         return self.finetuned_dir(model, dataset)
 
     def variant_inputs(self, model: str, variant: str, dataset: str) -> list[str]:
-        """Files a job of this variant reads to load it: the fine-tuned weights, where a job makes them."""
+        """Files a job of this variant reads to load it: the fine-tuned weights, where a job makes them
+        (and a scratch model's trained weights, which both variants start from)."""
         if variant == "pretrained" or not self.made(model):
-            return []
+            return self.model_inputs(model)
         return [f"{self.finetuned_dir(model, dataset)}/{layout.CLASSIFIER_FILES['weights']}"]
 
     def frozen_variants(self, model: str, dataset: str) -> list[str]:
@@ -115,6 +116,8 @@ class Variants:
     def studied(self, model: str, dataset: str) -> bool:
         """Whether the study compares the variants of `model` on `dataset`: everywhere, except a
         classification fine-tune on unlabelled text (there is nothing to classify)."""
+        if dataset not in (self.model(model).get("datasets") or self.datasets):
+            return False
         return self.labelled(dataset) or self.kind(model) != "classify"
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -127,5 +130,5 @@ class Variants:
             f"{m} on {d}: {m} is fine-tuned by classification (kind classify), and {d} is unlabelled text"
             for m in self.models
             for d in self.datasets
-            if not self.studied(m, d)
+            if not self.studied(m, d) and d in (self.model(m).get("datasets") or self.datasets)
         ]

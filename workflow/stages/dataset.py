@@ -16,7 +16,7 @@ import logging
 import polars as pl
 
 from workflow import cli, layout
-from workflow.datasets import builtin, sources
+from workflow.datasets import sources
 from workflow.datasets.baseline import bow_baseline
 from workflow.store.files import write_json, write_parquet
 
@@ -54,7 +54,8 @@ def run(name: str, spec: dict, out_dir: str) -> dict:
         }
         if is_labelled
         else None,
-        "concepts": sorted(builtin.CONCEPTS.get(spec.get("task"), [])),
+        "concepts": sources.concepts(spec),
+        "generator": sources.generator_meta(spec),
         "bow_baseline": baseline,
         "spec": spec,
     }

@@ -34,8 +34,6 @@ The checkpoint goes when the finished folder replaces it.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,31 +43,16 @@ from workflow.codehash import code_version
 from workflow.datasets.baseline import shortfall
 from workflow.models import loading, resume
 from workflow.models.classifier import evaluate, save_classifier
-from workflow.models.resume import Checkpoint, TrainingState
+from workflow.models.resume import Checkpoint
 from workflow.models.sources import resolve_source
+from workflow.models.training import masked_token_loss, next_token_loss, train
 from workflow.store import checksums
 from workflow.store.files import read_json
-from workflow.store.tokens import Documents, batches, read_documents
+from workflow.store.tokens import Documents, read_documents
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = layout.FINETUNED.names["checkpoint"]
-
-
-def _length_bucketed_order(docs: Documents, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """A shuffled order whose batches hold documents of similar length.
-
-    Shuffle, cut into chunks of 50 batches, sort each chunk by length, then
-    shuffle the batches: padding drops a lot and batches stay random.
-    """
-    order = rng.permutation(len(docs.token_ids))
-    lengths = np.array([len(t) for t in docs.token_ids])
-    chunk = batch_size * 50
-    order = np.concatenate(
-        [c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(chunk, len(order), chunk))]
-    )
-    groups = np.split(order, range(batch_size, len(order), batch_size))
-    return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
 
 
 def classification_loss(docs: Documents, device):
@@ -82,119 +65,6 @@ def classification_loss(docs: Documents, device):
         return F.cross_entropy(model(**inputs).logits.float(), labels)
 
     return loss
-
-
-def next_token_loss(model, idx, inputs):
-    """Mean cross-entropy of every real token but the first, predicted from the ones before it
-    (`workflow.models.lm.next_token_loss`: the LM head fused with the loss)."""
-    from workflow.models import lm
-
-    return lm.next_token_loss(model, inputs)
-
-
-def masked_token_loss(tokenizer, docs: Documents, seed: int):
-    """loss(model, idx, inputs): BERT's masked-LM objective, 15% of the real, non-special tokens
-    drawn afresh each step (80% mask token, 10% random, 10% kept; transformers' collator)."""
-    import torch
-    from transformers import DataCollatorForLanguageModeling
-
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
-    collator.create_rng()  # its generator now, so a checkpoint can save and restore its state
-
-    def loss(model, idx, inputs):
-        ids = inputs["input_ids"]
-        special = torch.ones_like(ids, dtype=torch.bool)
-        for j, i in enumerate(idx):
-            special[j, : len(docs.special[i])] = torch.from_numpy(docs.special[i].astype(bool))
-        masked, labels = collator.torch_mask_tokens(ids.cpu().clone(), special.cpu())
-        out = model(**{**inputs, "input_ids": masked.to(ids.device)}).logits.float()
-        labels = labels.to(ids.device)
-        if not (labels != -100).any():
-            return out.sum() * 0.0
-        return torch.nn.functional.cross_entropy(out[labels != -100], labels[labels != -100])
-
-    loss.generator = collator.generator
-    return loss
-
-
-def _optimizer(trainable, cfg: dict, device):
-    """AdamW; the fused kernel (one pass over every parameter, CPU and CUDA) where the parameters allow."""
-    import torch
-
-    fused = device.type in ("cpu", "cuda") and all(
-        p.is_floating_point() and p.device.type == device.type for p in trainable
-    )
-    return torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
-
-
-class _Progress:
-    """A log line every `every` steps: mean loss and tokens/s since the last one."""
-
-    def __init__(self, every: int, total: int):
-        self.every, self.total = every, total
-        self.loss, self.tokens, self.start = 0.0, 0, time.perf_counter()
-
-    def add(self, epoch: int, step: int, loss: float, tokens: int, lr: float) -> None:
-        self.loss, self.tokens = self.loss + loss, self.tokens + tokens
-        if step % self.every == 0 or step == self.total:
-            now = time.perf_counter()
-            mean = self.loss / (step % self.every or self.every)
-            tokens_per_s = self.tokens / (now - self.start)
-            log.info(
-                "epoch %d step %d/%d loss %.4f lr %.2e %.0f tokens/s", epoch, step, self.total, mean, lr, tokens_per_s
-            )
-            self.loss, self.tokens, self.start = 0.0, 0, now
-
-
-def train(model, docs: Documents, cfg: dict, pad_id: int, device, amp_dtype, loss_of, checkpoint=None) -> dict:
-    """AdamW with linear warmup and decay over the trainable parameters; `loss_of(model, idx, inputs)`
-    gives a batch's loss. `checkpoint`: a `resume.Checkpoint` to save to and resume from."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    checkpoint = checkpoint or Checkpoint(None)
-    batch_size = cfg["batch_size"]
-    steps_per_epoch = math.ceil(len(docs.token_ids) / batch_size)
-    total = steps_per_epoch * cfg["epochs"]
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable = [p for _, p in named]
-    optimizer = _optimizer(trainable, cfg, device)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
-    run = TrainingState(named, optimizer, schedule, cfg["seed"], loss_of)
-    checkpoint.restore(run, device, total)
-    model.train()
-    progress, started = _Progress(cfg["log_every"], total), time.perf_counter()
-    for epoch in range(run.epoch, cfg["epochs"]):
-        run.epoch = epoch
-        if run.order is None:
-            run.order = _length_bucketed_order(docs, batch_size, run.rng)
-        done = (run.step - run.epoch * steps_per_epoch) * batch_size  # documents trained on (resumed)
-        for idx, inputs in batches(docs, batch_size, pad_id, run.order[done:]):
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_of(model, idx, inputs)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {run.step}; lower finetune.lr")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            run.step += 1
-            n_tok = int(inputs["attention_mask"].sum())
-            run.tokens += n_tok
-            progress.add(run.epoch + 1, run.step, loss.item(), n_tok, schedule.get_last_lr()[0])
-            if checkpoint.due(run.step, total):
-                checkpoint.save(run, run.step % steps_per_epoch == 0, time.perf_counter() - started)
-        run.order = None
-    seconds = run.seconds + time.perf_counter() - started
-    return {
-        "steps": run.step,
-        "epochs": cfg["epochs"],
-        "tokens": run.tokens,
-        "seconds": seconds,
-        "tokens_per_s": run.tokens / seconds,
-    }
 
 
 def with_lora(model, family_name: str, lora: dict, kind: str):
@@ -277,7 +147,39 @@ def run_lm(
     return metrics
 
 
-def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: str, cfg: dict, out_dir: str) -> dict:
+def training_documents(train_tokens: str, data: str | None, cfg: dict) -> Documents:
+    """The train documents the fine-tune trains on: those the dataset's ``finetune`` column marks, where
+    it has one (boards of a declared change: the original boards are there for the analyses only), then
+    a seeded sample of ``max_train_docs``."""
+    docs = read_documents(train_tokens)
+    if data is not None:
+        import polars as pl
+
+        table = pl.read_parquet(data)
+        if "finetune" in table.columns:
+            ids = table.filter(pl.col("finetune"))["id"].to_numpy()
+            docs = docs.subset(np.flatnonzero(np.isin(docs.doc_ids, ids)))
+            log.info("fine-tuning on the %d of %d train documents the dataset marks (finetune)", len(ids), len(table))
+    return docs.sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
+
+
+def resumable(train_tokens: str, data: str | None, model_source: str, source: str, cfg: dict, out_dir: str):
+    """The job's resumable checkpoint, keyed by everything a resumed run must share with the killed one."""
+    key = resume.fingerprint(
+        train_tokens, data, model_source, resume.folder_listing(source), cfg, loading.OPTIONS, code_version("finetune")
+    )
+    return Checkpoint(Path(out_dir) / CHECKPOINT, key, cfg.get("checkpoint_every", 500))
+
+
+def run(
+    model_source: str,
+    train_tokens: str,
+    test_tokens: str,
+    dataset_meta: str,
+    cfg: dict,
+    out_dir: str,
+    data: str | None = None,
+) -> dict:
     import torch
 
     torch.manual_seed(cfg["seed"])  # the fresh classifier layer's initialisation
@@ -285,12 +187,9 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     amp_dtype = loading.autocast_dtype(cfg["bf16"], device)
     log.info("device: %s; autocast: %s", loading.describe_device(device), amp_dtype)
     source = resolve_source(model_source)
-    key = resume.fingerprint(
-        train_tokens, model_source, resume.folder_listing(source), cfg, loading.OPTIONS, code_version("finetune")
-    )
-    checkpoint = Checkpoint(Path(out_dir) / CHECKPOINT, key, cfg.get("checkpoint_every", 500))
+    checkpoint = resumable(train_tokens, data, model_source, source, cfg, out_dir)
     if cfg.get("kind", "classify") != "classify":
-        train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
+        train_docs = training_documents(train_tokens, data, cfg)
         return run_lm(source, train_docs, read_documents(test_tokens), cfg, out_dir, device, amp_dtype, checkpoint)
     meta = read_json(dataset_meta)
     label_names = meta["label_names"]
@@ -298,7 +197,7 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     model = loading.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
     if cfg.get("gradient_checkpointing"):  # recompute each block's activations in the backward pass
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
+    train_docs = training_documents(train_tokens, data, cfg)
     test_docs = read_documents(test_tokens)
     log.info(
         "train: %d docs, %d tokens; test: %d docs; %d labels",
@@ -338,5 +237,6 @@ def main(argv=None) -> None:
     parser = cli.classifier_job(
         cli.parser(__name__, __doc__), "model source (folder, hub id or package:NAME)", "finetune config"
     )
+    parser.add_argument("--data", help="the dataset's train split (its finetune column, where it has one)")
     args = cli.parse_model_job(parser, argv)
-    run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir)
+    run(args.model, args.train_tokens, args.test_tokens, args.meta, args.config, args.out_dir, args.data)

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from workflow import cli, layout
-from workflow.report import feature_data, methods_sections, probe_sections, sections, study_index
+from workflow.report import feature_data, methods_sections, probe_sections, scratch_sections, sections, study_index
 from workflow.report.render import Image, rel, render
 from workflow.store.files import atomic_dir, read_json, write_json
 
@@ -117,7 +117,25 @@ def read_inputs(paths: dict) -> dict:
         "probes": _tables(paths.get("probe_summary"), layout.PROBE_SUMMARY, ("probes", "sparse", "ranked", "tokens")),
         "kmeans": _tables(paths.get("kmeans"), layout.KMEANS, ("scores", "clusters")),
         "heads": heads["changes"] if heads else None,
+        "emergence": _emergence(paths.get("emergence")),
+        "truth": _keyed(paths.get("truth") or [], layout.TRUTH.names["summary"], ("sae", "site", "layer")),
     }
+
+
+def _emergence(folder: str | None) -> dict | None:
+    """A scratch model's emergence summary and SAE alignment table (on its corpus), or None."""
+    if not folder:
+        return None
+    names = layout.EMERGENCE.names
+    return {"summary": read_json(Path(folder) / names["summary"]), "sae": pl.read_parquet(Path(folder) / names["sae"])}
+
+
+def _emergence_section(folder: ReportFolder, inputs: dict, paths: dict) -> dict | None:
+    if inputs["emergence"] is None:
+        return None
+    plot = Path(paths["emergence"]) / layout.EMERGENCE.names["plot"]
+    image = folder.image(plot, "emergence.png", "probe selectivity and CKA over training")
+    return scratch_sections.emergence(inputs["emergence"]["summary"], inputs["emergence"]["sae"], image)
 
 
 DIFF_PLOTS = {
@@ -196,6 +214,8 @@ def page_sections(folder: ReportFolder, inputs: dict, paths: dict, page_dir: str
         "methods": methods_sections.methods(inputs["diffs"], inputs["methods"], inputs["crosscoders"]),
         **_probe_sections(folder, inputs, paths),
         "heads": _heads_section(folder, inputs["heads"], paths.get("heads_summary")),
+        "emergence": _emergence_section(folder, inputs, paths),
+        "truth": scratch_sections.truth(inputs["truth"]),
         "files": sections.files(paths, inputs["extracts"], page_dir),
     }
 
@@ -292,6 +312,8 @@ INPUTS = (
     "probe_summary",
     "kmeans",
     "heads_summary",
+    "emergence",
+    "truth",
 )
 
 
@@ -329,6 +351,8 @@ def main(argv=None) -> None:
     parser.add_argument("--probe-summary", help="probe_summary folder")
     parser.add_argument("--kmeans", help="kmeans folder (shown with the probes)")
     parser.add_argument("--heads-summary", help="heads_summary folder")
+    parser.add_argument("--emergence", help="a scratch model's emergence folder (on its corpus)")
+    parser.add_argument("--truth", nargs="*", default=[], help="ground_truth folders, beside their diffs")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     paths = {k: getattr(args, k) for k in INPUTS}

@@ -1,0 +1,21 @@
+# The untrained model and tokenizer of a model of source scratch (its tokenizer reads every tokens table).
+
+
+rule init_model:
+    output:
+        **files(layout.SCRATCH_INIT, "weights", "config"),
+    params:
+        spec=lambda w: as_json(PLAN.init_spec(w.model)),
+        vocab=lambda w: as_json(PLAN.model(w.model)["scratch_vocab"]),
+        cells=lambda w: PLAN.model(w.model)["board_dim"] ** 2,
+        out=layout.SCRATCH_INIT.pattern(),
+        code=code_version("init_model"),
+    conda:
+        "../envs/workflow.yaml"
+    log:
+        layout.log("init_model", "{model}"),
+    benchmark:
+        layout.benchmark("init_model", "{model}")
+    shell:
+        "python -m workflow init_model --spec {params.spec:q} --vocab {params.vocab:q} --board-cells {params.cells}"
+        " --out-dir {params.out} > {log} 2>&1"
