@@ -31,6 +31,7 @@ def _cap(table: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
 
 
 def run(name: str, spec: dict, out_dir: str) -> dict:
+    log.info("dataset %s: reading source %s", name, spec["source"])
     train, test, label_names = sources.LOADERS[spec["source"]](spec)
     train = _cap(train, spec.get("max_train"), spec["seed"])
     test = _cap(test, spec.get("max_test"), spec["seed"] + 1)

@@ -249,7 +249,9 @@ def plot(table: pl.DataFrame, cka_table: pl.DataFrame, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     groups = [
         ("token", "root_", "root cells (token probes)"),
-        ("board", "has_root_", "root present (board probes)"),
+        # board probes (has_root_r) read roots from the bag of tokens already at step 0: composites are
+        # the informative second level
+        ("token", "composite_", "composite cells (token probes)"),
     ]
     keys = table.select("site", "layer").unique().sort(["layer", "site"]).rows()
     for ax, (level, prefix, title) in zip(axes, groups):

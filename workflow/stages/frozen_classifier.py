@@ -91,6 +91,11 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     torch.manual_seed(cfg["seed"])
     model = loading.load_classifier(source, len(label_names), pad_id, device).eval()
     train_docs = read_documents(train_tokens).sample(max_docs=cfg["max_train_docs"], seed=cfg["seed"])
+    log.info(
+        "device: %s; the classifier's inputs of %d train documents",
+        loading.describe_device(device),
+        len(train_docs.labels),
+    )
     features = classifier_inputs(model, train_docs, cfg["eval_batch_size"], pad_id, device)
     layer = classifier_layer(model)
     coef, intercept, probe = fit(features, train_docs.labels, layer.bias is not None, len(label_names), cfg["seed"])

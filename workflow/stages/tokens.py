@@ -201,6 +201,7 @@ def run(
         chat = resolve_source(chat)
         template = tokenizer if chat == source else load_tokenizer(chat)
     bos = fam.causal and fam.prepend_bos
+    log.info("tokenizing %d documents of %s with %s's tokenizer", len(data), data_path, model_source)
     table, lost = tokenize_table(data, tokenizer, max_length, bos=bos, template=template, stride=stride)
     cut = truncation(lost, len(table), max_length, stride)
     cut["windows"] = int(table.select(pl.struct("doc_id", "window").n_unique()).item())
