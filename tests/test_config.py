@@ -86,13 +86,13 @@ def test_crosscoder_recipes_and_thresholds_are_checked():
     cfg["crosscoders"]["batchtopk"]["k"] = 2000  # 768 latents on MiniLM
     cfg["crosscoders"]["batchtopk"]["layers"] = [5]
     cfg["crosscoder"]["shared_band"] = 0.45  # overlaps pretrained-only
-    cfg["diff"]["seed_baseline_layers"] = [3]
+    cfg["diff"]["seed_baseline_layers"] = [5]
     with pytest.raises(study.ConfigError) as info:
         study.load(cfg)
     text = str(info.value)
     assert "crosscoders.batchtopk.k: 2000 is more than the 768 latents" in text
     assert "crosscoders.batchtopk.layers: [5] not extracted" in text
-    assert "crosscoder: the classes overlap" in text and "diff.seed_baseline_layers: 3" in text
+    assert "crosscoder: the classes overlap" in text and "diff.seed_baseline_layers: 5" in text
     cfg = copy.deepcopy(DEFAULT)
     cfg["crosscoders"] = {"batchtopk": {**CROSSCODER, "l1_coefficient": 1.0}}
     with pytest.raises(study.ConfigError, match="l1_coefficient"):

@@ -120,3 +120,7 @@ def test_the_sae_alignment_scores_each_root_against_the_final_models_sae(learnt)
     assert ((roots["f1"] > 0) & (roots["f1"] <= 1)).all() and roots["precision"].is_between(0, 1).all()
     (mcc,) = learnt["result"]["sae"]
     assert 0 < mcc["mcc"] <= 1 and mcc["d_sae"] == 32
+    # one linear unit bounds what one latent can do on the same tokens, and reads the roots well
+    detectors = learnt["result"]["detector_f1"]
+    units = [detectors[f"root_{r}"]["f1"] for r in range(5)]
+    assert np.mean(units) > 0.7 and np.mean(units) > roots["f1"].mean(), (units, roots["f1"].to_list())

@@ -752,6 +752,7 @@ def test_a_scratch_models_emergence_and_truth_sections_show_their_numbers():
         "n_roots": 2,
         "formed_threshold": 0.95,
         "sae": [{"sae": "topk", "site": "resid_post", "layer": 2, "mcc": 0.6, "d_sae": 64}],
+        "detector_f1": {"root_0": {"f1": 0.97, "site": "resid_post", "layer": 2}},
         "roots": [
             {"factor": "root_0", "best_layer": 2, "best_balanced_accuracy": 0.97, "selectivity": 0.3, "formed_at": 10},
             {"factor": "root_1", "best_layer": 1, "best_balanced_accuracy": 0.8, "selectivity": 0.1, "formed_at": None},
@@ -765,6 +766,7 @@ def test_a_scratch_models_emergence_and_truth_sections_show_their_numbers():
     rows = {r[0]: r for r in section["table"].rows}
     assert rows["root_0"][4] == 10 and rows["root_1"][4].text == "not decoded" and rows["root_1"][5] == "-"
     assert rows["root_0"][5].parts[0] == 0.85 and rows["root_0"][5].parts[1].text == "topk, resid_post, L3"
+    assert rows["root_0"][6].parts[0] == 0.97 and rows["root_1"][6] == "-"
     context = {**_page_context([]), "emergence": section, "title": "t", "heading": "h", "index_href": "i.html"}
     html = render("report.html.j2", pages=layout.REPORT.names, has_features=False, **context)
     assert "decodes 1 of 2" in html and 'id="emergence"' in html and "boards" in html

@@ -73,6 +73,20 @@ def probe_with_control(x_train, y_train, t_train, x_test, y_test, t_test, seed: 
     }
 
 
+def detector_f1(x_train, y_train, x_test, y_test, C: float = 1.0, max_iter: int = 300) -> float:
+    """F1 of one linear unit (a logistic regression, threshold 0.5) as a detector of a factor's tokens
+    among all tokens: the most a single SAE latent, itself a thresholded linear function of the
+    activation, could reach on these tokens."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    if len(np.unique(y_train)) < 2:
+        return float("nan")
+    x_train, x_test = _standardise(x_train, x_test)
+    model = LogisticRegression(C=C, max_iter=max_iter, tol=1e-3).fit(x_train, y_train)
+    return float(f1_score(y_test, model.predict(x_test), zero_division=0.0))
+
+
 def best_f1(codes: np.ndarray, member: np.ndarray) -> tuple[int, float, float, float]:
     """The latent whose firing best detects `member` tokens: (latent, F1, precision, recall)."""
     fires = codes > 0

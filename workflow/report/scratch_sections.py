@@ -15,6 +15,7 @@ EMERGENCE_HEADER = [
     "selectivity",
     "decoded from step",
     "best SAE latent: F1 (recipe, site, layer)",
+    "one linear unit: F1 (layer)",
 ]
 TRUTH_HEADER = ["recipe", "site", "layer", "method", "category", "roots", "predicted", "precision", "recall", "F1"]
 
@@ -30,10 +31,10 @@ def _best_latents(sae_table: pl.DataFrame) -> dict[str, tuple]:
 def emergence(summary: dict, sae_table: pl.DataFrame, image: Image | None) -> dict:
     """The emergence plot, and per root and composite: where and how well the final model decodes it,
     from which training step, and the best single SAE latent for it."""
-    latents = _best_latents(sae_table)
+    latents, detectors = _best_latents(sae_table), summary.get("detector_f1") or {}
     rows = []
     for factor in summary["roots"] + summary.get("composites", []):
-        best = latents.get(factor["factor"])
+        best, unit = latents.get(factor["factor"]), detectors.get(factor["factor"])
         rows.append(
             [
                 factor["factor"],
@@ -42,6 +43,7 @@ def emergence(summary: dict, sae_table: pl.DataFrame, image: Image | None) -> di
                 factor["selectivity"],
                 factor["formed_at"] if factor.get("formed_at") is not None else Note("not decoded"),
                 Parts((best[0], Note(f"{best[1]}, {best[2]}, L{best[3]}"))) if best else "-",
+                Parts((unit["f1"], Note(f"L{unit['layer']}"))) if unit else "-",
             ]
         )
     return {

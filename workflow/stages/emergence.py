@@ -117,6 +117,18 @@ def snapshots(init: str, trained: str) -> list[tuple[int, str]]:
     return [(0, init)] + [(s, str(Path(trained) / layout.SCRATCH.names["steps"] / f"step-{s:06d}")) for s in steps]
 
 
+def detector_rows(site, layer, train: Sample, test: Sample, a_train, a_test, cfg) -> list[dict]:
+    """Per structural factor: one linear unit's F1 as its detector among all ordinary tokens (the
+    bound of an SAE latent's F1 there)."""
+    rows = []
+    for c in train.member:
+        if c.startswith(STRUCTURE):
+            yt, ys = train.member[c][train.probe_rows], test.member[c][test.probe_rows]
+            f1 = em.detector_f1(a_train[train.probe_rows], yt, a_test[test.probe_rows], ys, cfg["C"])
+            rows.append({"site": site, "layer": layer, "factor": c, "detector_f1": f1})
+    return rows
+
+
 def probe_rows(step, site, layer, train: Sample, test: Sample, a_train, a_test, cfg) -> list[dict]:
     rows = []
     base = {"step": step, "site": site, "layer": layer}
@@ -242,6 +254,15 @@ def summary(
     return out
 
 
+def best_detectors(rows: list[dict]) -> dict:
+    """factor -> the best layer's linear-unit F1 and that (site, layer)."""
+    best: dict = {}
+    for r in rows:
+        if r["factor"] not in best or r["detector_f1"] > best[r["factor"]]["f1"]:
+            best[r["factor"]] = {"f1": r["detector_f1"], "site": r["site"], "layer": r["layer"]}
+    return best
+
+
 def plot(table: pl.DataFrame, cka_table: pl.DataFrame, path: str) -> None:
     from workflow import plots
 
@@ -293,13 +314,15 @@ def run(init, trained, train_tokens, test_tokens, meta_path, targets, saes, cfg,
     points = snapshots(init, trained)
     final_step, final_folder = points[-1]
     final = activations(final_folder, test, targets, cfg["batch_size"], device)
-    rows, cka_rows = [], []
+    rows, cka_rows, detectors = [], [], []
     for step, folder in points:
         a_train = activations(folder, train, targets, cfg["batch_size"], device)
         a_test = final if step == final_step else activations(folder, test, targets, cfg["batch_size"], device)
         for site, layer in targets:
             key = (site, layer)
             rows += probe_rows(step, site, layer, train, test, a_train[key], a_test[key], cfg)
+            if step == final_step:
+                detectors += detector_rows(site, layer, train, test, a_train[key], a_test[key], cfg)
             ordinary = test.ordinary
             cka_rows.append(
                 {"step": step, "site": site, "layer": layer, **cka(a_test[key][ordinary], final[key][ordinary])}
@@ -319,6 +342,7 @@ def run(init, trained, train_tokens, test_tokens, meta_path, targets, saes, cfg,
         else pl.DataFrame(schema={"sae": pl.Utf8, "factor": pl.Utf8, "f1": pl.Float64})
     )
     result = summary(table, cka_table, sae_table, sae_summaries, final_step)
+    result["detector_f1"] = best_detectors(detectors)
     result |= {"corpus": meta["name"], "seconds": time.perf_counter() - started}
     out = Path(out_dir)
     write_parquet(table, out / NAMES["table"])
