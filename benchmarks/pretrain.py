@@ -85,13 +85,13 @@ def plain(model, tokenizer, docs, cfg, device, amp) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--boards", type=int, default=1024, help="boards per timed run")
+    parser.add_argument("--boards", type=int, default=4096, help="boards per timed run")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mask-fraction", type=float, default=0.4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bf16", default="false", choices=["auto", "true", "false"], help="autocast, as scratch.bf16")
     args = parser.parse_args()
     device = loading.pick_device()

@@ -789,3 +789,62 @@ def test_a_scratch_models_emergence_and_truth_sections_show_their_numbers():
     assert truth["table"].rows == [["topk", "resid_post", 2, "matching", "kept", 1, 2, 0.5, 1.0, 2 / 3]]
     assert truth["accuracy"].rows == [["topk", "resid_post", 2, "matching", 0.5, 2]]
     assert scratch_sections.truth({}) is None
+
+
+def test_the_summary_prints_a_scratch_models_emergence_and_truth_tables(tmp_path):
+    from workflow import config
+
+    board = {"board_dim": 6, "abs_n": 2, "abs_dim": 2, "abs_c": 4, "comp_n": 1, "comp_c": 2, "card_test": 2}
+    study = config.load(
+        {
+            "models": {"net": {"source": "scratch", "scratch": {"family": "bert", "corpus": "b", "layers": 2}}},
+            "datasets": {
+                "b": {"source": "abstractions", "board": board},
+                "c": {"source": "abstractions", "board": board, "change": {"changed": [0]}},
+            },
+            "layers": [2],
+            "saes": {"topk": {"architecture": "topk", "k": 4}},
+        }
+    )
+    results = tmp_path / "results"
+    em = {"model": "net", "dataset": "b"}
+    write_json(
+        {
+            "snapshots": [0, 5],
+            "roots_decoded_095": 1,
+            "n_roots": 2,
+            "roots": [
+                {
+                    "factor": "root_0",
+                    "best_layer": 2,
+                    "best_balanced_accuracy": 0.97,
+                    "selectivity": 0.3,
+                    "formed_at": 5,
+                },
+                {
+                    "factor": "root_1",
+                    "best_layer": 1,
+                    "best_balanced_accuracy": 0.8,
+                    "selectivity": 0.1,
+                    "formed_at": None,
+                },
+            ],
+            "detector_f1": {"root_0": {"f1": 0.96, "site": "resid_post", "layer": 2}},
+        },
+        results / layout.EMERGENCE.file("summary", **em).removeprefix("results/"),
+    )
+    sae = pl.DataFrame({"sae": ["topk"], "site": ["resid_post"], "layer": [2], "factor": ["root_0"], "f1": [0.55]})
+    write_parquet(sae, results / layout.EMERGENCE.file("sae", **em).removeprefix("results/"))
+    w = {"model": "net", "dataset": "c", "site": "resid_post", "layer": 2, "sae": "topk"}
+    write_json(w, results / layout.DIFF.file("summary", **w).removeprefix("results/"))
+    kept = {"n_true": 1, "n_predicted": 0, "hits": 0, "precision": None, "recall": 0.0, "f1": 0.0}
+    scores = {"matching": {"accuracy": 0.5, "n_roots": 2, "categories": {"kept": kept}}}
+    write_json({"scores": scores}, results / f"{layout.TRUTH.path(**w).removeprefix('results/')}/truth.json")
+    from workflow.report.scratch_summary import emergence_lines, truth_lines
+    from workflow.report.summary import Results
+
+    r = Results(study, str(results))
+    text = "\n".join(emergence_lines(r) + truth_lines(r))  # what `python -m workflow summary` adds for them
+    assert "| root_0 | 2 | 0.970 | 0.300 | 5 | 0.550 (topk L2) | 0.960 |" in text
+    assert "| root_1 | 1 | 0.800 | 0.100 | - | - | - |" in text and "1 of 2 roots decoded" in text
+    assert "| net / c | topk resid_post L2 | matching | - / 0.000 | - | - | - | 0.500 |" in text

@@ -18,6 +18,7 @@ from workflow.plan import Plan
 from workflow.report.methods_summary import methods_lines
 from workflow.report.render import number
 from workflow.report.rows import SAE_COLUMNS, sae_rows
+from workflow.report.scratch_summary import emergence_lines, truth_lines
 from workflow.store.files import nan_to_null, read_json
 
 
@@ -41,7 +42,7 @@ def summary(study: dict, results: str = layout.RESULTS) -> str:
     """The README's tables (markdown) of a study (a validated config) whose results are in `results`."""
     r = Results(study, results)
     lines = accuracy_lines(r) + similarity_lines(r) + sae_lines(r) + concept_lines(r) + diff_lines(r) + methods_lines(r)
-    lines += probe_lines(r) + head_lines(r) + frozen_lines(r) + lm_lines(r)
+    lines += probe_lines(r) + head_lines(r) + frozen_lines(r) + lm_lines(r) + emergence_lines(r) + truth_lines(r)
     return "\n".join(lines)
 
 
