@@ -89,3 +89,32 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_its_snapshots(tmp_path, m
     b = (again["trained"] / "final" / "model.safetensors").read_bytes()
     assert a == b
     assert again["metrics"]["snapshot_steps"] == whole["metrics"]["snapshot_steps"]
+
+
+def test_a_killed_pretrain_job_resumes_to_the_same_model(tmp_path):
+    """kill -9 of Snakemake and the pretrain job after a checkpoint, --unlock, the same command:
+    training resumes (the log says so) and ends with the uninterrupted run's model and snapshots."""
+    import yaml
+
+    from tests.conftest import run_snakemake
+    from tests.kills import KillRun
+    from workflow import layout
+
+    study = tmp_path / "study"
+    study.mkdir()
+    scratch_block = {"family": "bert", "corpus": "boards", "layers": 2, "d_model": 32, "positions": "2d"}
+    scratch_block |= {"epochs": 2, "batch_size": 16, "snapshots": 4, "checkpoint_every": 4, "log_every": 5}
+    cfg = {
+        "models": {"net": {"source": "scratch", "scratch": scratch_block}},
+        "datasets": {"boards": {"source": "abstractions", "board": BOARD, "n_train": 96, "n_test": 16}},
+        "layers": [2],
+        "saes": {},
+    }
+    (study / "study.yaml").write_text(yaml.safe_dump(cfg))
+    target = layout.SCRATCH.file("metrics", model="net")
+    done = run_snakemake(study, "--cores", "2", target, "--configfile", "study.yaml")
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = KillRun(study, "pretrain", target, tmp_path)
+    clean, killed, log = run.run(seed=3, after=layout.SCRATCH.names["checkpoint"])
+    assert "resuming from" in log, log
+    run.assert_same(clean, killed, layout.SCRATCH.path(model="net"))
