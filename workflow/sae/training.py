@@ -119,7 +119,12 @@ class Trainer:
             self.sae = start
         self.scale = self.sae.scale.detach().clone().to(device)
         self.sae.to(device).train()
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas))
+        # the fused kernel: one pass over each parameter instead of a dozen (the Adam step of a 768 x 24,576
+        # SAE fell from 146 to 21 ms on 2 CPU cores; weights equal to 1e-7 after 30 steps)
+        fused = device.type in ("cpu", "cuda") or None
+        self.optimizer = torch.optim.Adam(
+            self.sae.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas), fused=fused
+        )
         self.fingerprint = fingerprint(recipe, aset, start_id)
         self.state = {
             "step": 0,
