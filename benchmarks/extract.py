@@ -9,7 +9,7 @@ The bare forward is the body with its block list cut after the deepest layer.
     python benchmarks/extract.py --model qwen2 --docs 2048 --batch-size 128   # e.g. on a GPU
 
 Shapes (`SHAPES`): bert = bert-base, gpt2 = GPT-2 small, llama = SmolLM-135M,
-qwen2 = Qwen2.5-0.5B, gpt_neox = Pythia-70M, gpt_neo = GPT-Neo-125M. Prints
+qwen2 = Qwen2.5-0.5B, minilm = all-MiniLM-L6-v2 (6 x 384), gpt_neox = Pythia-70M, gpt_neo = GPT-Neo-125M. Prints
 tokens/s of each and their ratio (goal >= 0.9).
 """
 
@@ -40,6 +40,8 @@ SHAPES = {
                         "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152}),
     "qwen2": ("qwen2", {**GQA, "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
                         "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936}),
+    "minilm": ("bert", {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                        "intermediate_size": 1536}),  # all-MiniLM-L6-v2, the default study's model
     "gpt_neox": ("gpt_neox", {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8,
                               "intermediate_size": 2048, "vocab_size": 50304}),
     "gpt_neo": ("gpt_neo", {"hidden_size": 768, "num_layers": 12, "num_heads": 12,
@@ -67,6 +69,7 @@ def make_tokens(path: Path, n_docs: int, length: int) -> None:
         {
             "row": np.arange(n),
             "doc_id": np.repeat(np.arange(n_docs), length),
+            "window": np.zeros(n, int),
             "pos": np.tile(np.arange(length), n_docs),
             "token_id": ids.ravel(),
             "token": ["x"] * n,

@@ -42,6 +42,7 @@ def synthetic_tokens(rows: int, doc_len: int = 128, vocab: int = 30522, seed: in
         {
             "row": np.arange(rows),
             "doc_id": np.repeat(np.arange(n_docs), doc_len)[:rows],
+            "window": np.zeros(rows, int),
             "pos": np.tile(np.arange(doc_len), n_docs)[:rows],
             "token_id": token_ids,
             "token": pl.Series(token_ids).cast(pl.Utf8),

@@ -394,6 +394,27 @@ def test_summary_prints_the_readme_tables(study, monkeypatch):
     assert cell in row and f"FVU {cc['fvu']['pretrained']:.3f} / {cc['fvu']['finetuned']:.3f}" in row
 
 
+def test_the_estimate_of_the_tiny_study_counts_its_jobs_and_activation_bytes(study):
+    """The estimate's jobs are the jobs that ran; its tokens and activation bytes are those written."""
+    from workflow.estimate.cli import estimate
+
+    work, _ = study
+    est = estimate(str(work / "study.yaml"), work)
+    ran = {}
+    for tsv in (work / "results/benchmarks").rglob("*.tsv"):
+        rule = tsv.relative_to(work / "results/benchmarks").parts[0]
+        ran[rule] = ran.get(rule, 0) + 1
+    assert {stage: row["jobs"] for stage, row in est["stages"].items()} == ran
+    shard_bytes = sum(f.stat().st_size for f in (work / "results/activations").rglob("shard-*.npy"))
+    extract = est["stages"]["extract"]
+    # the estimate counts the arrays' values, the shards add a 128-byte header each
+    assert extract["disk"] == pytest.approx(shard_bytes, rel=0.01)
+    summaries = (work / "results/activations").rglob("extract.json")
+    assert extract["tokens"] == sum(json.loads(p.read_text())["n_tokens"] for p in summaries)
+    assert all(row["seconds"]["cpu"] > 0 for row in est["stages"].values())
+    assert est["total"]["seconds"]["h200"] is None  # no GPU figure measured: no time shown
+
+
 def test_second_run_does_nothing(study):
     work, _ = study
     result = run_snakemake(work, "--cores", "2", "--configfile", "study.yaml", "--dry-run")

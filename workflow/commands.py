@@ -14,4 +14,5 @@ GPU_STAGES = ("pretrain", "finetune", "frozen_classifier", "extract", "similarit
 COMMANDS = {
     "summary": "workflow.report.summary",
     "verify": "workflow.store.verify",
+    "estimate": "workflow.estimate.cli",
 }  # commands that are not stages: name -> module
