@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.sae import synthetic_set
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling benchmarks
+from sae import synthetic_set
+
 from workflow.models.loading import describe_device, pick_device
 from workflow.sae.crosscoder import CrosscoderRecipe
 from workflow.sae.topk import TopKRecipe

@@ -276,13 +276,13 @@ class Costs:
         """The page and its feature data: every SAE's and crosscoder's features with their examples."""
         m, d = w["model"], w["dataset"]
         d_in = self.sizes.shape(m).d_model
-        latents = 0
-        for recipe in [*self.study["saes"].values(), *(self.study.get("crosscoders") or {}).values()]:
-            latents += 2 * self._d_sae(recipe, d_in) * len(self._scope(recipe, m, d))
+        recipes = [*self.study["saes"].values(), *(self.study.get("crosscoders") or {}).values()]
+        widths = [2 * self._d_sae(r, d_in) for r in recipes for _ in self._scope(r, m, d)]  # both variants
         f = self.study["features"]
-        per_latent = (f["n_top"] + f["n_quantiles"] * f["per_quantile"]) * (2 * f["window"] + 1)
-        disk = latents * per_latent * REPORT_EXAMPLE_BYTES + 1.5e6
-        return Cost(disk=disk, memory=LIGHT_MEMORY + 3 * disk).add("report_s", 1).add("report_bytes", disk)
+        per_latent = (f["n_top"] + f["n_quantiles"] * f["per_quantile"]) * (2 * f["window"] + 1) * REPORT_EXAMPLE_BYTES
+        disk = sum(widths) * per_latent + 1.5e6
+        memory = LIGHT_MEMORY + 3 * max(widths, default=0) * per_latent  # one SAE's feature data at a time
+        return Cost(disk=disk, memory=memory).add("report_s", 1).add("report_bytes", disk)
 
     def _scope(self, section: dict, model: str, dataset: str) -> list:
         from workflow.plan import Plan
