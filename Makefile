@@ -7,7 +7,7 @@ CORES  ?= $(shell nproc)
 # Stages are run as `python -m workflow ...` by Snakemake: use the venv's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench explore clean
 
 # The study needs the runtime packages only; the tests add the `test` extra
 # (sae-lens and its dependencies, a minute more to install).
@@ -46,6 +46,14 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m snakemake --lint
+
+$(VENV)/.installed-explore: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[explore]'
+	touch $@
+
+# the explorer over the default study's results (make demo first): prints its URL when ready
+explore: $(VENV)/.installed-explore
+	HF_HUB_OFFLINE=1 $(PY) -m workflow explore --results results
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/extract.py

@@ -15,4 +15,5 @@ COMMANDS = {
     "summary": "workflow.report.summary",
     "verify": "workflow.store.verify",
     "estimate": "workflow.estimate.cli",
+    "explore": "workflow.explore.cli",
 }  # commands that are not stages: name -> module
