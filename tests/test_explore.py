@@ -222,3 +222,25 @@ def test_the_page_in_a_browser(explorer, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_ablating_a_head_through_the_api_equals_the_direct_ablation(explorer):
+    import torch
+
+    from workflow.analysis.ablation import HeadPatch
+    from workflow.models import loading
+    from workflow.models.families import locate
+
+    client, catalog, _ = explorer
+    body = {**WHERE, "text": TEXT, "interventions": {"heads": {"pretrained": [[1, 0]]}}}
+    answer = client.post("/api/analyse", json=body).json()["variants"]["pretrained"]
+    pair = catalog.pair("bert", "news")
+    folder = pair.classifier["pretrained"]
+    model = loading.load_classifier(folder, loading.num_labels(folder), loading.pad_token_id(folder)).eval()
+    tok = loading.load_tokenizer(pair.source["pretrained"])
+    ids = torch.tensor([tok(TEXT, truncation=True, max_length=pair.max_length)["input_ids"]])
+    where = locate(model.base_model)
+    with torch.no_grad(), HeadPatch(where.head_out[1], model.config.num_attention_heads, [(0, None)]):
+        probs = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.softmax(-1)[0]
+    assert list(answer["after"]["probs"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
+    assert "after" not in client.post("/api/analyse", json={**WHERE, "text": TEXT}).json()["variants"]["pretrained"]

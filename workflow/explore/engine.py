@@ -184,6 +184,7 @@ class Engine:
 
         if pair.classifier[variant]:
             folder = pair.classifier[variant]
+            _require_safetensors(folder)
 
             def load():
                 n, pad = loading.num_labels(folder), loading.pad_token_id(folder)
@@ -193,6 +194,10 @@ class Engine:
         spec = pair.lm[variant]
         if spec is None:
             raise NotFoundError(f"{pair.model}/{pair.dataset} has neither a task classifier nor a language model")
+
+        for folder in (resolve_source(spec["source"]), spec.get("body")):
+            if folder:
+                _require_safetensors(folder)
 
         def load_lm():
             lm = loading.load_lm(resolve_source(spec["source"]), self.device, spec["kind"], spec.get("body"))
@@ -321,6 +326,14 @@ def _partners(path: str) -> dict:
         for side, f, p, c, cos in table.iter_rows()
         if p >= 0
     }
+
+
+def _require_safetensors(folder: str) -> None:
+    """The explorer loads weights from safetensors only, never a pickle (pytorch_model.bin)."""
+    from pathlib import Path
+
+    if Path(folder).is_dir() and not any(Path(folder).glob("*.safetensors")):
+        raise NotFoundError(f"{folder}: no .safetensors weights; the explorer does not load pickled checkpoints")
 
 
 def _eager(model):

@@ -40,7 +40,15 @@ function interventions() {
     const change = clamp && clamp.value !== '' ? {feature: f, mode: 'clamp', value: parseFloat(clamp.value)} : {feature: f, mode: 'zero'};
     (out.features[v] = out.features[v] || []).push(change);
   });
-  return Object.keys(out.features).length ? out : null;
+  const heads = {};
+  for (const v of VARIANTS) {
+    const box = $('heads-' + v);
+    const list = box ? box.value.split(',').map(x => x.trim()).filter(Boolean) : [];
+    // block:head, as the report numbers them (block 1-based, head 0-based); the API's blocks are 0-based
+    if (list.length) heads[v] = list.map(x => { const [b, h] = x.split(':').map(Number); return [b - 1, h]; });
+  }
+  if (Object.keys(heads).length) out.heads = heads;
+  return Object.keys(out.features).length || out.heads ? out : null;
 }
 
 function predictionHtml(p) {
@@ -95,15 +103,15 @@ function interventionList(answer) {
     return `<p><b>${v}</b>: ` + shown.map(f => `<label class="iv">f${f} <input type="checkbox" class="zero" data-v="${v}" data-f="${f}">` +
       `<input class="clamp" data-v="${v}" data-f="${f}" size="3" placeholder="0"></label>`).join(' ') + '</p>';
   }).join('');
-  return `<details><summary>Interventions: zero (tick) or clamp (tick and give a value) features, then analyse again</summary>${rows}</details>`;
+  const heads = VARIANTS.map(v => `<p><b>${v}</b>: ablate heads <input id="heads-${v}" size="24" placeholder="block:head, e.g. 2:3, 4:0"></p>`).join('');
+  return `<details><summary>Interventions: zero (tick) or clamp (tick and give a value) features, ablate heads, then analyse again</summary>${rows}${heads}</details>`;
 }
 
 async function analyse(ev) {
   if (ev) ev.preventDefault();
   const texts = [$('text').value].concat($('pairmode').checked ? [$('text2').value] : []);
   if (saeOf() === undefined) { status('this pair has no SAE of both variants', true); return; }
-  const kept = document.querySelectorAll('input.zero:checked').length ? $('interventions').innerHTML : null;
-  const iv = interventions();
+  const iv = interventions(), kept = iv !== null;
   status('analysing…');
   try {
     const answers = await Promise.all(texts.map(t => api('/api/analyse', {...request(t), interventions: iv})));
