@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 pytest.importorskip("starlette")
@@ -33,7 +34,7 @@ def zeroing(feature: int, variant: str = "finetuned") -> dict:
 def explorer(kill_study):
     results = kill_study / "results"
     before = _listing(results)
-    app, catalog = cli.build(results, str(kill_study / "study.yaml"), device="cpu")
+    app, catalog = cli.build(results, str(kill_study / "study.yaml"), device="cpu", hosts=["testserver"])
     with TestClient(app) as client:
         yield client, catalog, kill_study
     assert _listing(results) == before, "the explorer wrote to the results folder"
@@ -109,6 +110,15 @@ def test_the_api_gives_what_the_models_compute(explorer):
         [a - b for a, b in zip(direct["finetuned"]["after"], direct["finetuned"]["probs"])], abs=1e-5
     )
     assert "after" not in changed["variants"]["pretrained"]
+    # every shown feature's partner is the diff's match
+    diff = pl.read_parquet(catalog.pair("bert", "news").diffs[("resid_post", 2, "topk")])
+    for v in ("pretrained", "finetuned"):
+        shown = {f for token in answer["variants"][v]["features"] for f, _ in token}
+        matched = {r["feature"]: r for r in diff.filter(pl.col("side") == v).iter_rows(named=True) if r["partner"] >= 0}
+        partners = answer["variants"][v]["partners"]
+        assert {int(f) for f in partners} == shown & set(matched)
+        for f, p in partners.items():
+            assert (p["id"], p["category"]) == (matched[int(f)]["partner"], matched[int(f)]["category"])
 
 
 def test_a_feature_across_the_text_and_a_heads_attention(explorer):
@@ -140,9 +150,38 @@ BAD = [
     ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": zeroing(10**6)}, 400),
     ("post", "/api/feature", {**WHERE, "text": TEXT, "variant": "base", "feature": 0}, 400),
     ("post", "/api/attention", {"model": "bert", "dataset": "news", "layer": 1, "head": 99, "text": TEXT}, 400),
+    ("post", "/api/analyse", {**WHERE, "layer": "2", "text": TEXT}, 400),
+    ("post", "/api/analyse", {**WHERE, "layer": True, "text": TEXT}, 400),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": zeroing(-1)}, 400),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": []}, 400),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": {"features": []}}, 400),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": {"features": {"finetuned": [1]}}}, 400),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": zeroing(1, "fine-tuned")}, 400),
+    (
+        "post",
+        "/api/analyse",
+        {**WHERE, "text": TEXT, "interventions": {"features": {"finetuned": [{"feature": 1}, {"feature": 1}]}}},
+        400,
+    ),
+    (
+        "post",
+        "/api/analyse",
+        {
+            **WHERE,
+            "text": TEXT,
+            "interventions": {"features": {"finetuned": [{"feature": 1, "mode": "clamp", "value": 1e300}]}},
+        },
+        400,
+    ),
+    ("post", "/api/analyse", {**WHERE, "text": TEXT, "interventions": {"heads": {"pretrained": [[0, 99]]}}}, 400),
+    ("raw", "/api/analyse", b'{"model": "bert", "layer": NaN}', 400),
+    ("raw", "/api/analyse", b"[" * 30000 + b"]" * 30000, 400),
+    ("form", "/api/analyse", b'{"model": "bert"}', 400),
+    ("chunked", "/api/analyse", b"x" * 70000, 413),
+    ("host", "/api/study", None, 400),
     ("raw", "/api/analyse", b"{not json", 400),
     ("raw", "/api/analyse", b"[1, 2]", 400),
-    ("raw", "/api/analyse", b"x" * 70000, 400),
+    ("raw", "/api/analyse", b"x" * 70000, 413),
     ("post", "/api/analyse", {**WHERE}, 400),
 ]
 
@@ -150,14 +189,21 @@ BAD = [
 @pytest.mark.parametrize(("method", "path", "body", "status"), BAD, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_app_keeps_serving(explorer, method, path, body, status):
     client, _, _ = explorer
+    json_type = {"content-type": "application/json"}
     if method == "get":
         r = client.get(path)
     elif method == "raw":
-        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        r = client.post(path, content=body, headers=json_type)
+    elif method == "form":  # what a cross-site form can send without a preflight
+        r = client.post(path, content=body, headers={"content-type": "text/plain"})
+    elif method == "chunked":  # no content-length: the size is counted as the body arrives
+        r = client.post(path, content=iter([body[:1000], body[1000:]]), headers=json_type)
+    elif method == "host":  # a page elsewhere, its name rebound to this machine
+        r = client.get(path, headers={"host": "evil.example"})
     else:
         r = client.post(path, json=body)
     assert r.status_code == status, r.text
-    assert r.json()["error"] and "Traceback" not in r.text
+    assert "Traceback" not in r.text and (method == "host" or r.json()["error"])
     assert client.post("/api/analyse", json={**WHERE, "text": TEXT}).status_code == 200
 
 
@@ -173,7 +219,7 @@ def test_the_page_in_a_browser(explorer, tmp_path):
     from tests.browser import assert_not_blank, open_browser
 
     client, _, study = explorer
-    app, _ = cli.build(study / "results", str(study / "study.yaml"), device="cpu")
+    app, _ = cli.build(study / "results", str(study / "study.yaml"), device="cpu", hosts=["testserver"])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -244,3 +290,48 @@ def test_ablating_a_head_through_the_api_equals_the_direct_ablation(explorer):
         probs = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.softmax(-1)[0]
     assert list(answer["after"]["probs"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
     assert "after" not in client.post("/api/analyse", json={**WHERE, "text": TEXT}).json()["variants"]["pretrained"]
+
+
+def test_a_crosscoders_latents_and_zeroing_one_on_one_side(explorer):
+    """recipe "crosscoder.<name>": one code per token from both variants' activations, shown per variant
+    weighted by that side's decoder norm; zeroing a latent on one side moves that side only."""
+    import torch
+
+    from workflow.models import loading
+    from workflow.models.hooks import Capture, Splice
+    from workflow.sae import crosscoder
+
+    client, catalog, study = explorer
+    where = {**WHERE, "recipe": "crosscoder.cc"}
+    assert any(s["recipe"] == "crosscoder.cc" for s in client.get("/api/study").json()["pairs"][0]["saes"])
+    answer = client.post("/api/analyse", json={**where, "text": TEXT, "top": 3}).json()
+    pair = catalog.pair("bert", "news")
+    cc = crosscoder.load(str(study / "results/crosscoders/bert/news/resid_post/L2/cc"))
+    tok = loading.load_tokenizer(pair.source["pretrained"])
+    ids = torch.tensor([tok(TEXT, truncation=True, max_length=pair.max_length)["input_ids"]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    models, acts = {}, {}
+    for v in ("pretrained", "finetuned"):
+        folder = pair.classifier[v]
+        models[v] = loading.load_classifier(folder, loading.num_labels(folder), loading.pad_token_id(folder)).eval()
+        with torch.no_grad(), Capture(models[v].base_model, [("resid_post", 2)], stop=False) as capture:
+            models[v](**inputs)
+        acts[v] = capture.captured[("resid_post", 2)][0]
+    with torch.no_grad():
+        codes = cc.encode(torch.cat([acts["pretrained"], acts["finetuned"]], -1))
+        side = cc.side
+        w_ft = cc.W_dec[:, side:] / cc.scale[side:]
+    weighted = codes * w_ft.norm(dim=1)
+    top = weighted.topk(3, dim=1)
+    for token, (vals, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+        got = answer["variants"]["finetuned"]["features"][token]
+        assert [f for f, _ in got] == [i for i, a in zip(idx, vals) if a > 0]
+    latent = answer["variants"]["finetuned"]["features"][1][0][0]
+    body = {**where, "text": TEXT, "interventions": zeroing(latent)}
+    changed = client.post("/api/analyse", json=body).json()["variants"]["finetuned"]["after"]["probs"]
+    delta = -codes[:, latent, None] * w_ft[latent]
+    with torch.no_grad(), Splice(models["finetuned"].base_model, "resid_post", 2, lambda a: a + delta[None]):
+        direct = models["finetuned"](**inputs).logits.softmax(-1)[0].tolist()
+    assert list(changed.values()) == pytest.approx(direct, abs=1e-5)
+    traced = client.post("/api/feature", json={**where, "text": TEXT, "variant": "finetuned", "feature": latent}).json()
+    assert traced["partner"]["id"] == latent and set(traced["acts"]) == {"pretrained", "finetuned"}

@@ -132,3 +132,33 @@ def test_switching_one_model_to_a_checkpoint_reruns_only_its_jobs(study):
     assert models == {"clf"}, models
     ran = set(re.findall(r"^rule (\w+):", out, flags=re.M))
     assert "finetune" not in ran and "dataset" not in ran and "lm_compare" in ran  # clf now has an LM pair
+
+
+def test_the_explorer_shows_a_checkpoint_pairs_language_models(study):
+    """On unlabelled text the explorer's predictions are each variant's own LM: its top 5 next tokens
+    and the text's mean next-token loss, equal to the loss computed here."""
+    pytest.importorskip("starlette")
+    import torch
+    import torch.nn.functional as F
+    from starlette.testclient import TestClient
+    from transformers import AutoModelForCausalLM
+
+    from workflow.explore import cli
+    from workflow.models import loading
+
+    work, base, tuned = study
+    app, _ = cli.build(work / "results", str(work / "study.yaml"), device="cpu", hosts=["testserver"])
+    text = "the app keeps crashing when I open it"
+    where = {"model": "pair", "dataset": "notes", "site": "resid_post", "layer": 2, "recipe": "topk", "text": text}
+    with TestClient(app) as client:
+        answer = client.post("/api/analyse", json=where).json()
+    ids = torch.tensor([loading.load_tokenizer(str(base)).convert_tokens_to_ids(answer["tokens"])])
+    for variant, folder in (("pretrained", base), ("finetuned", tuned)):
+        got = answer["variants"][variant]["prediction"]
+        assert got["kind"] == "causal" and len(got["next"]) == 5
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        loss = F.cross_entropy(logits[:-1], ids[0, 1:])
+        assert got["loss"] == pytest.approx(float(loss), abs=1e-4)
+        assert got["next"][0][1] == pytest.approx(float(logits[-1].softmax(-1).max()), abs=1e-5)

@@ -7,7 +7,9 @@
     POST /api/attention    {model, dataset, layer, head, text}
     GET  /results/...      the results folder's files, read only (the report's feature pages)
 
-Every error is a JSON ``{"error": ...}`` with a 4xx status (a 500 says only that the request failed,
+POST bodies must be ``application/json`` (a cross-site form cannot send it without a preflight) and
+the Host header must name this machine. Every error is a JSON ``{"error": ...}`` with a 4xx status
+(a 500 says only that the request failed,
 never a traceback). Requests are capped in size and text length; computations run one at a time
 in a worker thread, so the memory the models take stays what the engine's budget allows.
 """
@@ -20,6 +22,8 @@ import threading
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -60,17 +64,28 @@ def _text(body: dict) -> str:
     return text
 
 
+class TooLargeError(BadRequestError):
+    """A request over MAX_BODY bytes (HTTP 413)."""
+
+
+def _no_constant(name: str):
+    raise BadRequestError(f"the request holds {name}, which is not a JSON number")
+
+
 async def body_of(request: Request) -> dict:
-    """The request's JSON object, at most MAX_BODY bytes."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise BadRequestError(f"the request is over {MAX_BODY} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequestError(f"the request is over {MAX_BODY} bytes")
+    """The request's JSON object (Content-Type application/json), at most MAX_BODY bytes, however it
+    is sent (a chunked body has no content-length: it is counted as it arrives)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequestError("the request's Content-Type is not application/json")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise TooLargeError(f"the request is over {MAX_BODY} bytes")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"the request is not JSON: {exc}") from None
+        body = json.loads(bytes(raw), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequestError(f"the request is not JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise BadRequestError("the request is not a JSON object")
     return body
@@ -119,7 +134,7 @@ class Api:
 
 
 async def _bad_request(request, exc):
-    return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"error": str(exc)}, 413 if isinstance(exc, TooLargeError) else 400)
 
 
 async def _not_found(request, exc):
@@ -139,8 +154,9 @@ async def _no_icon(request: Request):
     return Response(status_code=204)
 
 
-def create_app(engine: Engine, page: str) -> Starlette:
-    """The app over `engine`; `page` is the rendered HTML of the explorer page."""
+def create_app(engine: Engine, page: str, extra_hosts: list[str] | None = None) -> Starlette:
+    """The app over `engine`; `page` is the rendered HTML of the explorer page; `extra_hosts`: host
+    names it answers besides the loopback ones (the --host it binds to)."""
     api = Api(engine)
 
     async def index(request: Request):
@@ -159,4 +175,8 @@ def create_app(engine: Engine, page: str) -> Starlette:
         routes.append(Mount("/results", ReadOnlyFiles(directory=results, follow_symlink=False), name="results"))
     handlers = {BadRequestError: _bad_request, NotFoundError: _not_found, HTTPException: _http_error}
     handlers[Exception] = _server_error
-    return Starlette(routes=routes, exception_handlers=handlers)
+    # only requests addressed to this machine by name or loopback address: a page elsewhere that
+    # rebinds its own name to 127.0.0.1 cannot read the app (DNS rebinding)
+    hosts = ["127.0.0.1", "localhost", "[::1]", *(extra_hosts or [])]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)

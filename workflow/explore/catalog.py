@@ -14,6 +14,8 @@ from workflow import layout
 from workflow.layout import VARIANTS
 from workflow.plan import Plan
 
+CROSSCODER_PREFIX = "crosscoder."  # as the report names a crosscoder's sides (no SAE recipe starts so)
+
 
 class NotFoundError(LookupError):
     """A model, dataset, site, layer or recipe the study does not have (HTTP 404)."""
@@ -31,9 +33,12 @@ class Pair:
     label_names: list[str]
     max_length: int
     shape: tuple[int, int] = (0, 0)  # (blocks, heads per block) of the body
+    causal_bos: bool = False  # a decoder whose inputs open with BOS (the tokens stage adds it)
     # (site, layer, recipe) -> variant -> SAE folder
     saes: dict[tuple[str, int, str], dict[str, str]] = field(default_factory=dict)
     diffs: dict[tuple[str, int, str], str] = field(default_factory=dict)  # -> diff.parquet
+    # (site, layer, "crosscoder.<name>") -> the crosscoder folder (one dictionary for both variants)
+    crosscoders: dict[tuple[str, int, str], str] = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {
@@ -44,7 +49,8 @@ class Pair:
             "saes": [
                 {"site": s, "layer": layer, "recipe": r, "diff": (s, layer, r) in self.diffs}
                 for (s, layer, r) in sorted(self.saes)
-            ],
+            ]
+            + [{"site": s, "layer": layer, "recipe": r, "diff": True} for (s, layer, r) in sorted(self.crosscoders)],
             "report": f"reports/{self.model}/{self.dataset}/index.html",
             "blocks": self.shape[0],
             "heads": self.shape[1],
@@ -94,7 +100,7 @@ class Catalog:
             classifier = dict.fromkeys(VARIANTS)
         labels, max_length = meta.get("label_names") or [], plan.model(model)["max_length"]
         pair = Pair(model, dataset, source, classifier, lm, labels, max_length)
-        pair.shape = _shape(source["pretrained"])
+        pair.shape, pair.causal_bos = _shape(source["pretrained"])
         for sae in plan.saes:
             for site, layer in plan.sae_scope(model, dataset, sae):
                 folders = {
@@ -106,6 +112,11 @@ class Catalog:
                     diff = layout.DIFF.path(model=model, dataset=dataset, site=site, layer=layer, sae=sae)
                     if self._exists(diff, "diff.parquet"):
                         pair.diffs[(site, layer, sae)] = str(self.path(diff) / "diff.parquet")
+        for name in plan.crosscoders:
+            for site, layer in plan.crosscoder_scope(model, dataset, name):
+                folder = layout.CROSSCODER.path(model=model, dataset=dataset, site=site, layer=layer, crosscoder=name)
+                if self._exists(folder, "crosscoder_weights.safetensors"):
+                    pair.crosscoders[(site, layer, CROSSCODER_PREFIX + name)] = str(self.path(folder))
         return pair
 
     def pair(self, model: str, dataset: str) -> Pair:
@@ -115,9 +126,12 @@ class Catalog:
         return self.pairs[(model, dataset)]
 
     def sae_folders(self, pair: Pair, site: str, layer: int, recipe: str) -> dict[str, str]:
+        """variant -> SAE folder; for a crosscoder ("crosscoder.<name>") its one folder under "crosscoder"."""
         key = (site, int(layer), recipe)
+        if key in pair.crosscoders:
+            return {"crosscoder": pair.crosscoders[key]}
         if key not in pair.saes:
-            known = ", ".join(f"{s}:{lay}:{r}" for s, lay, r in sorted(pair.saes)) or "none"
+            known = ", ".join(f"{s}:{lay}:{r}" for s, lay, r in sorted([*pair.saes, *pair.crosscoders])) or "none"
             raise NotFoundError(
                 f"no SAE {recipe!r} at {site} layer {layer} of {pair.model}/{pair.dataset} (known: {known})"
             )
@@ -127,10 +141,13 @@ class Catalog:
         return [p.describe() for p in self.pairs.values()]
 
 
-def _shape(source: str) -> tuple[int, int]:
-    """(blocks, attention heads per block) from the model's config.json."""
+def _shape(source: str) -> tuple[tuple[int, int], bool]:
+    """((blocks, attention heads per block), whether inputs open with a BOS the tokenizer may not add)
+    from the model's config.json."""
+    from workflow.models.families import FAMILIES, model_family
     from workflow.models.sources import n_layers, read_model_config, resolve_source
 
     config = read_model_config(resolve_source(source))
     heads = next((config[k] for k in ("num_attention_heads", "n_head", "num_heads") if config.get(k)), 0)
-    return n_layers(config), int(heads)
+    fam = FAMILIES[model_family(config)]
+    return (n_layers(config), int(heads)), fam.causal and fam.prepend_bos

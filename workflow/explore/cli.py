@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from workflow import config as study_config
+from workflow import layout
 from workflow.explore.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,14 +32,17 @@ def page(catalog: Catalog) -> str:
     return render("explore.html.j2", title="Explore: what fine-tuning changed", data=data)
 
 
-def build(results: str | Path, configfile: str | None, memory_gb: float = 4.0, device=None):
-    """(app, catalog) of the study whose results folder is `results`."""
+def build(results: str | Path, configfile: str | None, memory_gb: float = 4.0, device=None, hosts=None):
+    """(app, catalog) of the study whose results folder is `results`; `hosts`: host names the app
+    answers besides the loopback ones."""
     from workflow.explore.app import create_app
     from workflow.explore.engine import Engine
 
     results = Path(results).resolve()
     if not results.is_dir():
         raise SystemExit(f"--results: {results} is not a folder (run the study first: make demo)")
+    if results.name != layout.RESULTS:
+        raise SystemExit(f"--results: {results} is not a study's {layout.RESULTS}/ folder (its paths are fixed)")
     raw = yaml.safe_load(Path(configfile or ROOT / "config.yaml").read_text()) or {}
     import contextlib
 
@@ -47,7 +51,7 @@ def build(results: str | Path, configfile: str | None, memory_gb: float = 4.0, d
     catalog = Catalog(study, results.parent)
     if not catalog.pairs:
         raise SystemExit(f"{results}: no (model, dataset) of the study has both variants yet")
-    return create_app(Engine(catalog, memory_gb * 1e9, device), page(catalog)), catalog
+    return create_app(Engine(catalog, memory_gb * 1e9, device), page(catalog), hosts), catalog
 
 
 def main(argv=None) -> None:
@@ -62,7 +66,7 @@ def main(argv=None) -> None:
         import uvicorn
     except ImportError:
         raise SystemExit("the explorer needs its extra: pip install -e '.[explore]' (or make explore)") from None
-    app, catalog = build(args.results, args.configfile, args.memory_gb)
+    app, catalog = build(args.results, args.configfile, args.memory_gb, hosts=[args.host])
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: anyone who can reach this address can use the explorer", args.host)
 

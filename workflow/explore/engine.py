@@ -10,6 +10,7 @@ reconstruction changes (zero: ``new_f = 0``; clamp: ``new_f`` = the value at eve
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 
@@ -61,14 +62,10 @@ def forward(model, inputs: dict, site: str, layer: int, edit=None, heads=()):
     patches = [HeadPatch(where.head_out[b], n_heads, [(h, None)]) for b, h in heads]
     capture = Capture(base, [(site, layer)], stop=False)
     splice = Splice(base, site, layer, edit) if edit is not None else Hooks()
-    with torch.inference_mode(), capture, splice:
+    with torch.inference_mode(), capture, splice, contextlib.ExitStack() as stack:
         for p in patches:
-            p.__enter__()
-        try:
-            logits = model(**inputs).logits.float()
-        finally:
-            for p in patches:
-                p.__exit__(None, None, None)
+            stack.enter_context(p)
+        logits = model(**inputs).logits.float()
     return logits, capture.captured[(site, layer)][0].float()
 
 
@@ -178,9 +175,12 @@ class Engine:
         return [":".join(map(str, k)) for k in self._cache]
 
     def task_model(self, pair: Pair, variant: str):
-        """The variant's classifier (labelled data) or language model, in eval mode, eager attention."""
+        """The variant's classifier (labelled data) or language model, in eval mode, eager attention,
+        loaded with the study's load options for that model (dtype, device_map)."""
         from workflow.models import loading
         from workflow.models.sources import resolve_source
+
+        loading.use_options(self.catalog.plan.load_options(pair.model))
 
         if pair.classifier[variant]:
             folder = pair.classifier[variant]
@@ -220,12 +220,8 @@ class Engine:
     # ------------------------------------------------------------ requests
 
     def _text(self, pair: Pair, text: str) -> dict:
-        from workflow.models.families import FAMILIES, model_family
-        from workflow.models.sources import read_model_config, resolve_source
-
         tok = self.tokenizer(pair)
-        fam = FAMILIES[model_family(read_model_config(resolve_source(pair.source["pretrained"])))]
-        enc = encode(tok, text, pair.max_length, fam.causal and fam.prepend_bos)
+        enc = encode(tok, text, pair.max_length, pair.causal_bos)
         if not enc["ids"]:
             raise BadRequestError("the text has no tokens")
         return enc
@@ -234,32 +230,34 @@ class Engine:
                 interventions: dict | None = None) -> dict:  # fmt: skip
         """Tokens; per variant its prediction and each token's `top` features; with `interventions`
         ({"features": {variant: [change]}, "heads": {variant: [[block, head]]}}) the prediction after
-        them and the difference."""
+        them and the difference. `recipe` "crosscoder.<name>": the crosscoder's latents, each column
+        weighted by the latent's decoder norm on that variant's side."""
         pair = self.catalog.pair(model, dataset)
         folders = self.catalog.sae_folders(pair, site, layer, recipe)
         if not 1 <= top <= MAX_TOP:
             raise BadRequestError(f"top: {top} is not between 1 and {MAX_TOP}")
+        plan = _interventions(interventions)
         enc = self._text(pair, text)
         inputs = _inputs(enc["ids"], self.device)
-        out = {"tokens": enc["tokens"], "variants": {}}
+        runs = {}
         for v in VARIANTS:
             net, kind = self.task_model(pair, v)
-            sae = self.sae(folders[v])
-            logits, acts = forward(net, inputs, site, layer)
-            codes = codes_of(sae, acts)
-            feats = top_features(codes, top)
+            runs[v] = (net, kind, *forward(net, inputs, site, layer))
+        book = self._book(folders, {v: r[3] for v, r in runs.items()})
+        out = {"tokens": enc["tokens"], "variants": {}}
+        for v, (net, kind, logits, _) in runs.items():
+            feats = top_features(book.codes[v], top)
             shown = sorted({f for token in feats for f, _ in token})
             row = {
                 "prediction": prediction(logits, kind, pair.label_names, self.tokenizer(pair), enc["ids"]),
                 "features": feats,
-                "partners": {str(f): p for f in shown if (p := self.partner(pair, site, layer, recipe, v, f))},
+                "partners": {str(f): p for f in shown if (p := self._partner(pair, book, site, layer, recipe, v, f))},
             }
-            changes = (interventions or {}).get("features", {}).get(v) or []
-            heads = (interventions or {}).get("heads", {}).get(v) or []
+            changes, heads = plan[v]["features"], plan[v]["heads"]
             if changes or heads:
-                _check_changes(changes, sae.d_sae)
+                _check_changes(changes, book.d_sae)
                 _check_heads(heads, net)
-                edit = feature_edit(sae, changes) if changes else None
+                edit = book.edit(v, changes) if changes else None
                 after, _ = forward(net, inputs, site, layer, edit, [tuple(h) for h in heads])
                 row["after"] = prediction(after, kind, pair.label_names, self.tokenizer(pair), enc["ids"])
                 row["difference"] = difference(row["prediction"], row["after"])
@@ -269,25 +267,39 @@ class Engine:
     def feature(self, model: str, dataset: str, site: str, layer: int, recipe: str, variant: str, feature: int,
                 text: str) -> dict:  # fmt: skip
         """One feature's activation at each token, and its partner's in the other variant (the diff's
-        match), where there is one."""
+        match; a crosscoder latent's partner is itself on the other side), where there is one."""
         pair = self.catalog.pair(model, dataset)
         folders = self.catalog.sae_folders(pair, site, layer, recipe)
         if variant not in VARIANTS:
             raise BadRequestError(f"variant: {variant!r} is not one of {', '.join(VARIANTS)}")
         enc = self._text(pair, text)
         inputs = _inputs(enc["ids"], self.device)
-        partner = self.partner(pair, site, layer, recipe, variant, feature)
+        acts = {v: forward(self.task_model(pair, v)[0], inputs, site, layer)[1] for v in VARIANTS}
+        book = self._book(folders, acts)
+        _check_changes([{"feature": feature, "mode": "zero"}], book.d_sae)
+        partner = self._partner(pair, book, site, layer, recipe, variant, feature)
         other = VARIANTS[1 - VARIANTS.index(variant)]
         out = {"tokens": enc["tokens"], "feature": {"variant": variant, "id": feature}, "partner": partner, "acts": {}}
         for v, f in ((variant, feature), (other, partner["id"] if partner else None)):
-            if f is None:
-                continue
-            sae = self.sae(folders[v])
-            _check_changes([{"feature": f, "mode": "zero"}], sae.d_sae)
-            net, _ = self.task_model(pair, v)
-            _, acts = forward(net, inputs, site, layer)
-            out["acts"][v] = [round(float(a), 4) for a in codes_of(sae, acts)[:, f]]
+            if f is not None:
+                out["acts"][v] = [round(float(a), 4) for a in book.codes[v][:, f]]
         return out
+
+    def _book(self, folders: dict, acts: dict):
+        """The dictionary of this (site, layer, recipe) over both variants' activations of the text."""
+        if "crosscoder" in folders:
+            return CrosscoderBook(self._crosscoder(folders["crosscoder"]), acts, folders["crosscoder"])
+        return SaeBook({v: self.sae(folders[v]) for v in VARIANTS}, acts)
+
+    def _crosscoder(self, folder: str):
+        from workflow.sae import crosscoder
+
+        return self._get(("crosscoder", folder), lambda: crosscoder.load(folder, self.device))
+
+    def _partner(self, pair, book, site, layer, recipe, variant, feature) -> dict | None:
+        if isinstance(book, CrosscoderBook):
+            return book.partner(self._get(("latents", book.folder), lambda: _latent_classes(book.folder)), feature)
+        return self.partner(pair, site, layer, recipe, variant, feature)
 
     def partner(self, pair: Pair, site: str, layer: int, recipe: str, variant: str, feature: int) -> dict | None:
         """The diff's matched feature of `feature` in the other variant, with its category."""
@@ -309,11 +321,70 @@ class Engine:
         out = {"tokens": enc["tokens"], "layer": layer, "head": head, "weights": {}}
         for v in VARIANTS:
             net, _ = self.task_model(pair, v)
-            _check_heads([[layer - 1, head]], net)
+            n_blocks, n_heads = net.config.num_hidden_layers, net.config.num_attention_heads
+            if not (1 <= layer <= n_blocks and 0 <= head < n_heads):
+                where = f"blocks 1..{n_blocks}, heads 0..{n_heads - 1}"
+                raise BadRequestError(f"block {layer}, head {head}: not in {where}")
             with torch.inference_mode(), AttentionWeights(net.base_model) as w:
                 net(**inputs)
             out["weights"][v] = [[round(float(x), 4) for x in r] for r in w.weights[layer - 1][0, head].tolist()]
         return out
+
+
+class SaeBook:
+    """Each variant's own SAE on its own activations."""
+
+    def __init__(self, saes: dict, acts: dict):
+        self.saes = saes
+        self.codes = {v: codes_of(sae, acts[v]) for v, sae in saes.items()}
+        self.d_sae = saes["pretrained"].d_sae
+
+    def edit(self, variant: str, changes: list[dict]):
+        return feature_edit(self.saes[variant], changes)
+
+
+class CrosscoderBook:
+    """One crosscoder on both variants' activations of each token: its latents' codes, shown per
+    variant weighted by the latent's decoder norm on that side (what it writes into that model)."""
+
+    def __init__(self, cc, acts: dict, folder: str):
+        import torch
+
+        self.cc, self.folder, self.d_sae = cc, folder, cc.d_sae
+        self.joint = codes_of(cc, torch.cat([acts[v] for v in VARIANTS], -1))
+        self.rows = {v: (cc.W_dec[:, self._cut(i)] / cc.scale[self._cut(i)]).detach() for i, v in enumerate(VARIANTS)}
+        self.norms = {v: r.norm(dim=1) for v, r in self.rows.items()}
+        self.codes = {v: self.joint * self.norms[v] for v in VARIANTS}
+
+    def _cut(self, side: int) -> slice:
+        return slice(side * self.cc.side, (side + 1) * self.cc.side)
+
+    def edit(self, variant: str, changes: list[dict]):
+        """Zero a latent on one side, or clamp its weighted activation there, through that side's decoder."""
+        import torch
+
+        features = torch.tensor([c["feature"] for c in changes])
+        codes = self.joint[:, features]
+        norms = self.norms[variant][features].clamp_min(1e-12)
+        values = [0.0 if c["mode"] == "zero" else float(c["value"]) for c in changes]
+        new = torch.tensor(values, device=codes.device)[None, :] / norms[None, :] * torch.ones_like(codes)
+        delta = (new - codes) @ self.rows[variant][features]
+
+        def fn(acts):
+            return (acts.float() + delta.reshape(acts.shape)).to(acts.dtype)
+
+        return fn
+
+    def partner(self, classes: dict, feature: int) -> dict:
+        return {"id": int(feature), "category": classes.get(int(feature), "other"), "decoder_cos": None}
+
+
+def _latent_classes(folder: str) -> dict:
+    """{latent: class (shared, pretrained_only, finetuned_only, other, ...)} of a crosscoder's latents.parquet."""
+    import polars as pl
+
+    table = pl.read_parquet(f"{folder}/latents.parquet", columns=["latent", "class"])
+    return dict(table.iter_rows())
 
 
 def _partners(path: str) -> dict:
@@ -328,12 +399,20 @@ def _partners(path: str) -> dict:
     }
 
 
-def _require_safetensors(folder: str) -> None:
-    """The explorer loads weights from safetensors only, never a pickle (pytorch_model.bin)."""
+def _require_safetensors(source: str) -> None:
+    """The explorer loads weights from safetensors only, never a pickle (pytorch_model.bin): a folder
+    (or a Hub id's cached snapshot) must hold safetensors weights, which from_pretrained then prefers."""
     from pathlib import Path
 
-    if Path(folder).is_dir() and not any(Path(folder).glob("*.safetensors")):
-        raise NotFoundError(f"{folder}: no .safetensors weights; the explorer does not load pickled checkpoints")
+    names = ("model.safetensors", "model.safetensors.index.json")
+    if Path(source).is_dir():
+        ok = any((Path(source) / n).exists() for n in names)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        ok = any(isinstance(try_to_load_from_cache(source, n), str) for n in names)
+    if not ok:
+        raise NotFoundError(f"{source}: no safetensors weights; the explorer does not load pickled checkpoints")
 
 
 def _eager(model):
@@ -343,22 +422,48 @@ def _eager(model):
     return model
 
 
-def _check_changes(changes: list[dict], d_sae: int) -> None:
+def _interventions(given) -> dict:
+    """{variant: {"features": [change], "heads": [[block, head]]}} from a request's `interventions`
+    ({"features": {variant: [...]}, "heads": {variant: [...]}}), every level checked."""
+    out = {v: {"features": [], "heads": []} for v in VARIANTS}
+    if given is None:
+        return out
+    if not isinstance(given, dict) or set(given) - {"features", "heads"}:
+        raise BadRequestError('interventions: an object with "features" and/or "heads"')
+    for kind, per_variant in given.items():
+        if not isinstance(per_variant, dict) or set(per_variant) - set(VARIANTS):
+            raise BadRequestError(f"interventions.{kind}: an object keyed by {' / '.join(VARIANTS)}")
+        for v, items in per_variant.items():
+            if not isinstance(items, list):
+                raise BadRequestError(f"interventions.{kind}.{v}: not a list")
+            out[v][kind] = items
+    return out
+
+
+def _check_changes(changes: list, d_sae: int) -> None:
+    seen = set()
     for c in changes:
+        if not isinstance(c, dict):
+            raise BadRequestError(f'feature change {c!r}: not an object {{"feature", "mode", "value"}}')
         f, mode = c.get("feature"), c.get("mode", "zero")
-        if not isinstance(f, int) or not 0 <= f < d_sae:
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < d_sae:
             raise BadRequestError(f"feature: {f!r} is not a latent of this SAE (0..{d_sae - 1})")
+        if f in seen:
+            raise BadRequestError(f"feature: {f} is listed twice")
+        seen.add(f)
         if mode not in ("zero", "clamp"):
             raise BadRequestError(f"mode: {mode!r} is not zero or clamp")
-        if mode == "clamp" and not isinstance(c.get("value"), (int, float)):
-            raise BadRequestError("a clamp needs a numeric value")
+        value = c.get("value")
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and abs(value) <= 1e6
+        if mode == "clamp" and not finite:
+            raise BadRequestError(f"a clamp needs a finite numeric value (|value| <= 1e6), got {value!r}")
         c.setdefault("mode", mode)
 
 
 def _check_heads(heads, net) -> None:
     n_blocks, n_heads = net.config.num_hidden_layers, net.config.num_attention_heads
     for h in heads:
-        if not (isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, int) for x in h)):
+        if not (isinstance(h, (list, tuple)) and len(h) == 2 and all(type(x) is int for x in h)):
             raise BadRequestError(f"head: {h!r} is not [block, head]")
         if not (0 <= h[0] < n_blocks and 0 <= h[1] < n_heads):
             raise BadRequestError(f"head: {h!r} is outside {n_blocks} blocks x {n_heads} heads (0-based)")

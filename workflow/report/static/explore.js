@@ -22,7 +22,7 @@ function fillSaes() {
   const p = pairOf();
   $('sae').innerHTML = p.saes.map((s, i) => `<option value="${i}">${esc(s.site)} L${s.layer} ${esc(s.recipe)}</option>`).join('')
     || '<option value="-1">no SAE</option>';
-  $('report').href = '/results/' + p.report;
+  $('report').href = '/results/' + encodeURI(p.report);
   $('block').innerHTML = Array.from({length: p.blocks}, (_, i) => `<option>${i + 1}</option>`).join('');
   $('head').innerHTML = Array.from({length: p.heads}, (_, i) => `<option>${i}</option>`).join('');
 }
@@ -66,14 +66,15 @@ function colours(answer) {
   const c = {pretrained: {}, finetuned: {}};
   let n = 0;
   for (const [f, p] of Object.entries(answer.variants.pretrained.partners || {})) {
-    if (p.category !== 'retained' && p.category !== 'drifted') continue;
+    if (!['retained', 'drifted', 'shared'].includes(p.category)) continue;
     const colour = PALETTE[n++ % PALETTE.length];
     c.pretrained[f] = colour; c.finetuned[p.id] = colour;
   }
   return c;
 }
 function tokensHtml(answer, v, colour) {
-  const s = saeOf(), key = `${v}-${s.site}-L${s.layer}-${s.recipe}`, base = '/results/' + pairOf().report.replace(/index\.html$/, '');
+  const s = last.sae, key = encodeURIComponent(`${v}-${s.site}-L${s.layer}-${s.recipe}`);
+  const base = '/results/' + encodeURI(last.pair.report.replace(/index\.html$/, ''));
   const feats = answer.variants[v].features;
   const max = Math.max(1e-9, ...feats.map(t => t.length ? t[0][1] : 0));
   return answer.tokens.map((t, i) => {
@@ -115,7 +116,7 @@ async function analyse(ev) {
   status('analysing…');
   try {
     const answers = await Promise.all(texts.map(t => api('/api/analyse', {...request(t), interventions: iv})));
-    last = {request: request(texts[0]), answers};
+    last = {request: request(texts[0]), answers, sae: saeOf(), pair: pairOf()};
     $('results').innerHTML = `<div class="${answers.length > 1 ? 'preds' : ''}">` +
       answers.map((a, i) => `<div>${answerHtml(a, answers.length > 1 ? 'Text ' + (i + 1) : 'Text')}</div>`).join('') + '</div>';
     if (!kept) $('interventions').innerHTML = interventionList(answers[0]);
@@ -124,12 +125,13 @@ async function analyse(ev) {
 }
 async function trace(v, f) {
   try {
-    const j = await api('/api/feature', {...request($('text').value), variant: v, feature: f});
+    const j = await api('/api/feature', {...last.request, variant: v, feature: f});  // the analysis shown
     const rows = Object.entries(j.acts).map(([w, acts]) => {
       const id = w === v ? f : j.partner.id, max = Math.max(1e-9, ...acts);
       return `<p><b>${w}</b> f${id}: ${tokenSpans(j.tokens, acts, max, -1)}</p>`;
     }).join('');
-    const partner = j.partner ? `partner f${j.partner.id} (${esc(j.partner.category)}, decoder cosine ${num(j.partner.decoder_cos)})` : 'no partner: the diff matched none';
+    const partner = !j.partner ? 'no partner: the diff matched none'
+      : `partner f${j.partner.id} (${esc(j.partner.category)}` + (j.partner.decoder_cos === null ? ')' : `, decoder cosine ${num(j.partner.decoder_cos)})`);
     $('trace').innerHTML = `<h2>Feature ${f} of the ${v} SAE across the text</h2><p class="note">${partner}</p>${rows}`;
   } catch (e) { status(e.message, true); }
 }
