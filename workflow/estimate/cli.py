@@ -48,7 +48,8 @@ def seconds(work: dict[str, float], threads: int, machine: dict) -> float | None
         if "seconds_each" in figure:  # fixed work: seconds per unit
             total += amount * figure["seconds_each"]
         else:  # a rate: units per second (per thread where the machine's figures are)
-            total += amount / (figure["per_second"] * (threads if machine.get("per_thread") else 1))
+            scale = min(threads, machine.get("cores", threads)) if machine.get("per_thread") else 1
+            total += amount / (figure["per_second"] * scale)
     return total
 
 
@@ -56,12 +57,18 @@ def estimate(configfile: str | None, cwd: str | Path = ".", table: Path = TABLE)
     """Per stage and in total: jobs, tokens, disk bytes, peak memory bytes, and seconds per machine.
     Relative paths in the study (data files) are read from `cwd`, as Snakemake's --directory."""
     configfile = str(Path(configfile).resolve()) if configfile else None
+    if not Path(cwd).is_dir():
+        raise SystemExit(f"--directory: {cwd} is not a folder")
     with contextlib.chdir(cwd):
         return _estimate(configfile, table)
 
 
 def _estimate(configfile: str | None, table: Path) -> dict:
-    raw = yaml.safe_load(Path(configfile or Path(__file__).resolve().parents[2] / "config.yaml").read_text())
+    path = Path(configfile or Path(__file__).resolve().parents[2] / "config.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"--configfile: cannot read {path}: {exc}") from None
     study = study_config.load(raw or {})
     jobs = dry_run(configfile)
     sizes = Sizes(study)
@@ -136,8 +143,8 @@ def render(est: dict) -> str:
     out += [line(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     out.insert(len(out) - 1, "-" * len(out[0]))
     out.append("")
-    out += [f"time: {n} = {desc} (summed job time; at --cores N the wall time is about this over N)"
-            for n, desc in est["machines"].items()]  # fmt: skip
+    out += [f"time: {n} = {desc}: the jobs' times summed (one thread each: at --cores N the wall time is "
+            f"about this over N)" for n, desc in est["machines"].items()]  # fmt: skip
     out += [f"note: {note}" for note in est["notes"]]
     out += warnings(est)
     return "\n".join(out)

@@ -247,12 +247,33 @@ class Costs:
         return self._task_loss(self._encode(cost, m, d_sae, n, 2 * 1.2), m, d, 2)
 
     def _probe(self, rule, w):
+        """Each split's tokens pooled raw and through every SAE at the layer (encoded), then the
+        cross-validated fits on the pooled documents (two poolings, raw and per SAE) and the token probes."""
         m, d = w["model"], w["dataset"]
         docs = sum(self.sizes.split(d, s).docs for s in ("train", "test"))
+        tokens = sum(self.sizes.tokens(m, d, s) for s in ("train", "test"))
+        d_model = self.sizes.shape(m).d_model
+        widths = [self._d_sae(self.study["saes"][sae], d_model) for sae in self._layer_saes(w)]
         p = self.study["probe"]
         fits = len(p["Cs"]) * p["folds"] + len(p["ks"])
-        cost = Cost(disk=60e3, memory=BASE_MEMORY + 8 * docs * self.sizes.shape(m).d_model * 4)
-        return cost.add("probe_fits", fits * docs * self.sizes.shape(m).d_model).add("sae_jobs", 1)
+        cost = Cost(tokens=tokens, disk=60e3, memory=BASE_MEMORY + 8 * docs * (d_model + sum(widths)) * 4)
+        for width in widths:
+            self._encode(cost, m, width, tokens)
+        return cost.add("probe_fits", fits * docs * d_model * (1 + len(widths))).add("sae_jobs", 1)
+
+    def _layer_saes(self, w: dict) -> list[str]:
+        return list(self._plan().layer_saes(w["model"], w["variant"], w["dataset"], w["site"], int(w["layer"])))
+
+    def _methods(self, rule, w):
+        """The SAE's features against each crosscoder's latents at the layer: a d_sae x d_cc cosine matrix."""
+        m, d = w["model"], w["dataset"]
+        d_model = self.sizes.shape(m).d_model
+        d_sae = self._d_sae(self.study["saes"][w["sae"]], d_model)
+        plan = self._plan()
+        ccs = plan.layer_crosscoders(m, d, w["site"], int(w["layer"]))
+        widths = [self._d_sae(self.study["crosscoders"][cc], d_model) for cc in ccs]
+        cost = Cost(disk=20e3, memory=BASE_MEMORY + sum(4 * d_sae * c for c in widths))
+        return cost.add("sae_encode", sum(d_sae * c * d_model for c in widths)).add("methods_s", 1)
 
     def _kmeans(self, rule, w):
         m, d = w["model"], w["dataset"]
@@ -284,10 +305,15 @@ class Costs:
         memory = LIGHT_MEMORY + 3 * max(widths, default=0) * per_latent  # one SAE's feature data at a time
         return Cost(disk=disk, memory=memory).add("report_s", 1).add("report_bytes", disk)
 
-    def _scope(self, section: dict, model: str, dataset: str) -> list:
+    def _plan(self):
         from workflow.plan import Plan
 
-        return Plan(self.study).scope(section, model, dataset)
+        if not hasattr(self, "_plan_cache"):
+            self._plan_cache = Plan(self.study)
+        return self._plan_cache
+
+    def _scope(self, section: dict, model: str, dataset: str) -> list:
+        return self._plan().scope(section, model, dataset)
 
 
 # bytes the small jobs write (default study, 2026-12-07)

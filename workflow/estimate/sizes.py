@@ -84,7 +84,12 @@ class Sizes:
 
     @cache  # noqa: B019 (one Sizes per estimate)
     def tokens(self, model: str, dataset: str, split: str) -> int:
-        """Tokens of the split's tokens table for this model (the activation rows of its sets)."""
+        """Tokens of the split's tokens table for this model (the activation rows of its sets): each
+        document's tokens with the tokenizer's specials, plus the BOS the tokens stage adds to a
+        decoder's inputs where its tokenizer does not, truncated at max_length or, with
+        `tokenize.stride`, cut into windows as the tokenizer's overflow cuts them (every window
+        carries the specials; consecutive ones share `stride` tokens). A chat template's tokens are
+        not counted (noted)."""
         spec = self.study["models"][model]
         max_length, stride = spec["max_length"], self.study["tokenize"]["stride"]
         tables = self._dataset(dataset)
@@ -93,11 +98,31 @@ class Sizes:
         texts = tables[SPLITS.index(split)]["text"].to_list()
         if not texts:
             return 0
-        lengths = [len(ids) for ids in self._tokenizer(model)(texts, verbose=False)["input_ids"]]
+        tok = self._tokenizer(model)
+        specials = len(tok("x")["input_ids"]) - len(tok("x", add_special_tokens=False)["input_ids"])
+        bos = int(self._adds_bos(model, tok))
+        note = f"model {model!r}: its chat template's tokens are not counted (a few per document)"
+        if spec.get("chat_source") and note not in self.notes:
+            self.notes.append(note)
+        content = [len(ids) for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]]
         if stride is None:
-            return sum(min(n, max_length) for n in lengths)
-        step = max_length - stride
-        return sum(n + max(0, -(-(n - max_length) // step)) * stride for n in lengths)
+            return sum(min(c + specials + bos, max_length) for c in content)
+        cap = max_length - specials - bos  # content tokens a window holds
+        total = 0
+        for c in content:
+            windows = 1 if c <= cap else 1 + -(-(c - cap) // max(1, cap - stride))
+            total += c + (windows - 1) * stride + windows * (specials + bos)
+        return total
+
+    def _adds_bos(self, model: str, tok) -> bool:
+        """Whether the tokens stage prepends a BOS its tokenizer does not add (decoders that open with one)."""
+        from workflow.models.families import FAMILIES
+
+        spec = self.study["models"][model]
+        fam = FAMILIES.get(spec["family"])
+        if fam is None or not (fam.causal and fam.prepend_bos) or tok.bos_token_id is None:
+            return False
+        return tok("x")["input_ids"][:1] != [tok.bos_token_id]
 
     @cache  # noqa: B019
     def _tokenizer(self, model: str):
