@@ -143,8 +143,8 @@ def render(est: dict) -> str:
     out += [line(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     out.insert(len(out) - 1, "-" * len(out[0]))
     out.append("")
-    out += [f"time: {n} = {desc}: the jobs' times summed (one thread each: at --cores N the wall time is "
-            f"about this over N)" for n, desc in est["machines"].items()]  # fmt: skip
+    out += [f"time: {n} = {desc}: the jobs' times summed (with jobs of one thread, the wall time at "
+            f"--cores N is about this over N)" for n, desc in est["machines"].items()]  # fmt: skip
     out += [f"note: {note}" for note in est["notes"]]
     out += warnings(est)
     return "\n".join(out)
