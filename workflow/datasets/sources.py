@@ -365,6 +365,16 @@ def check_huggingface(spec: dict, where: str) -> list[str]:
     return []
 
 
+def capped(train: pl.DataFrame, test: pl.DataFrame, spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The splits at most `max_train` / `max_test` rows: seeded random samples in a stable order
+    (seed `seed` and `seed` + 1), as the dataset stage keeps them."""
+
+    def cap(table: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
+        return table if limit is None or len(table) <= limit else table.sample(n=limit, shuffle=True, seed=seed)
+
+    return cap(train, spec.get("max_train"), spec["seed"]), cap(test, spec.get("max_test"), spec["seed"] + 1)
+
+
 LOADERS = {
     "builtin": load_builtin,
     "abstractions": boards.load,

@@ -53,7 +53,9 @@ class Costs:
     """Cost of each job of a study (`cost(rule, wildcards)`)."""
 
     def __init__(self, study: dict, sizes: Sizes):
-        self.study, self.sizes = study, sizes
+        from workflow.plan import Plan
+
+        self.study, self.sizes, self.plan = study, sizes, Plan(study)
 
     # ------------------------------------------------------------ helpers
 
@@ -262,15 +264,14 @@ class Costs:
         return cost.add("probe_fits", fits * docs * d_model * (1 + len(widths))).add("sae_jobs", 1)
 
     def _layer_saes(self, w: dict) -> list[str]:
-        return list(self._plan().layer_saes(w["model"], w["variant"], w["dataset"], w["site"], int(w["layer"])))
+        return list(self.plan.layer_saes(w["model"], w["variant"], w["dataset"], w["site"], int(w["layer"])))
 
     def _methods(self, rule, w):
         """The SAE's features against each crosscoder's latents at the layer: a d_sae x d_cc cosine matrix."""
         m, d = w["model"], w["dataset"]
         d_model = self.sizes.shape(m).d_model
         d_sae = self._d_sae(self.study["saes"][w["sae"]], d_model)
-        plan = self._plan()
-        ccs = plan.layer_crosscoders(m, d, w["site"], int(w["layer"]))
+        ccs = self.plan.layer_crosscoders(m, d, w["site"], int(w["layer"]))
         widths = [self._d_sae(self.study["crosscoders"][cc], d_model) for cc in ccs]
         cost = Cost(disk=20e3, memory=BASE_MEMORY + sum(4 * d_sae * c for c in widths))
         return cost.add("sae_encode", sum(d_sae * c * d_model for c in widths)).add("methods_s", 1)
@@ -305,15 +306,8 @@ class Costs:
         memory = LIGHT_MEMORY + 3 * max(widths, default=0) * per_latent  # one SAE's feature data at a time
         return Cost(disk=disk, memory=memory).add("report_s", 1).add("report_bytes", disk)
 
-    def _plan(self):
-        from workflow.plan import Plan
-
-        if not hasattr(self, "_plan_cache"):
-            self._plan_cache = Plan(self.study)
-        return self._plan_cache
-
     def _scope(self, section: dict, model: str, dataset: str) -> list:
-        return self._plan().scope(section, model, dataset)
+        return self.plan.scope(section, model, dataset)
 
 
 # bytes the small jobs write (default study, 2026-12-07)

@@ -59,11 +59,7 @@ class Sizes:
                 )
             else:
                 train, test, _ = sources.LOADERS[spec["source"]](spec)
-                seed = spec.get("seed", 0)  # the dataset stage's seeded caps
-                self._tables[name] = tuple(
-                    t if spec.get(cap) is None or len(t) <= spec[cap] else t.sample(n=spec[cap], shuffle=True, seed=s)
-                    for t, cap, s in ((train, "max_train", seed), (test, "max_test", seed + 1))
-                )
+                self._tables[name] = sources.capped(train, test, spec)
         return self._tables[name]
 
     def split(self, dataset: str, split: str) -> Split:
@@ -84,12 +80,13 @@ class Sizes:
 
     @cache  # noqa: B019 (one Sizes per estimate)
     def tokens(self, model: str, dataset: str, split: str) -> int:
-        """Tokens of the split's tokens table for this model (the activation rows of its sets): each
-        document's tokens with the tokenizer's specials, plus the BOS the tokens stage adds to a
-        decoder's inputs where its tokenizer does not, truncated at max_length or, with
-        `tokenize.stride`, cut into windows as the tokenizer's overflow cuts them (every window
-        carries the specials; consecutive ones share `stride` tokens). A chat template's tokens are
-        not counted (noted)."""
+        """Tokens of the split's tokens table for this model (the activation rows of its sets): the
+        documents encoded as the tokens stage encodes them (`workflow.store.tokens.encode`: specials,
+        a decoder's BOS, truncation at max_length or `tokenize.stride` windows). A chat template's
+        tokens are not counted (noted)."""
+        from workflow.models.families import FAMILIES
+        from workflow.store.tokens import encode
+
         spec = self.study["models"][model]
         max_length, stride = spec["max_length"], self.study["tokenize"]["stride"]
         tables = self._dataset(dataset)
@@ -98,31 +95,12 @@ class Sizes:
         texts = tables[SPLITS.index(split)]["text"].to_list()
         if not texts:
             return 0
-        tok = self._tokenizer(model)
-        specials = len(tok("x")["input_ids"]) - len(tok("x", add_special_tokens=False)["input_ids"])
-        bos = int(self._adds_bos(model, tok))
         note = f"model {model!r}: its chat template's tokens are not counted (a few per document)"
         if spec.get("chat_source") and note not in self.notes:
             self.notes.append(note)
-        content = [len(ids) for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]]
-        if stride is None:
-            return sum(min(c + specials + bos, max_length) for c in content)
-        cap = max_length - specials - bos  # content tokens a window holds
-        total = 0
-        for c in content:
-            windows = 1 if c <= cap else 1 + -(-(c - cap) // max(1, cap - stride))
-            total += c + (windows - 1) * stride + windows * (specials + bos)
-        return total
-
-    def _adds_bos(self, model: str, tok) -> bool:
-        """Whether the tokens stage prepends a BOS its tokenizer does not add (decoders that open with one)."""
-        from workflow.models.families import FAMILIES
-
-        spec = self.study["models"][model]
-        fam = FAMILIES.get(spec["family"])
-        if fam is None or not (fam.causal and fam.prepend_bos) or tok.bos_token_id is None:
-            return False
-        return tok("x")["input_ids"][:1] != [tok.bos_token_id]
+        fam = FAMILIES[spec["family"]]
+        enc, _, _ = encode(self._tokenizer(model), texts, max_length, True, fam.causal and fam.prepend_bos, stride)
+        return sum(len(ids) for ids in enc["input_ids"])
 
     @cache  # noqa: B019
     def _tokenizer(self, model: str):

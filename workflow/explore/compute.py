@@ -18,12 +18,12 @@ from workflow.layout import VARIANTS
 
 
 def encode(tokenizer, text: str, max_length: int, causal_bos: bool) -> dict:
-    """Token ids of `text` as the tokens stage makes them (specials, truncation, a BOS for decoders
-    whose tokenizer does not add one), with the token strings."""
-    ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if causal_bos and bos is not None and ids[:1] != [bos]:
-        ids = [bos, *ids][:max_length]
+    """Token ids of `text` as the tokens stage makes them (`workflow.store.tokens.encode`: specials,
+    truncation, a BOS for decoders whose tokenizer does not add one), with the token strings."""
+    from workflow.store import tokens
+
+    enc, _, _ = tokens.encode(tokenizer, [text], max_length, True, causal_bos, None)
+    ids = enc["input_ids"][0]
     return {"ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)}
 
 

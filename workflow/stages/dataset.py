@@ -23,18 +23,10 @@ from workflow.store.files import write_json, write_parquet
 log = logging.getLogger(__name__)
 
 
-def _cap(table: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
-    """At most `limit` rows, a seeded random sample in a stable order."""
-    if limit is None or len(table) <= limit:
-        return table
-    return table.sample(n=limit, shuffle=True, seed=seed)
-
-
 def run(name: str, spec: dict, out_dir: str) -> dict:
     log.info("dataset %s: reading source %s", name, spec["source"])
     train, test, label_names = sources.LOADERS[spec["source"]](spec)
-    train = _cap(train, spec.get("max_train"), spec["seed"])
-    test = _cap(test, spec.get("max_test"), spec["seed"] + 1)
+    train, test = sources.capped(train, test, spec)
     # config validation checks the sizes before the caps; this is after them
     sources.check_sizes(train, test, label_names, f"dataset {name!r} (max_train / max_test applied)")
     n_train = len(train)

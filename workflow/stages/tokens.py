@@ -41,7 +41,7 @@ from workflow.models.families import FAMILIES, model_family
 from workflow.models.loading import load_tokenizer
 from workflow.models.sources import read_model_config, resolve_source
 from workflow.store.files import write_json, write_parquet
-from workflow.store.tokens import TOKENS_SCHEMA
+from workflow.store.tokens import TOKENS_SCHEMA, encode
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,6 @@ def _concepts_of(offsets, spans) -> list[list[str]]:
         names = [] if end <= start else [s["concept"] for s in spans if s["start"] < end and start < s["end"]]
         out.append(sorted(set(names)))
     return out
-
-
-def with_bos(enc, bos_id: int, max_length: int) -> None:
-    """Open every encoded document with `bos_id` where the tokenizer did not (truncating to `max_length`)."""
-    for i, ids in enumerate(enc["input_ids"]):
-        if ids and ids[0] == bos_id:
-            continue
-        enc["input_ids"][i] = [bos_id, *ids][:max_length]
-        enc["offset_mapping"][i] = [(0, 0), *enc["offset_mapping"][i]][:max_length]
-        enc["special_tokens_mask"][i] = [1, *enc["special_tokens_mask"][i]][:max_length]
 
 
 def chat_format(data: pl.DataFrame, template) -> tuple[list[str], list[list[tuple[int, int]]], list[int]]:
@@ -96,46 +86,18 @@ def _outside(offsets, spans) -> list[bool]:
     return [end <= start or not any(start < b and a < end for a, b in spans) for start, end in offsets]
 
 
-def _encode(tokenizer, texts: list[str], max_length: int, own_specials: bool, bos: bool, stride: int | None):
-    """(encodings, the document of each, tokens each document lost): one encoding per document,
-    truncated; or, with `stride`, one per window of max_length tokens overlapping by `stride`."""
-    bos_id = tokenizer.bos_token_id if bos else None
-    windows = {} if stride is None else {"return_overflowing_tokens": True, "stride": stride}
-    # a window keeps room for a BOS that with_bos adds below (where the tokenizer does not add it)
-    room = int(stride is not None and bos_id is not None and tokenizer("x")["input_ids"][:1] != [bos_id])
-    enc = tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length - room,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-        add_special_tokens=own_specials,
-        **windows,
-    )
-    added = [bos_id is not None and ids[:1] != [bos_id] for ids in enc["input_ids"]]  # BOS with_bos adds
-    if bos_id is not None:
-        with_bos(enc, bos_id, max_length)
-    if stride is None:  # what the document lost: its untruncated length less what it kept of its own
-        full = tokenizer(texts, add_special_tokens=own_specials, verbose=False)["input_ids"]
-        cut = [max(0, len(f) - (len(ids) - a)) for f, ids, a in zip(full, enc["input_ids"], added)]
-        sample = range(len(texts))
-    else:  # windows cover every token
-        cut, sample = [0] * len(texts), list(enc["overflow_to_sample_mapping"])
-    return enc, sample, cut
-
-
 def tokenize_table(
     data: pl.DataFrame, tokenizer, max_length: int, bos: bool = False, template=None, stride: int | None = None
 ) -> tuple[pl.DataFrame, list[int]]:
     """The tokens table of a dataset split, and the tokens each document lost to truncation; `bos`:
     make sure each document (window) opens with the BOS token; `template`: a tokenizer whose chat
     template formats each document first (`chat_format`), the tokens it adds marked `is_special`;
-    `stride`: split long documents into windows (`_encode`) instead of truncating them."""
+    `stride`: split long documents into windows (`workflow.store.tokens.encode`) instead of truncating them."""
     texts = data["text"].to_list()
     content = shifts = None
     if template is not None:
         texts, content, shifts = chat_format(data, template)
-    enc, sample, cut = _encode(tokenizer, texts, max_length, template is None, bos, stride)
+    enc, sample, cut = encode(tokenizer, texts, max_length, template is None, bos, stride)
     if content is not None:
         enc["special_tokens_mask"] = [
             [int(m or o) for m, o in zip(mask, _outside(offsets, content[d]))]

@@ -6,7 +6,8 @@ One row per kept token, padding never appears::
 
 Row i of every activation set of a (model, dataset, split) is row i of its tokens
 table, for both variants and every layer. `read_documents` gives the documents in
-table order; `batches` pads them into model inputs.
+table order; `batches` pads them into model inputs. `encode` is how a text becomes the rows of
+a table (truncation, windows, BOS), for the tokens stage and for whatever must count or repeat it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,46 @@ TOKENS_SCHEMA = {
     "is_special": pl.Boolean,
     "concepts": pl.List(pl.Utf8),
 }
+
+
+def with_bos(enc, bos_id: int, max_length: int) -> None:
+    """Open every encoded document with `bos_id` where the tokenizer did not (truncating to `max_length`)."""
+    for i, ids in enumerate(enc["input_ids"]):
+        if ids and ids[0] == bos_id:
+            continue
+        enc["input_ids"][i] = [bos_id, *ids][:max_length]
+        enc["offset_mapping"][i] = [(0, 0), *enc["offset_mapping"][i]][:max_length]
+        enc["special_tokens_mask"][i] = [1, *enc["special_tokens_mask"][i]][:max_length]
+
+
+def encode(tokenizer, texts: list[str], max_length: int, own_specials: bool, bos: bool, stride: int | None):
+    """(encodings, the document of each, tokens each document lost): one encoding per document,
+    truncated; or, with `stride`, one per window of max_length tokens overlapping by `stride`.
+    `own_specials`: the tokenizer adds its special tokens; `bos`: each sequence opens with the BOS
+    token (`with_bos`). The tokens stage, the estimate and the explorer tokenize through this."""
+    bos_id = tokenizer.bos_token_id if bos else None
+    windows = {} if stride is None else {"return_overflowing_tokens": True, "stride": stride}
+    # a window keeps room for a BOS that with_bos adds below (where the tokenizer does not add it)
+    room = int(stride is not None and bos_id is not None and tokenizer("x")["input_ids"][:1] != [bos_id])
+    enc = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length - room,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        add_special_tokens=own_specials,
+        **windows,
+    )
+    added = [bos_id is not None and ids[:1] != [bos_id] for ids in enc["input_ids"]]  # BOS with_bos adds
+    if bos_id is not None:
+        with_bos(enc, bos_id, max_length)
+    if stride is None:  # what the document lost: its untruncated length less what it kept of its own
+        full = tokenizer(texts, add_special_tokens=own_specials, verbose=False)["input_ids"]
+        cut = [max(0, len(f) - (len(ids) - a)) for f, ids, a in zip(full, enc["input_ids"], added)]
+        sample = range(len(texts))
+    else:  # windows cover every token
+        cut, sample = [0] * len(texts), list(enc["overflow_to_sample_mapping"])
+    return enc, sample, cut
 
 
 @dataclass
