@@ -3,11 +3,14 @@ over the snapshots of a model trained from scratch."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from workflow.analysis import emergence as em
 
 # what makes the tiny board learnable in about a minute: no dropout, a high lr, small batches, 40% masked
@@ -124,3 +127,26 @@ def test_the_sae_alignment_scores_each_root_against_the_final_models_sae(learnt)
     detectors = learnt["result"]["detector_f1"]
     units = [detectors[f"root_{r}"]["f1"] for r in range(5)]
     assert np.mean(units) > 0.7 and np.mean(units) > roots["f1"].mean(), (units, roots["f1"].to_list())
+
+
+def _board_saes():
+    spec = importlib.util.spec_from_file_location("board_saes", ROOT / "benchmarks" / "board_saes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_sae_sweeps_threshold_and_variance_scores_on_planted_values():
+    bench = _board_saes()
+    rng = np.random.default_rng(0)
+    member = rng.random(2000) < 0.2
+    # latent 0 fires weakly everywhere and strongly on members: F1 1 only above a threshold
+    codes = np.stack([np.where(member, 1.0, 0.05), rng.random(2000) * 0.5], 1)
+    assert bench.thresholded_f1(codes, member, [0.0]) < 0.5
+    assert bench.thresholded_f1(codes, member, [0.0, 0.5]) == 1.0
+    # activations = a token part + a root part: each explains a share, both added explain all
+    token, root = rng.integers(0, 5, 3000) + 7, rng.integers(-1, 4, 3000)
+    x = rng.normal(size=(5, 16))[token - 7] + rng.normal(size=(5, 16))[root + 1]
+    shares = bench.variance_shares(x, {"token": token, "root": root, "both": token * 1000 + root})
+    assert 0.2 < shares["token"] < 0.8 and 0.2 < shares["root"] < 0.8
+    assert shares["both"] > 0.99 and bench.additive_share(x, token, root) > 0.99
