@@ -21,9 +21,9 @@ import logging
 import threading
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -34,6 +34,24 @@ from workflow.explore.engine import BadRequestError, Engine, NotFoundError
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # bytes of a request
 MAX_TEXT = 2000  # characters of a text
+
+
+class TrustedHosts:
+    """Only requests whose Host header names one of `hosts` (any port) reach the app; others get a
+    JSON 400, as every other error (Starlette's TrustedHostMiddleware answers in plain text)."""
+
+    def __init__(self, app, hosts: list[str]):
+        self.app, self.hosts = app, {h.lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = Headers(scope=scope).get("host", "").lower()
+            name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+            if name not in self.hosts:
+                error = f"host {host!r} is not one this explorer answers to ({', '.join(sorted(self.hosts))})"
+                await JSONResponse({"error": error}, 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class ReadOnlyFiles(StaticFiles):
@@ -178,5 +196,5 @@ def create_app(engine: Engine, page: str, extra_hosts: list[str] | None = None) 
     # only requests addressed to this machine by name or loopback address: a page elsewhere that
     # rebinds its own name to 127.0.0.1 cannot read the app (DNS rebinding)
     hosts = ["127.0.0.1", "localhost", "[::1]", *(extra_hosts or [])]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    middleware = [Middleware(TrustedHosts, hosts=hosts)]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
