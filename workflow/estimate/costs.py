@@ -59,11 +59,15 @@ class Costs:
 
     # ------------------------------------------------------------ helpers
 
-    def _forward(self, cost: Cost, model: str, dataset: str, tokens: float, head: bool = False, train: bool = False):
+    def _forward(
+        self, cost: Cost, model: str, dataset: str, tokens: float, head: bool = False, train: bool = False, lora=False
+    ):
+        """Forward FLOPs, or to train: forward + backward, 3x (LoRA: 2x, frozen weights take no
+        weight gradients; the adapters' own are negligible)."""
         flops = self.sizes.forward_flops(model, dataset, head) * tokens
-        return cost.add("train_flops" if train else "forward_flops", 3 * flops if train else flops)
+        return cost.add("train_flops" if train else "forward_flops", (2 if lora else 3) * flops if train else flops)
 
-    def _model_memory(self, model: str, dataset: str, batch_docs: int, train: bool = False) -> float:
+    def _model_memory(self, model: str, dataset: str, batch_docs: int, train: bool = False, lora=False) -> float:
         """Weights (and to train: gradients and Adam's two moments), and activations: about 34 values
         per token and layer at d_model plus the attention maps (Korthikanti et al. 2022), kept for the
         backward pass when training, a layer or two at a time otherwise; a batch pads to its longest
@@ -71,7 +75,8 @@ class Costs:
         s = self.sizes.shape(model)
         length = min(self.study["models"][model]["max_length"], 2 * self.sizes.mean_tokens(model, dataset))
         per_layer = batch_docs * length * (34 * s.d_model + 5 * s.n_heads * length) * 4
-        return MODEL_MEMORY + s.params * 4 * (4 if train else 1) + per_layer * (s.n_layers if train else 2)
+        weights = s.params * 4 * (4 if train and not lora else 1)  # training: + gradients and Adam's moments
+        return MODEL_MEMORY + weights + per_layer * (s.n_layers if train else 2)
 
     def _d_sae(self, recipe: dict, d_in: int) -> int:
         return recipe.get("d_sae") or recipe["expansion_factor"] * d_in
@@ -131,9 +136,10 @@ class Costs:
         docs = docs if ft["max_train_docs"] is None else min(docs, ft["max_train_docs"])
         n = self.sizes.mean_tokens(m, d, "train") * docs * ft["epochs"]
         lm = w.get("kind") in ("causal_lm", "masked_lm")
+        lora = lm and self.study["models"][m]["finetuned"].get("method") == "lora"
         cost = Cost(tokens=int(n), disk=self.sizes.shape(m).params * 4 + TOKENIZER_BYTES)
-        cost.memory = self._model_memory(m, d, ft["batch_size"], train=True)
-        self._forward(cost, m, d, n, head=lm, train=True)
+        cost.memory = self._model_memory(m, d, ft["batch_size"], train=True, lora=lora)
+        self._forward(cost, m, d, n, head=lm, train=True, lora=lora)
         self._forward(cost, m, d, self.sizes.tokens(m, d, "test"), head=lm)  # the test split's evaluation
         cost.add("train_steps", ft["epochs"] * -(-docs // ft["batch_size"]) * self.sizes.shape(m).n_layers)
         return cost
