@@ -41,20 +41,6 @@ DEFAULT = [
 ]  # fmt: skip
 
 
-def thresholded_f1(codes: np.ndarray, member: np.ndarray, fractions: list[float]) -> float:
-    """The best F1 of any latent firing above `fraction` x its largest activation, over fractions."""
-    top = codes.max(0)
-    best = 0.0
-    for fraction in fractions:
-        fires = codes > fraction * top
-        tp = (fires & member[:, None]).sum(0).astype(np.float64)
-        precision = tp / np.maximum(fires.sum(0), 1)
-        recall = tp / max(member.sum(), 1)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=tp > 0)
-        best = max(best, float(f1.max()))
-    return best
-
-
 def variance_shares(x: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float]:
     """Share of the variance of `x` explained by each grouping's means (between-group variance)."""
     centred = x - x.mean(0)
@@ -129,7 +115,7 @@ def sweep(results: Path, args, spec: str, rows: np.ndarray, member: np.ndarray) 
     f1 = [em.best_f1(codes, member[:, j])[1] for j in range(member.shape[1])]
     print(f"{head}: {summary(f1)}", flush=True)
     if args.thresholds:
-        f1 = [thresholded_f1(codes, member[:, j], args.thresholds) for j in range(member.shape[1])]
+        f1 = [em.best_threshold_f1(codes, member[:, j], args.thresholds)[1] for j in range(member.shape[1])]
         print(f"{' ' * len(head)}  best threshold: {summary(f1)}", flush=True)
 
 

@@ -121,6 +121,10 @@ def test_the_sae_alignment_scores_each_root_against_the_final_models_sae(learnt)
     roots = sae.filter(pl.col("factor").str.starts_with("root_"))
     assert len(roots) == 5 and roots["latent"].min() >= 0
     assert ((roots["f1"] > 0) & (roots["f1"] <= 1)).all() and roots["precision"].is_between(0, 1).all()
+    # a threshold of 0 is among those tried: the best threshold's F1 is never below the ">0" one
+    assert (roots["threshold_f1"] >= roots["f1"] - 1e-12).all() and (roots["threshold_f1"] <= 1).all()
+    topk = learnt["result"]["sae_roots"]["topk"]
+    assert topk["min_threshold_f1"] >= topk["min_best_f1"] and topk["roots_threshold_f1_08"] >= topk["roots_f1_08"]
     (mcc,) = learnt["result"]["sae"]
     assert 0 < mcc["mcc"] <= 1 and mcc["d_sae"] == 32
     # one linear unit bounds what one latent can do on the same tokens, and reads the roots well
@@ -136,14 +140,14 @@ def _board_saes():
     return module
 
 
-def test_the_sae_sweeps_threshold_and_variance_scores_on_planted_values():
+def test_threshold_f1_and_the_sweeps_variance_shares_on_planted_values():
     bench = _board_saes()
     rng = np.random.default_rng(0)
     member = rng.random(2000) < 0.2
     # latent 0 fires weakly everywhere and strongly on members: F1 1 only above a threshold
     codes = np.stack([np.where(member, 1.0, 0.05), rng.random(2000) * 0.5], 1)
-    assert bench.thresholded_f1(codes, member, [0.0]) < 0.5
-    assert bench.thresholded_f1(codes, member, [0.0, 0.5]) == 1.0
+    assert em.best_threshold_f1(codes, member, [0.0])[1] < 0.5
+    assert em.best_threshold_f1(codes, member) == (0, 1.0, 0.1)  # the first fraction above 0.05
     # activations = a token part + a root part: each explains a share, both added explain all
     token, root = rng.integers(0, 5, 3000) + 7, rng.integers(-1, 4, 3000)
     x = rng.normal(size=(5, 16))[token - 7] + rng.normal(size=(5, 16))[root + 1]

@@ -760,13 +760,14 @@ def test_a_scratch_models_emergence_and_truth_sections_show_their_numbers():
     }
     sae = pl.DataFrame(
         {"sae": ["topk", "topk", "topk"], "site": ["resid_post"] * 3, "layer": [2, 3, 2], "factor": ["root_0"] * 3}
-        | {"f1": [0.5, 0.85, 0.2]}
+        | {"f1": [0.5, 0.85, 0.2], "threshold_f1": [0.9, 0.85, 0.3], "threshold_fraction": [0.3, 0.0, 0.5]}
     )
     section = scratch_sections.emergence(summary, sae, None)
     rows = {r[0]: r for r in section["table"].rows}
     assert rows["root_0"][4] == 10 and rows["root_1"][4].text == "not decoded" and rows["root_1"][5] == "-"
     assert rows["root_0"][5].parts[0] == 0.85 and rows["root_0"][5].parts[1].text == "topk, resid_post, L3"
-    assert rows["root_0"][6].parts[0] == 0.97 and rows["root_1"][6] == "-"
+    assert rows["root_0"][6].parts[0] == 0.9 and rows["root_0"][6].parts[1].text == "0.3" and rows["root_1"][6] == "-"
+    assert rows["root_0"][7].parts[0] == 0.97 and rows["root_1"][7] == "-"
     context = {**_page_context([]), "emergence": section, "title": "t", "heading": "h", "index_href": "i.html"}
     html = render("report.html.j2", pages=layout.REPORT.names, has_features=False, **context)
     assert "decodes 1 of 2" in html and 'id="emergence"' in html and "boards" in html
@@ -834,6 +835,7 @@ def test_the_summary_prints_a_scratch_models_emergence_and_truth_tables(tmp_path
         results / layout.EMERGENCE.file("summary", **em).removeprefix("results/"),
     )
     sae = pl.DataFrame({"sae": ["topk"], "site": ["resid_post"], "layer": [2], "factor": ["root_0"], "f1": [0.55]})
+    sae = sae.with_columns(threshold_f1=pl.lit(0.75), threshold_fraction=pl.lit(0.2))
     write_parquet(sae, results / layout.EMERGENCE.file("sae", **em).removeprefix("results/"))
     w = {"model": "net", "dataset": "c", "site": "resid_post", "layer": 2, "sae": "topk"}
     write_json(w, results / layout.DIFF.file("summary", **w).removeprefix("results/"))
@@ -845,6 +847,6 @@ def test_the_summary_prints_a_scratch_models_emergence_and_truth_tables(tmp_path
 
     r = Results(study, str(results))
     text = "\n".join(emergence_lines(r) + truth_lines(r))  # what `python -m workflow summary` adds for them
-    assert "| root_0 | 2 | 0.970 | 0.300 | 5 | 0.550 (topk L2) | 0.960 |" in text
-    assert "| root_1 | 1 | 0.800 | 0.100 | - | - | - |" in text and "1 of 2 roots decoded" in text
+    assert "| root_0 | 2 | 0.970 | 0.300 | 5 | 0.550 (topk L2) | 0.750 (at 0.2 x max) | 0.960 |" in text
+    assert "| root_1 | 1 | 0.800 | 0.100 | - | - | - | - |" in text and "1 of 2 roots decoded" in text
     assert "| net / c | topk resid_post L2 | matching | - / 0.000 | - | - | - | 0.500 |" in text

@@ -15,26 +15,29 @@ EMERGENCE_HEADER = [
     "selectivity",
     "decoded from step",
     "best SAE latent: F1 (recipe, site, layer)",
+    "at its best threshold: F1 (fraction of its max)",
     "one linear unit: F1 (layer)",
 ]
 TRUTH_HEADER = ["recipe", "site", "layer", "method", "category", "roots", "predicted", "precision", "recall", "F1"]
 
 
-def _best_latents(sae_table: pl.DataFrame) -> dict[str, tuple]:
-    """factor -> (F1, recipe, site, layer) of the SAE latent that detects it best, over recipes and layers."""
-    if not len(sae_table) or "layer" not in sae_table.columns:
+def _best_latents(sae_table: pl.DataFrame, column: str = "f1") -> dict[str, dict]:
+    """factor -> the row of the SAE latent that detects it best by `column`, over recipes and layers."""
+    if not len(sae_table) or column not in sae_table.columns:
         return {}
-    best = sae_table.sort("f1", descending=True).unique("factor", keep="first")
-    return {r["factor"]: (r["f1"], r["sae"], r["site"], r["layer"]) for r in best.iter_rows(named=True)}
+    best = sae_table.sort(column, descending=True).unique("factor", keep="first")
+    return {r["factor"]: r for r in best.iter_rows(named=True)}
 
 
 def emergence(summary: dict, sae_table: pl.DataFrame, image: Image | None) -> dict:
     """The emergence plot, and per root and composite: where and how well the final model decodes it,
     from which training step, and the best single SAE latent for it."""
     latents, detectors = _best_latents(sae_table), summary.get("detector_f1") or {}
+    thresholded = _best_latents(sae_table, "threshold_f1")
     rows = []
     for factor in summary["roots"] + summary.get("composites", []):
         best, unit = latents.get(factor["factor"]), detectors.get(factor["factor"])
+        at = thresholded.get(factor["factor"])
         rows.append(
             [
                 factor["factor"],
@@ -42,7 +45,8 @@ def emergence(summary: dict, sae_table: pl.DataFrame, image: Image | None) -> di
                 factor["best_balanced_accuracy"],
                 factor["selectivity"],
                 factor["formed_at"] if factor.get("formed_at") is not None else Note("not decoded"),
-                Parts((best[0], Note(f"{best[1]}, {best[2]}, L{best[3]}"))) if best else "-",
+                Parts((best["f1"], Note(f"{best['sae']}, {best['site']}, L{best['layer']}"))) if best else "-",
+                Parts((at["threshold_f1"], Note(f"{at['threshold_fraction']:.1f}"))) if at else "-",
                 Parts((unit["f1"], Note(f"L{unit['layer']}"))) if unit else "-",
             ]
         )

@@ -18,10 +18,14 @@ def emergence_lines(r) -> list[str]:
         if e is None:
             continue
         sae = r.table(layout.EMERGENCE.file("sae", model=model, dataset=corpus))
-        best = {}
+        best, at = {}, {}
         if sae is not None and len(sae):
             for row in sae.sort("f1", descending=True).unique("factor", keep="first").iter_rows(named=True):
                 best[row["factor"]] = f"{row['f1']:.3f} ({row['sae']} L{row['layer']})"
+            if "threshold_f1" in sae.columns:
+                thresholded = sae.sort("threshold_f1", descending=True).unique("factor", keep="first")
+                for row in thresholded.iter_rows(named=True):
+                    at[row["factor"]] = f"{row['threshold_f1']:.3f} (at {row['threshold_fraction']:.1f} x max)"
         detector = e.get("detector_f1") or {}
         lines += [
             "",
@@ -29,14 +33,14 @@ def emergence_lines(r) -> list[str]:
             f"{e['roots_decoded_095']} of {e['n_roots']} roots decoded at balanced accuracy >= 0.95 at some layer:",
             "",
             "| factor | best layer | balanced accuracy | selectivity | decoded from step "
-            "| best SAE latent F1 | one linear unit F1 |",
-            "|---|---|---|---|---|---|---|",
+            "| best SAE latent F1 | at its best threshold | one linear unit F1 |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for f in e["roots"] + e.get("composites", []):
             unit = detector.get(f["factor"])
             lines.append(
                 f"| {f['factor']} | {f['best_layer']} | {f['best_balanced_accuracy']:.3f} | {f['selectivity']:.3f} "
-                f"| {_num(f.get('formed_at'))} | {best.get(f['factor'], '-')} "
+                f"| {_num(f.get('formed_at'))} | {best.get(f['factor'], '-')} | {at.get(f['factor'], '-')} "
                 f"| {_num(unit['f1']) if unit else '-'} |"
             )
     return lines

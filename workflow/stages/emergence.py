@@ -17,8 +17,9 @@ final model) runs over a seeded sample of the corpus's train and test boards, an
 
 For every SAE recipe of the pretrained variant (the final model) on the corpus at that (site,
 layer), on the final model's test activations: each root's and composite's best single latent
-(F1 of "fires" as its detector) and the mean correlation coefficient after matching latents to
-factors one to one.
+(F1 of "fires" as its detector; and at its best threshold, a fraction of its largest activation,
+as Karvonen et al. 2024 score board-game SAEs) and the mean correlation coefficient after matching
+latents to factors one to one.
 
 Writes ``emergence.parquet`` (a row per step x site x layer x factor), ``cka.parquet``,
 ``sae_alignment.parquet`` (a row per recipe x site x layer x factor), ``emergence.json`` (the
@@ -161,6 +162,9 @@ def cka(x: np.ndarray, y: np.ndarray) -> dict:
     return {"cka_biased": r["cka_biased"], "cka_debiased": r["cka_debiased"]}
 
 
+THRESHOLD_COLUMNS = ("threshold_latent", "threshold_f1", "threshold_fraction")
+
+
 def sae_alignment(saes: dict[str, str], final: dict, test: Sample, concepts: list[str]) -> tuple[list, list]:
     """Per SAE (recipe:site:layer -> folder): each structural factor's best latent, and the MCC."""
     from workflow import sae as sae_lib
@@ -177,6 +181,7 @@ def sae_alignment(saes: dict[str, str], final: dict, test: Sample, concepts: lis
         score, matched, corr = em.mcc(codes, indicators)
         for j, c in enumerate(factors):
             latent, f1, precision, recall = em.best_f1(codes, indicators[:, j])
+            at_threshold = zip(THRESHOLD_COLUMNS, em.best_threshold_f1(codes, indicators[:, j]))
             rows.append(
                 {
                     "sae": recipe,
@@ -187,19 +192,14 @@ def sae_alignment(saes: dict[str, str], final: dict, test: Sample, concepts: lis
                     "f1": f1,
                     "precision": precision,
                     "recall": recall,
+                    **dict(at_threshold),
                     "matched_latent": int(matched[j]),
                     "matched_correlation": float(corr[j]),
                 }
             )
         summaries.append({"sae": recipe, "site": site, "layer": int(layer), "mcc": score, "d_sae": codes.shape[1]})
-        log.info(
-            "%s %s L%s: MCC %.3f; roots' best F1 min %.3f",
-            recipe,
-            site,
-            layer,
-            score,
-            min(r["f1"] for r in rows[-len(factors) :] if r["factor"].startswith("root_")),
-        )
+        roots = [r["f1"] for r in rows[-len(factors) :] if r["factor"].startswith("root_")]
+        log.info("%s %s L%s: MCC %.3f; roots' best F1 min %.3f", recipe, site, layer, score, min(roots))
     return rows, summaries
 
 
@@ -246,9 +246,15 @@ def summary(
     }
     if len(sae_rows):
         roots = sae_rows.filter(pl.col("factor").str.starts_with("root_"))
-        per = roots.group_by(["sae", "factor"]).agg(pl.col("f1").max()).sort(["sae", "factor"])
+        per = roots.group_by(["sae", "factor"]).agg(pl.col("f1", "threshold_f1").max()).sort(["sae", "factor"])
         out["sae_roots"] = {
-            sae: {"min_best_f1": float(g["f1"].min()), "roots_f1_08": int((g["f1"] >= 0.8).sum()), "n_roots": len(g)}
+            sae: {
+                "min_best_f1": float(g["f1"].min()),
+                "roots_f1_08": int((g["f1"] >= 0.8).sum()),
+                "min_threshold_f1": float(g["threshold_f1"].min()),
+                "roots_threshold_f1_08": int((g["threshold_f1"] >= 0.8).sum()),
+                "n_roots": len(g),
+            }
             for (sae,), g in per.group_by(["sae"], maintain_order=True)
         }
     return out
