@@ -13,8 +13,7 @@ from pathlib import Path
 from workflow import layout
 from workflow.layout import VARIANTS
 from workflow.plan import Plan
-
-CROSSCODER_PREFIX = "crosscoder."  # as the report names a crosscoder's sides (no SAE recipe starts so)
+from workflow.report.feature_data import CROSSCODER_PREFIX  # the report's name of a crosscoder's sides
 
 
 class NotFoundError(LookupError):
