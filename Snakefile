@@ -1,7 +1,7 @@
 # What fine-tuning changes inside a transformer: the study DAG.
 # This file only wires: config validation, the rule files, and `rule all`.
 # Every stage is `python -m workflow <stage>` (workflow/stages/); rules stay thin: paths come
-# from workflow/layout.py and the job plan from workflow/plan.py (wrapped in rules/common.smk).
+# from workflow/layout.py and the job plan from workflow/plan/ (wrapped in rules/common.smk).
 
 import os
 

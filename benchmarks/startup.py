@@ -8,7 +8,7 @@ figures; a stage that logs only when done counts whole, so the share is an upper
     python benchmarks/startup.py                 # the study in this folder (results/, .snakemake/log/)
     python benchmarks/startup.py --study /path/to/study
     python benchmarks/startup.py --imports       # each library's import time, and a job's start with and
-                                                 # without the job server (workflow.jobserver)
+                                                 # without the job server (workflow.runner.jobserver)
 """
 
 from __future__ import annotations

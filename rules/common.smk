@@ -1,4 +1,4 @@
-# Thin wrappers that hand the plan (workflow/plan.py) and the paths (workflow/layout.py)
+# Thin wrappers that hand the plan (workflow/plan/) and the paths (workflow/layout.py)
 # to the rules. All logic lives in those two modules and is unit-tested there.
 
 import os
@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from workflow import layout
-from workflow.codehash import code_version
+from workflow.runner.codehash import code_version
 from workflow.models.sites import SITES
 from workflow.layout import VARIANTS
 from workflow.plan import Plan, as_json

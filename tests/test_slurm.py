@@ -14,7 +14,7 @@ import yaml
 
 from tests import slurm_node
 from tests.conftest import ROOT, run_snakemake, word_reviews
-from workflow.commands import GPU_STAGES
+from workflow.runner.commands import GPU_STAGES
 from workflow.store.files import read_json
 
 pytestmark = pytest.mark.workflow

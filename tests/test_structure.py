@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import ROOT
-from workflow.commands import GPU_STAGES, STAGES
+from workflow.runner.commands import GPU_STAGES, STAGES
 
 PACKAGE = ROOT / "workflow"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES, MAX_STRING = 60, 400, 1500

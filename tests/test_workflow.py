@@ -80,7 +80,7 @@ def study(tiny_bert, tiny_gpt2, tmp_path_factory):
         "stagewise": {"enabled": True, "steps": 5},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(cfg))
-    # two fake cards: GPU jobs claim them (workflow/gpus.py) and test_gpu_jobs_never_share_a_card checks the logs
+    # two fake cards: GPU jobs claim them (workflow/runner/gpus.py) and test_gpu_jobs_never_share_a_card checks the logs
     fake = {"STUDY_GPUS": "0,1", "STUDY_GPU_LOCKS": str(work / "gpu-locks")}
     result = run_snakemake(work, "--cores", "2", "--resources", "gpu=2", "--configfile", "study.yaml", env=fake)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -748,7 +748,7 @@ def test_gpu_jobs_never_share_a_card(study):
     held one card at the same time, and both cards were used."""
     from datetime import datetime
 
-    from workflow.commands import GPU_STAGES
+    from workflow.runner.commands import GPU_STAGES
 
     work, _ = study
     held: dict[str, list] = {}

@@ -12,6 +12,14 @@ what it holds: that is in the manifest, cfg.json or summary JSON beside the data
 'results/tokens/minilm/news/test.parquet'
 >>> TOKENS.pattern("table", split="train")
 'results/tokens/{model}/{dataset}/train.parquet'
+
+Command lines name an activation set as ``site:layer`` (`Target`) and what a probe or k-means reads
+as ``raw`` or ``sae:<recipe>`` (`Representation`); each has one parser, here.
+
+>>> Target.parse("resid_post:4")
+Target(site='resid_post', layer=4)
+>>> str(Representation.parse("sae:topk")), Representation.parse("sae:topk").name
+('sae:topk', 'topk')
 """
 
 from __future__ import annotations
@@ -20,6 +28,53 @@ from dataclasses import dataclass, field
 
 RESULTS = "results"
 VARIANTS = ("pretrained", "finetuned")  # the two models a study compares: the {variant} wildcard
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One activation set of a model: a (site, layer) pair, written ``site:layer`` on command lines."""
+
+    site: str
+    layer: int
+
+    def __str__(self) -> str:
+        return f"{self.site}:{self.layer}"
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``resid_post:4`` -> Target("resid_post", 4); anything else is an error naming the text."""
+        site, sep, layer = text.partition(":")
+        if not (sep and site and layer.isdigit()):
+            raise ValueError(f"expected SITE:LAYER (e.g. resid_post:4), got {text!r}")
+        return cls(site, int(layer))
+
+
+@dataclass(frozen=True)
+class Representation:
+    """What a probe or k-means reads: the raw activations (``raw``) or an SAE's codes (``sae:<recipe>``)."""
+
+    kind: str  # "raw" or "sae"
+    name: str | None = None  # the SAE recipe
+
+    RAW = "raw"
+    SAE = "sae"
+
+    def __str__(self) -> str:
+        return self.kind if self.name is None else f"{self.kind}:{self.name}"
+
+    @classmethod
+    def sae(cls, recipe: str) -> Representation:
+        return cls(cls.SAE, recipe)
+
+    @classmethod
+    def parse(cls, text: str) -> Representation:
+        """``raw`` or ``sae:<recipe>``; anything else is an error naming the text."""
+        kind, sep, name = text.partition(":")
+        if text == cls.RAW:
+            return cls(cls.RAW)
+        if kind != cls.SAE or not sep or not name:
+            raise ValueError(f"expected raw or sae:<recipe>, got {text!r}")
+        return cls(kind, name)
 
 
 class _Keep(dict):

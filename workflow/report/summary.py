@@ -12,13 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from workflow import cli, config, layout
+from workflow import config, layout
 from workflow.layout import VARIANTS
 from workflow.plan import Plan
 from workflow.report.methods_summary import methods_lines
 from workflow.report.render import number
 from workflow.report.rows import SAE_COLUMNS, sae_rows
 from workflow.report.scratch_summary import emergence_lines, truth_lines
+from workflow.runner import cli
 from workflow.store.files import nan_to_null, read_json
 
 

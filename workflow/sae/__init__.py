@@ -4,7 +4,7 @@
 ``metadata.architecture``) to the class that implements it; each class names
 its typed recipe (`recipe_type`) and the SAELens architecture it is saved as
 (``standard``, ``topk``, ``jumprelu``). Modules are imported when first used, so
-a stage's code version (`workflow.codehash`) covers only the architecture its
+a stage's code version (`workflow.runner.codehash`) covers only the architecture its
 recipe names. Adding an architecture: one module with its recipe and class, its
 line here, and its keys in the config schema.
 

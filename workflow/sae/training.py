@@ -22,9 +22,9 @@ from pathlib import Path
 
 import polars as pl
 
-from workflow.codehash import code_version
 from workflow.layout import SAE
 from workflow.models.loading import autocast_dtype, describe_device, pick_device
+from workflow.runner.codehash import code_version
 from workflow.sae import create
 from workflow.sae.base import geometric_median, lr_at
 from workflow.sae.losses import adapt_coefficient

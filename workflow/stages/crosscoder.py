@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis import crosscoding
 from workflow.analysis.features import example_positions, examples_table, feature_table, read_tokens
 from workflow.layout import VARIANTS
 from workflow.models.loading import describe_device, pick_device
+from workflow.runner import cli
 from workflow.sae.codes import sparse_codes
 from workflow.sae.crosscoder import CrosscoderRecipe, load
 from workflow.sae.downstream import crosscoder_effects

@@ -15,9 +15,10 @@ import logging
 
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.datasets import sources
 from workflow.datasets.baseline import bow_baseline
+from workflow.runner import cli
 from workflow.store.files import write_json, write_parquet
 
 log = logging.getLogger(__name__)

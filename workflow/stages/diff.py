@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.matching import (
     best_cosines,
     categorize,
@@ -78,6 +78,7 @@ from workflow.analysis.matching import (
 )
 from workflow.layout import VARIANTS
 from workflow.models.loading import pick_device
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.sae.downstream import lm_effects, task_effects
 from workflow.sae.metrics import measure

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.matching import FT_CATEGORIES, PRE_CATEGORIES
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, read_json
 
 log = logging.getLogger(__name__)

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis import emergence as em
 from workflow.models import loading
 from workflow.models.hooks import Capture
+from workflow.runner import cli
 from workflow.store.files import read_json, write_json, write_parquet
 from workflow.store.tokens import batches, read_documents
 
@@ -270,7 +271,7 @@ def best_detectors(rows: list[dict]) -> dict:
 
 
 def plot(table: pl.DataFrame, cka_table: pl.DataFrame, path: str) -> None:
-    from workflow import plots
+    from workflow.report.figures import canvas as plots
 
     plt = plots.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.models.loading import describe_device, pick_device
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.sae.downstream import lm_effects, task_effects
 from workflow.sae.metrics import l0_warning, measure

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.models import loading
 from workflow.models.hooks import Capture
 from workflow.models.sites import hook_name
 from workflow.models.sources import resolve_source
+from workflow.runner import cli
 from workflow.store.activations import ActivationWriter
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import Documents, batches, read_documents

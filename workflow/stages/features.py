@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.features import (
     PRECISE,
     example_positions,
@@ -61,7 +61,8 @@ from workflow.analysis.features import (
     sentence_features,
 )
 from workflow.models.loading import pick_device
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.sae.codes import Codes, sparse_codes
 from workflow.store.activations import ActivationSet

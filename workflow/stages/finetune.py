@@ -38,14 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow import cli, layout
-from workflow.codehash import code_version
+from workflow import layout
 from workflow.datasets.baseline import shortfall
 from workflow.models import loading, resume
 from workflow.models.classifier import evaluate, save_classifier
 from workflow.models.resume import Checkpoint
 from workflow.models.sources import resolve_source
 from workflow.models.training import masked_token_loss, next_token_loss, train
+from workflow.runner import cli
+from workflow.runner.codehash import code_version
 from workflow.store import checksums
 from workflow.store.files import read_json
 from workflow.store.tokens import Documents, read_documents

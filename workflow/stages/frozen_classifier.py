@@ -16,11 +16,11 @@ import logging
 
 import numpy as np
 
-from workflow import cli
 from workflow.models import loading
 from workflow.models.classifier import classifier_layer, evaluate, save_classifier
 from workflow.models.hooks import Hooks
 from workflow.models.sources import resolve_source
+from workflow.runner import cli
 from workflow.store.files import read_json
 from workflow.store.tokens import batches, length_order, read_documents
 

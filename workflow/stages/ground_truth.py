@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.matching import MATCH_LABELS
+from workflow.runner import cli
 from workflow.store.files import read_json, write_json, write_parquet
 
 CATEGORIES = ("kept", "changed", "removed", "new")

@@ -42,12 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis import ablation
 from workflow.analysis.attention import DEFAULT_THRESHOLDS, STATS, AttentionWeights, PatternStats, head_types
 from workflow.models import loading
 from workflow.models.families import family, locate, n_heads
 from workflow.models.sources import resolve_source
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import Documents, batches, length_order, read_documents
 

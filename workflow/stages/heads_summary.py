@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.layout import VARIANTS
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
 from workflow.report.render import render
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, read_json, write_text
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.models import scratch
+from workflow.runner import cli
 from workflow.store import checksums
 from workflow.store.files import atomic_dir
 

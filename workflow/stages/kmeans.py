@@ -35,11 +35,12 @@ import time
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.kmeans import cluster_rows, kmeans, scores
 from workflow.analysis.pooling import pool_set
 from workflow.models.families import family
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.store.activations import ActivationSet
 from workflow.store.files import atomic_dir, read_json, write_json

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.models import loading
 from workflow.models.lm import Scored
 from workflow.models.sources import resolve_source
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import labelled_batches, read_documents
 

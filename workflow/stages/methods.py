@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.matching import MATCH_LABELS
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.store.files import write_json, write_parquet
 

@@ -19,12 +19,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from workflow import cli, layout
-from workflow.codehash import code_version
+from workflow import layout
 from workflow.models import loading, resume, scratch
 from workflow.models.resume import Checkpoint
 from workflow.models.sources import read_model_config
 from workflow.models.training import masked_token_loss, next_token_loss, train
+from workflow.runner import cli
+from workflow.runner.codehash import code_version
 from workflow.store import checksums
 from workflow.store.files import atomic_dir, write_json
 from workflow.store.tokens import read_documents

@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.pooling import Pooled, pool_set
 from workflow.analysis.probes import fit_probe, public, sparse_probes, token_probe, token_sample
 from workflow.models.families import family
+from workflow.runner import cli
 from workflow.sae import load
 from workflow.sae.codes import encode_rows
 from workflow.store.activations import ActivationSet

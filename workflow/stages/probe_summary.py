@@ -17,8 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
-from workflow import cli, layout
-from workflow.plots import pyplot, save
+from workflow import layout
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, read_json
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import polars as pl
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.report import feature_data, methods_sections, probe_sections, scratch_sections, sections, study_index
 from workflow.report.render import Image, rel, render
+from workflow.runner import cli
 from workflow.store.files import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.report import study_index
 from workflow.report.render import render
+from workflow.runner import cli
 from workflow.store.files import read_json, write_text
 
 

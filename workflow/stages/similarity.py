@@ -16,14 +16,14 @@ import time
 import numpy as np
 import polars as pl
 
-from workflow import cli
 from workflow.analysis.similarity import SimilarityAccumulator
 from workflow.models import loading
 from workflow.models.families import locate
 from workflow.models.hooks import Capture
 from workflow.models.sites import hook_name
 from workflow.models.sources import resolve_source, resolve_weights
-from workflow.plots import pyplot, save
+from workflow.report.figures.canvas import pyplot, save
+from workflow.runner import cli
 from workflow.store.files import write_parquet
 from workflow.store.tokens import batches, length_order, read_documents
 

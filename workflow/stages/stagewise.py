@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow import cli, layout
+from workflow import layout
 from workflow.analysis.matching import outlier_limit
 from workflow.analysis.stagewise import movement_table
 from workflow.layout import VARIANTS
 from workflow.models.loading import pick_device
+from workflow.runner import cli
 from workflow.sae import load, recipe_from_dict
 from workflow.sae.training import train, training_form
 from workflow.store.activations import ActivationSet

@@ -36,10 +36,10 @@ import time
 
 import polars as pl
 
-from workflow import cli
 from workflow.models.families import FAMILIES, model_family
 from workflow.models.loading import load_tokenizer
 from workflow.models.sources import read_model_config, resolve_source
+from workflow.runner import cli
 from workflow.store.files import write_json, write_parquet
 from workflow.store.tokens import TOKENS_SCHEMA, encode
 

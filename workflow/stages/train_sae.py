@@ -10,9 +10,9 @@ training_log.parquet.
 
 from __future__ import annotations
 
-from workflow import cli
 from workflow.models.families import FAMILIES, model_family
 from workflow.models.sources import read_model_config, resolve_source
+from workflow.runner import cli
 from workflow.sae import recipe_from_dict
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet

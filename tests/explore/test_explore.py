@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from workflow.explore import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Markets rallied after the central bank cut rates."
 WHERE = {"model": "bert", "dataset": "news", "site": "resid_post", "layer": 2, "recipe": "topk"}
 

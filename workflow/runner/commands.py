@@ -7,7 +7,7 @@ STAGES = ("dataset", "init_model", "tokens", "pretrain", "finetune", "frozen_cla
           "train_sae", "evaluate_sae", "features", "diff", "diff_summary", "probe", "probe_summary", "kmeans",
           "heads", "heads_summary", "lm_compare", "crosscoder", "stagewise", "methods", "emergence", "ground_truth",
           "report", "report_index")
-# Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/gpus.py).
+# Stages whose rules declare `resources: gpu=1`: each claims its own card (workflow/runner/gpus.py).
 GPU_STAGES = ("pretrain", "finetune", "frozen_classifier", "extract", "similarity", "train_sae", "evaluate_sae",
               "features", "diff", "heads", "emergence", "lm_compare", "crosscoder", "stagewise")
 # fmt: on

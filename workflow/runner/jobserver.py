@@ -119,7 +119,7 @@ def _start(path: Path) -> socket.socket | None:
             return conn
         log = open(path.with_suffix(".log"), "ab")  # noqa: SIM115 (the server's own output)
         subprocess.Popen(
-            [sys.executable, "-m", "workflow.jobserver", str(path)],
+            [sys.executable, "-m", "workflow.runner.jobserver", str(path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -209,7 +209,7 @@ def _child(request: dict, fds: list[int], listener: socket.socket, conn: socket.
     code = 0
     try:
         _limit_threads(request["env"])
-        from workflow.__main__ import run_stage
+        from workflow.runner.run import run_stage
 
         run_stage(request["argv"])
     except SystemExit as exc:
@@ -275,7 +275,7 @@ def preload() -> None:
     for model_type in MODEL_TYPES:
         with contextlib.suppress(ImportError):
             importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-    for name in [m for m in sys.modules if m.startswith("workflow.") and m != "workflow.jobserver"]:
+    for name in [m for m in sys.modules if m.startswith("workflow.") and m != "workflow.runner.jobserver"]:
         del sys.modules[name]  # the workflow's own code is imported fresh by each job, as edited
 
 

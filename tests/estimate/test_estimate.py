@@ -14,7 +14,7 @@ import yaml
 from workflow import config as study_config
 from workflow.estimate import cli, costs, jobs, sizes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 DRY_RUN = """\
 Building DAG of jobs...

@@ -25,7 +25,7 @@ import textwrap
 from pathlib import Path
 
 PACKAGE = "workflow"
-ROOT = Path(__file__).resolve().parent.parent  # holds the package folder
+ROOT = Path(__file__).resolve().parents[2]  # holds the package folder
 DATA_FOLDERS = ("templates", "static")
 
 

@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from tests.conftest import ROOT
-from workflow import codehash
-from workflow.codehash import closure, code_version, stage_files
-from workflow.commands import STAGES
+from workflow.runner import codehash
+from workflow.runner.codehash import closure, code_version, stage_files
+from workflow.runner.commands import STAGES
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_the_graph_follows_imports_inside_functions_and_through_other_modules():
     assert "workflow/sae/base.py" in files and "workflow/sae/topk.py" not in files
     assert not any(name.startswith("workflow/report/") for name in files)
     assert "workflow/commands.py" not in files  # the list of stages: adding a stage re-runs no other
-    assert "workflow/codehash.py" not in _names(stage_files("train_sae", "topk"))  # versions decide no output
+    assert "workflow/runner/codehash.py" not in _names(stage_files("train_sae", "topk"))  # versions decide no output
     assert "workflow/models/hooks.py" not in _names(stage_files("train_sae", "topk"))
     assert _names(closure("workflow.sae.batchtopk")) >= {"workflow/sae/topk.py", "workflow/sae/kernels.py"}
 

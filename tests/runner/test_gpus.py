@@ -12,12 +12,12 @@ import sys
 import time
 
 from tests.conftest import ROOT
-from workflow import gpus
-from workflow.commands import GPU_STAGES
+from workflow.runner import gpus
+from workflow.runner.commands import GPU_STAGES
 
 JOB = """
 import json, os, sys, time
-from workflow import gpus
+from workflow.runner import gpus
 card = gpus.claim(poll_seconds=0.02)
 start = time.time()
 time.sleep(float(sys.argv[1]))

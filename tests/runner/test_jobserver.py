@@ -1,4 +1,4 @@
-"""The job server (`workflow.jobserver`): a job run through it behaves as the same job run by itself
+"""The job server (`workflow.runner.jobserver`): a job run through it behaves as the same job run by itself
 (outputs, exit status, error output, working directory, environment), a killed job's child dies
 with it, and it stays out of the way where it must (switched off, inside SLURM)."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from workflow import jobserver
+from workflow.runner import jobserver
 
 SPEC = {"source": "builtin", "task": "news_topic", "n_train": 60, "n_test": 20, "label_noise": 0.0, "seed": 0}
 SPEC |= {"max_train": None, "max_test": None}

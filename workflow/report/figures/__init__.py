@@ -1,0 +1,2 @@
+"""The study's figures, one module per topic; `canvas` gives matplotlib without a display and the
+atomic save every figure goes through."""
