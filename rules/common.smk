@@ -33,6 +33,24 @@ wildcard_constraints:
     kind="|".join(layout.FINETUNE_KINDS),
 
 
+class stage_job:
+    """The lines every stage's rule shares, made from its name and the wildcards in its log's name.
+
+    Used as `conda: job.env`, `log: job.log`, `benchmark: job.benchmark` and
+    `shell: job.shell(options)` (``python -m workflow <stage> <options>`` into the log). Each
+    rule file sets `job` just above its rule, as Snakemake reads directives where they stand."""
+
+    env = "../envs/workflow.yaml"  # relative to the rule file, for `--sdm conda`
+
+    def __init__(self, rule, wildcards="", stage=None):
+        self.stage = stage or rule
+        self.log = layout.log(rule, wildcards)
+        self.benchmark = layout.benchmark(rule, wildcards)
+
+    def shell(self, options):
+        return f"python -m workflow {self.stage} {options} > {{log}} 2>&1"
+
+
 def files(folder, *names):
     """Named file patterns of a layout folder, for a rule's input or output."""
     return {name: folder.pattern(name) for name in names}

@@ -3,6 +3,9 @@
 # its own recipe as params.
 
 
+job = stage_job("crosscoder", "{model}/{dataset}/{site}/L{layer}/{crosscoder}")
+
+
 rule crosscoder:
     input:
         train=expand(layout.ACTIVATIONS.pattern("summary", split="train"), variant=VARIANTS, allow_missing=True),
@@ -42,13 +45,15 @@ rule crosscoder:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("crosscoder", "{model}/{dataset}/{site}/L{layer}/{crosscoder}"),
+        job.log,
     benchmark:
-        layout.benchmark("crosscoder", "{model}/{dataset}/{site}/L{layer}/{crosscoder}")
+        job.benchmark
     shell:
-        "python -m workflow crosscoder {params.sets} --recipe {params.recipe:q} --name {wildcards.crosscoder}"
-        " --config {params.cfg:q} --source {params.source:q} --out {params.out} --tokens {input.tokens} {params.models}"
-        " --meta {input.meta} --eval-config {params.eval_cfg:q} --features-config {params.features_cfg:q}"
-        " --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "{params.sets} --recipe {params.recipe:q} --name {wildcards.crosscoder} --config "
+            "{params.cfg:q} --source {params.source:q} --out {params.out} --tokens {input.tokens} "
+            "{params.models} --meta {input.meta} --eval-config {params.eval_cfg:q} --features-config "
+            "{params.features_cfg:q} --load {params.load:q}"
+        )

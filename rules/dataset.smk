@@ -1,3 +1,6 @@
+job = stage_job("dataset", "{dataset}")
+
+
 rule dataset:
     input:
         lambda w: PLAN.local_files(w.dataset),
@@ -8,10 +11,12 @@ rule dataset:
         out=layout.DATA.pattern(),
         code=code_version("dataset"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("dataset", "{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("dataset", "{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow dataset --name {wildcards.dataset} --spec {params.spec:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--name {wildcards.dataset} --spec {params.spec:q} --out-dir {params.out}"
+        )

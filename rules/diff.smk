@@ -1,6 +1,9 @@
 # Pretrained vs fine-tuned SAE of one (site, layer, recipe).
 
 
+job = stage_job("diff", "{model}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule diff:
     input:
         features=expand(layout.SAE.pattern("features"), variant=VARIANTS, allow_missing=True),
@@ -22,11 +25,13 @@ rule diff:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("diff", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("diff", "{model}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow diff {params.args} --tokens {input.tokens} --config {params.cfg:q}"
-        " --eval-config {params.eval_cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "{params.args} --tokens {input.tokens} --config {params.cfg:q} --eval-config "
+            "{params.eval_cfg:q} --out-dir {params.out} --load {params.load:q}"
+        )

@@ -1,6 +1,9 @@
 # One recipe's diffs across every (site, layer) of a (model, dataset).
 
 
+job = stage_job("diff_summary", "{model}/{dataset}/{sae}")
+
+
 rule diff_summary:
     input:
         lambda w: layout.DIFF.inside(PLAN.diff_dirs(w.model, w.dataset, w.sae), "summary"),
@@ -12,10 +15,12 @@ rule diff_summary:
         out=layout.DIFF_SUMMARY.pattern(),
         code=code_version("diff_summary"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("diff_summary", "{model}/{dataset}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("diff_summary", "{model}/{dataset}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow diff_summary --diffs {params.diffs} --title {params.title:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--diffs {params.diffs} --title {params.title:q} --out-dir {params.out}"
+        )

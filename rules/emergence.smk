@@ -2,6 +2,9 @@
 # its training snapshots, on its corpus.
 
 
+job = stage_job("emergence", "{model}/{dataset}")
+
+
 rule emergence:
     input:
         trained=layout.SCRATCH.pattern("metrics"),
@@ -24,12 +27,14 @@ rule emergence:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("emergence", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("emergence", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow emergence --init {params.init} --trained {params.trained} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --targets {params.targets} --saes {params.saes}"
-        " --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--init {params.init} --trained {params.trained} --train-tokens {input.train} --test-tokens "
+            "{input.test} --meta {input.meta} --targets {params.targets} --saes {params.saes} --config "
+            "{params.cfg:q} --out-dir {params.out}"
+        )

@@ -1,3 +1,6 @@
+job = stage_job("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule evaluate_sae:
     input:
         **files(layout.SAE, "weights", "cfg"),
@@ -19,11 +22,13 @@ rule evaluate_sae:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow evaluate_sae --sae {params.sae} --acts {params.acts} --tokens {input.tokens}"
-        " {params.classifier} {params.lm} --config {params.cfg:q} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--sae {params.sae} --acts {params.acts} --tokens {input.tokens} {params.classifier} "
+            "{params.lm} --config {params.cfg:q} --load {params.load:q}"
+        )

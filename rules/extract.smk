@@ -3,6 +3,9 @@
 # when complete); extract.json, written last, marks the job done.
 
 
+job = stage_job("extract", "{model}/{variant}/{dataset}/{split}")
+
+
 rule extract:
     input:
         tokens=layout.TOKENS.pattern("table"),
@@ -21,12 +24,14 @@ rule extract:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("extract", "{model}/{variant}/{dataset}/{split}"),
+        job.log,
     benchmark:
-        layout.benchmark("extract", "{model}/{variant}/{dataset}/{split}")
+        job.benchmark
     shell:
-        "python -m workflow extract --model {params.source:q} --tokens {input.tokens}"
-        " --targets {params.targets} --meta {params.meta:q} --config {params.cfg:q}"
-        " --out-root {params.out} --summary {output} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--model {params.source:q} --tokens {input.tokens} --targets {params.targets} --meta "
+            "{params.meta:q} --config {params.cfg:q} --out-root {params.out} --summary {output} --load "
+            "{params.load:q}"
+        )

@@ -1,3 +1,6 @@
+job = stage_job("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule features:
     input:
         **files(layout.SAE, "weights", "cfg"),
@@ -15,11 +18,13 @@ rule features:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow features --sae {params.sae} --acts {params.acts} --tokens {input.tokens}"
-        " --meta {input.meta} --config {params.cfg:q} > {log} 2>&1"
+        job.shell(
+            "--sae {params.sae} --acts {params.acts} --tokens {input.tokens} --meta {input.meta} "
+            "--config {params.cfg:q}"
+        )

@@ -2,6 +2,9 @@
 # causal_lm or masked_lm (full or LoRA, merged). A checkpoint kind has no job here.
 
 
+job = stage_job("finetune", "{model}/{kind}/{dataset}")
+
+
 rule finetune:
     input:
         train=layout.TOKENS.pattern("table", split="train"),
@@ -21,11 +24,14 @@ rule finetune:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("finetune", "{model}/{kind}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("finetune", "{model}/{kind}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow finetune --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --data {input.data} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--model {params.source:q} --train-tokens {input.train} --test-tokens {input.test} --meta "
+            "{input.meta} --data {input.data} --config {params.cfg:q} --out-dir {params.out} --load "
+            "{params.load:q}"
+        )

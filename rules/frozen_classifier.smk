@@ -3,6 +3,9 @@
 # splices and head ablations are scored.
 
 
+job = stage_job("frozen_classifier", "{model}/{variant}/{dataset}")
+
+
 rule frozen_classifier:
     input:
         train=layout.TOKENS.pattern("table", split="train"),
@@ -21,11 +24,13 @@ rule frozen_classifier:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("frozen_classifier", "{model}/{variant}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("frozen_classifier", "{model}/{variant}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow frozen_classifier --model {params.source:q} --train-tokens {input.train}"
-        " --test-tokens {input.test} --meta {input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--model {params.source:q} --train-tokens {input.train} --test-tokens {input.test} --meta "
+            "{input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q}"
+        )

@@ -1,6 +1,9 @@
 # Every diffing method scored against the known change of a boards corpus, per diffed (site, layer, recipe).
 
 
+job = stage_job("ground_truth", "{model}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule ground_truth:
     input:
         meta=layout.DATA.pattern("meta"),
@@ -26,11 +29,13 @@ rule ground_truth:
         out=layout.TRUTH.pattern(),
         code=code_version("ground_truth"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("ground_truth", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("ground_truth", "{model}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow ground_truth --meta {input.meta} --diff {params.diff} --sae-pretrained {params.pre}"
-        " --sae-finetuned {params.ft} {params.args} --min-f1 {params.min_f1} --out {params.out} > {log} 2>&1"
+        job.shell(
+            "--meta {input.meta} --diff {params.diff} --sae-pretrained {params.pre} --sae-finetuned "
+            "{params.ft} {params.args} --min-f1 {params.min_f1} --out {params.out}"
+        )

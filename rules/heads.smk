@@ -1,6 +1,9 @@
 # Attention heads per (model, variant, dataset) in the `heads` scope. The scope is not passed to jobs.
 
 
+job = stage_job("heads", "{model}/{dataset}/{variant}")
+
+
 rule heads:
     input:
         tokens=layout.TOKENS.pattern("table", split="test"),
@@ -20,11 +23,13 @@ rule heads:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("heads", "{model}/{dataset}/{variant}"),
+        job.log,
     benchmark:
-        layout.benchmark("heads", "{model}/{dataset}/{variant}")
+        job.benchmark
     shell:
-        "python -m workflow heads --tokens {input.tokens} {params.classifier}"
-        " {params.lm} --family {params.family} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--tokens {input.tokens} {params.classifier} {params.lm} --family {params.family} --config "
+            "{params.cfg:q} --out-dir {params.out} --load {params.load:q}"
+        )

@@ -1,6 +1,9 @@
 # The attention heads of one (model, dataset), pretrained against fine-tuned.
 
 
+job = stage_job("heads_summary", "{model}/{dataset}")
+
+
 rule heads_summary:
     input:
         **{v: layout.HEADS.pattern("summary", variant=v) for v in VARIANTS},
@@ -14,11 +17,13 @@ rule heads_summary:
         out=layout.HEADS_SUMMARY.pattern(),
         code=code_version("heads_summary"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("heads_summary", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("heads_summary", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow heads_summary --pretrained {params.pretrained} --finetuned {params.finetuned}"
-        " --examples {params.examples} --title {params.title:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--pretrained {params.pretrained} --finetuned {params.finetuned} --examples "
+            "{params.examples} --title {params.title:q} --out-dir {params.out}"
+        )

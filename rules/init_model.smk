@@ -1,6 +1,9 @@
 # The untrained model and tokenizer of a model of source scratch (its tokenizer reads every tokens table).
 
 
+job = stage_job("init_model", "{model}")
+
+
 rule init_model:
     output:
         **files(layout.SCRATCH_INIT, "weights", "config"),
@@ -11,11 +14,13 @@ rule init_model:
         out=layout.SCRATCH_INIT.pattern(),
         code=code_version("init_model"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("init_model", "{model}"),
+        job.log,
     benchmark:
-        layout.benchmark("init_model", "{model}")
+        job.benchmark
     shell:
-        "python -m workflow init_model --spec {params.spec:q} --vocab {params.vocab:q} --board-cells {params.cells}"
-        " --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--spec {params.spec:q} --vocab {params.vocab:q} --board-cells {params.cells} --out-dir "
+            "{params.out}"
+        )

@@ -2,6 +2,9 @@
 # `probe` scope, raw activations and each SAE's latents.
 
 
+job = stage_job("kmeans", "{model}/{dataset}")
+
+
 rule kmeans:
     input:
         acts=expand(layout.ACTIVATIONS.pattern("summary", split="test"), variant=VARIANTS, allow_missing=True),
@@ -22,12 +25,14 @@ rule kmeans:
         code=code_version("kmeans"),
     threads: STUDY["sae_threads"]
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("kmeans", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("kmeans", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow kmeans --plan {params.plan:q} --tokens {input.tokens} --data {input.data}"
-        " --meta {input.meta} --family {params.family} --config {params.cfg:q} --title {params.title:q}"
-        " --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--plan {params.plan:q} --tokens {input.tokens} --data {input.data} --meta {input.meta} "
+            "--family {params.family} --config {params.cfg:q} --title {params.title:q} --out-dir "
+            "{params.out}"
+        )

@@ -2,6 +2,9 @@
 # for models whose base carries an LM head.
 
 
+job = stage_job("lm_compare", "{model}/{dataset}")
+
+
 rule lm_compare:
     input:
         tokens=layout.TOKENS.pattern("table", split="test"),
@@ -18,11 +21,13 @@ rule lm_compare:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("lm_compare", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("lm_compare", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow lm_compare {params.args} --tokens {input.tokens} --config {params.cfg:q}"
-        " --out-dir {params.out} --title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "{params.args} --tokens {input.tokens} --config {params.cfg:q} --out-dir {params.out} "
+            "--title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q}"
+        )

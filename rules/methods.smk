@@ -1,6 +1,9 @@
 # The diffing methods side by side at each diffed (site, layer, recipe).
 
 
+job = stage_job("methods", "{model}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule methods:
     input:
         diff=layout.DIFF.pattern("table"),
@@ -23,11 +26,13 @@ rule methods:
         out=layout.METHODS.pattern(),
         code=code_version("methods"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("methods", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("methods", "{model}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow methods --diff {params.diff} --sae {params.sae} {params.args}"
-        " --config {params.cfg:q} --out {params.out} > {log} 2>&1"
+        job.shell(
+            "--diff {params.diff} --sae {params.sae} {params.args} --config {params.cfg:q} --out "
+            "{params.out}"
+        )

@@ -2,6 +2,9 @@
 # the pretrained variant of every later stage.
 
 
+job = stage_job("pretrain", "{model}")
+
+
 rule pretrain:
     input:
         init=layout.SCRATCH_INIT.pattern("weights"),
@@ -19,11 +22,13 @@ rule pretrain:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("pretrain", "{model}"),
+        job.log,
     benchmark:
-        layout.benchmark("pretrain", "{model}")
+        job.benchmark
     shell:
-        "python -m workflow pretrain --init {params.init} --train-tokens {input.train} --test-tokens {input.test}"
-        " --board-dim {params.board_dim} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--init {params.init} --train-tokens {input.train} --test-tokens {input.test} --board-dim "
+            "{params.board_dim} --config {params.cfg:q} --out-dir {params.out}"
+        )

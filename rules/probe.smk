@@ -3,6 +3,9 @@
 # per-(model, dataset) jobs that gather them.
 
 
+job = stage_job("probe", "{model}/{dataset}/{variant}/{site}/L{layer}")
+
+
 rule probe:
     input:
         train_acts=layout.ACTIVATIONS.pattern("summary", split="train"),
@@ -23,12 +26,14 @@ rule probe:
         code=code_version("probe"),
     threads: STUDY["sae_threads"]
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("probe", "{model}/{dataset}/{variant}/{site}/L{layer}"),
+        job.log,
     benchmark:
-        layout.benchmark("probe", "{model}/{dataset}/{variant}/{site}/L{layer}")
+        job.benchmark
     shell:
-        "python -m workflow probe --train-acts {params.train_acts} --test-acts {params.test_acts}"
-        " --train-tokens {input.train_tokens} --test-tokens {input.test_tokens} --meta {input.meta}"
-        " --family {params.family} {params.saes} --config {params.cfg:q} --out-dir {params.out} > {log} 2>&1"
+        job.shell(
+            "--train-acts {params.train_acts} --test-acts {params.test_acts} --train-tokens "
+            "{input.train_tokens} --test-tokens {input.test_tokens} --meta {input.meta} --family "
+            "{params.family} {params.saes} --config {params.cfg:q} --out-dir {params.out}"
+        )

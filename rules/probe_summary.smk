@@ -1,3 +1,6 @@
+job = stage_job("probe_summary", "{model}/{dataset}")
+
+
 rule probe_summary:
     input:
         lambda w: layout.PROBE.inside(PLAN.probe_dirs(w.model, w.dataset), "summary"),
@@ -9,11 +12,12 @@ rule probe_summary:
         out=layout.PROBE_SUMMARY.pattern(),
         code=code_version("probe_summary"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("probe_summary", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("probe_summary", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow probe_summary --probes {params.probes} --title {params.title:q} --out-dir {params.out}"
-        " > {log} 2>&1"
+        job.shell(
+            "--probes {params.probes} --title {params.title:q} --out-dir {params.out}"
+        )

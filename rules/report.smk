@@ -1,6 +1,9 @@
 # One offline report folder per (model, dataset): its inputs are exactly the files it shows.
 
 
+job = stage_job("report", "{model}/{dataset}")
+
+
 rule report:
     input:
         unpack(lambda w: PLAN.report_inputs(w.model, w.dataset)),
@@ -10,11 +13,12 @@ rule report:
         args=lambda w: shlex.join(PLAN.report_args(w.model, w.dataset)),
         code=code_version("report"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("report", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("report", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow report --model {wildcards.model} --dataset {wildcards.dataset} {params.args}"
-        " --out-dir {output} > {log} 2>&1"
+        job.shell(
+            "--model {wildcards.model} --dataset {wildcards.dataset} {params.args} --out-dir {output}"
+        )

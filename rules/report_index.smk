@@ -1,3 +1,6 @@
+job = stage_job("report_index")
+
+
 rule report_index:
     input:
         pages=PLAN.report_pages(),
@@ -7,10 +10,12 @@ rule report_index:
         notes=" ".join(shlex.quote(n) for n in PLAN.unstudied()),
         code=code_version("report_index"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("report_index"),
+        job.log,
     benchmark:
-        layout.benchmark("report_index")
+        job.benchmark
     shell:
-        "python -m workflow report_index --pages {input.pages} --out {output} --not-studied {params.notes} > {log} 2>&1"
+        job.shell(
+            "--pages {input.pages} --out {output} --not-studied {params.notes}"
+        )

@@ -1,3 +1,6 @@
+job = stage_job("similarity", "{model}/{dataset}")
+
+
 rule similarity:
     input:
         tokens=layout.TOKENS.pattern("table", split=STUDY["similarity"]["split"]),
@@ -14,12 +17,14 @@ rule similarity:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("similarity", "{model}/{dataset}"),
+        job.log,
     benchmark:
-        layout.benchmark("similarity", "{model}/{dataset}")
+        job.benchmark
     shell:
-        "python -m workflow similarity --pretrained {params.source:q} --finetuned {params.finetuned:q}"
-        " --tokens {input.tokens} --config {params.cfg:q} --out-table {output.table}"
-        " --out-plot {output.plot} --title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q} > {log} 2>&1"
+        job.shell(
+            "--pretrained {params.source:q} --finetuned {params.finetuned:q} --tokens {input.tokens} "
+            "--config {params.cfg:q} --out-table {output.table} --out-plot {output.plot} "
+            "--title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q}"
+        )

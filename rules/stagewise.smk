@@ -1,6 +1,9 @@
 # Stage-wise fine-tuning of each diffed pretrained SAE on the fine-tuned variant's activations.
 
 
+job = stage_job("stagewise", "{model}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule stagewise:
     input:
         sae=layout.SAE.pattern("weights", variant="pretrained"),
@@ -20,11 +23,13 @@ rule stagewise:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("stagewise", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("stagewise", "{model}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow stagewise --sae {params.sae} --train-acts {params.train} --pretrained-test {params.pre}"
-        " --finetuned-test {params.ft} --config {params.cfg:q} --out {params.out} > {log} 2>&1"
+        job.shell(
+            "--sae {params.sae} --train-acts {params.train} --pretrained-test {params.pre} "
+            "--finetuned-test {params.ft} --config {params.cfg:q} --out {params.out}"
+        )

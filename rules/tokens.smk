@@ -1,3 +1,6 @@
+job = stage_job("tokens", "{model}/{dataset}/{split}")
+
+
 rule tokens:
     input:
         data=layout.DATA.pattern("split"),
@@ -12,12 +15,13 @@ rule tokens:
         stride=lambda w: "" if STUDY["tokenize"]["stride"] is None else f"--stride {STUDY['tokenize']['stride']}",
         code=code_version("tokens"),
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("tokens", "{model}/{dataset}/{split}"),
+        job.log,
     benchmark:
-        layout.benchmark("tokens", "{model}/{dataset}/{split}")
+        job.benchmark
     shell:
-        "python -m workflow tokens --data {input.data} --model {params.source:q}"
-        " --max-length {params.max_length} {params.chat} --out {output.table} --truncation {output.truncation}"
-        " {params.stride} > {log} 2>&1"
+        job.shell(
+            "--data {input.data} --model {params.source:q} --max-length {params.max_length} "
+            "{params.chat} --out {output.table} --truncation {output.truncation} {params.stride}"
+        )

@@ -3,6 +3,9 @@
 # that recipe's SAEs and their dependants.
 
 
+job = stage_job("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+
+
 rule train_sae:
     input:
         layout.ACTIVATIONS.pattern("summary", split="train"),
@@ -19,19 +22,25 @@ rule train_sae:
     resources:
         gpu=1,
     conda:
-        "../envs/workflow.yaml"
+        job.env
     log:
-        layout.log("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+        job.benchmark
     shell:
-        "python -m workflow train_sae --acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae}"
-        " --source {params.source:q} --max-length {params.max_length} --out {params.out} > {log} 2>&1"
+        job.shell(
+            "--acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae} --source "
+            "{params.source:q} --max-length {params.max_length} --out {params.out}"
+        )
 
 
 # The seed baseline: a second pretrained SAE of the recipe with seed + 1 (the diff's noise floor),
-# where diff.seed_baseline asks for one.
-rule train_sae_seed:
+# where the plan's seed_sae asks for one. The same job as train_sae on the pretrained variant's
+# activations; only its recipe (the seed), its folder and its log differ.
+job = stage_job("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}")
+
+
+use rule train_sae as train_sae_seed with:
     input:
         layout.ACTIVATIONS.pattern("summary", variant="pretrained", split="train"),
     output:
@@ -39,19 +48,8 @@ rule train_sae_seed:
     params:
         acts=layout.ACTIVATION_SET.pattern(variant="pretrained", split="train"),
         recipe=lambda w: as_json(PLAN.seed_recipe(w.sae)),
-        code=lambda w: code_version("train_sae", PLAN.sae_recipe(w.sae)["architecture"]),
-        source=lambda w: PLAN.model(w.model)["source"],
-        max_length=lambda w: PLAN.model(w.model)["max_length"],
         out=layout.SEED_SAE.pattern(),
-    threads: STUDY["sae_threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../envs/workflow.yaml"
     log:
-        layout.log("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}"),
+        job.log,
     benchmark:
-        layout.benchmark("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}")
-    shell:
-        "python -m workflow train_sae --acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae}"
-        " --source {params.source:q} --max-length {params.max_length} --out {params.out} > {log} 2>&1"
+        job.benchmark

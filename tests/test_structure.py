@@ -1,5 +1,5 @@
 """The layout the README promises: one name per stage across rules, stage modules and tests; stages that do
-not import each other; modules, functions and string constants that stay small."""
+not import each other; no import circle; thin stages; modules, functions and string constants that stay small."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from workflow.runner.commands import GPU_STAGES, STAGES
 
 PACKAGE = ROOT / "workflow"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES, MAX_STRING = 60, 400, 1500
+MAX_STAGE_LINES = 150  # a stage reads, calls its topic packages and writes: the method lives in those packages
 
 
 def _modules():
@@ -27,7 +28,7 @@ def _tree(path):
 def test_a_stage_is_one_name_in_three_places(stage):
     rules = (ROOT / "rules" / f"{stage}.smk").read_text()
     assert re.search(rf"^rule {stage}:", rules, flags=re.M), f"rules/{stage}.smk has no rule {stage}"
-    assert f"python -m workflow {stage} " in rules
+    assert f'job = stage_job("{stage}"' in rules, f"rules/{stage}.smk does not run `python -m workflow {stage}`"
     assert (PACKAGE / "stages" / f"{stage}.py").is_file() and (ROOT / "tests" / f"test_{stage}.py").is_file()
 
 
@@ -57,6 +58,39 @@ def test_stages_never_import_each_other_and_nothing_imports_snakemake():
                 stages = [n for n in names if n.startswith("workflow.stages.") and n != "workflow.stages.__init__"]
                 assert not stages, f"{path.relative_to(ROOT)} imports another stage: {stages}"
                 assert "importlib" not in names, f"{path.relative_to(ROOT)} imports by name"
+
+
+def _imported(path, modules) -> set[str]:
+    """Modules of the package that `path` imports anywhere in it: `from a import b` names module a.b where
+    there is one, else a (a package that runs its own submodules is not counted as their importer)."""
+    names = set()
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update(
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names
+            )
+    return {n for n in names if n in modules}
+
+
+def test_no_import_circle():
+    """Follow every import (inside functions too) from each module: none leads back to where it started."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in _modules()}
+    graph = {name: _imported(path, modules) - {name} for name, path in modules.items()}
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            assert name != start, f"{start} imports itself through {sorted(seen)}"
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph[name])
+
+
+def test_stages_are_thin():
+    long = {p.stem: p.read_text().count("\n") for p in (PACKAGE / "stages").glob("*.py")}
+    assert not {k: v for k, v in long.items() if v > MAX_STAGE_LINES}, f"stages over {MAX_STAGE_LINES} lines"
 
 
 def test_modules_functions_and_strings_stay_small():

@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workflow.sae import CFG, WEIGHTS
+from workflow.layout import SAE
 from workflow.sae.recipe import Recipe
 from workflow.store.files import atomic_path, write_json
+
+WEIGHTS, CFG = SAE.names["weights"], SAE.names["cfg"]  # as `workflow.sae` names them
 
 
 class SparseAutoencoder(nn.Module):

@@ -9,6 +9,10 @@ Every `checkpoint_every` steps the full training state is saved beside the
 output; a re-run of an interrupted job resumes from it and ends with the same
 weights as an uninterrupted run. A non-finite loss stops the job with an error
 that names the step.
+
+A library: it reads activation sets (`workflow.store`) and knows nothing of models, configs or the
+build system. The caller picks the device and the autocast dtype (`workflow.models.loading` does for
+the stages) and passes the trainer's code version, which a checkpoint must match to be resumed.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from pathlib import Path
 import polars as pl
 
 from workflow.layout import SAE
-from workflow.models.loading import autocast_dtype, describe_device, pick_device
-from workflow.runner.codehash import code_version
 from workflow.sae import create
 from workflow.sae.base import geometric_median, lr_at
 from workflow.sae.losses import adapt_coefficient
@@ -61,11 +63,11 @@ def initial_sae(recipe: Recipe, d_in: int, b_dec=None):
     return sae
 
 
-def fingerprint(recipe: Recipe, aset: ActivationSet, start_id: str = "") -> str:
-    """What a checkpoint must match to be resumed: recipe, data, starting SAE and trainer code."""
+def fingerprint(recipe: Recipe, aset: ActivationSet, start_id: str = "", code: str = "") -> str:
+    """What a checkpoint must match to be resumed: recipe, data, starting SAE and trainer code (`code`:
+    the caller's version of the code that trains, e.g. the stage's code version)."""
     keys = ("n_rows", "d_model", "mean_sq_norm", "hook_name", "model", "variant", "dataset")
     data = {k: aset.manifest.get(k) for k in keys}
-    code = code_version("train_sae", recipe.architecture)
     blob = json.dumps([recipe.as_dict(), data, code, start_id], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -82,6 +84,16 @@ def input_scale(aset, normalize: bool):
         return torch.tensor(math.sqrt(aset.d_model / msn))
     side = aset.d_model // len(msn)
     return torch.cat([torch.full((side,), math.sqrt(side / m)) for m in msn])
+
+
+def recipe_autocast(recipe: Recipe):
+    """The autocast dtype a recipe asks for where the caller decides nothing: bfloat16 for ``bfloat16``
+    and ``auto``, None (float32) for ``float32``. Whether ``auto`` pays off depends on the machine
+    (emulated bf16 on a CPU without AVX512-BF16 is slow): the stages decide it with
+    `workflow.models.loading.autocast_dtype` and pass it as `amp`."""
+    import torch
+
+    return None if recipe.dtype == "float32" else torch.bfloat16
 
 
 def _initial_b_dec(stream: ShuffledRows, how: str, scale, d_in: int):
@@ -101,16 +113,17 @@ class Trainer:
     `aset` is an `ActivationSet` or, for a crosscoder, `PairedSets`. `start`: an SAE (in its
     training form) to keep training instead of a fresh one (stage-wise fine-tuning): its weights,
     threshold and input scale are kept, b_dec is not re-initialised; `start_id` names it in the
-    checkpoint fingerprint."""
+    checkpoint fingerprint. `amp`: the autocast dtype (None: float32); `code`: the trainer's code
+    version, part of the fingerprint."""
 
-    def __init__(self, aset, recipe: Recipe, out: Path, device, start=None, start_id: str = ""):
+    def __init__(self, aset, recipe: Recipe, out: Path, device, start=None, start_id="", amp=None, code=""):
         import torch
 
         self.aset, self.recipe, self.out, self.device = aset, recipe, out, device
         self.n_steps = max(1, math.ceil(recipe.train_tokens / recipe.batch_size))
         self.stream = ShuffledRows(aset, recipe.batch_size, recipe.seed, recipe.shuffle_buffer)
         d_in = aset.d_model
-        self.amp = autocast_dtype(recipe.dtype, device)
+        self.amp = amp
         if start is None:
             scale = input_scale(aset, recipe.normalize)
             self.sae = initial_sae(recipe, d_in, _initial_b_dec(self.stream, recipe.b_dec_init, scale, d_in))
@@ -125,7 +138,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.sae.parameters(), lr=recipe.lr, betas=tuple(recipe.adam_betas), fused=fused
         )
-        self.fingerprint = fingerprint(recipe, aset, start_id)
+        self.fingerprint = fingerprint(recipe, aset, start_id, code)
         self.state = {
             "step": 0,
             "coefficient": recipe.coefficient(),
@@ -272,12 +285,25 @@ class Trainer:
 
 
 def train(
-    acts_folder, recipe: Recipe, out_folder: str, metadata: dict, device=None, start=None, start_id: str = ""
+    acts_folder,
+    recipe: Recipe,
+    out_folder: str,
+    metadata: dict,
+    device=None,
+    start=None,
+    start_id: str = "",
+    *,
+    amp="recipe",
+    code: str = "",
 ) -> dict:
     """Train, save the SAELens folder (sae_weights.safetensors, cfg.json) and training_log.parquet.
     `acts_folder`: an activation set folder, or an already opened set (`PairedSets` for a
-    crosscoder); `start`, `start_id`: as `Trainer`."""
-    device = device or pick_device()
+    crosscoder); `device`: CUDA where there is one, else the CPU, unless given; `amp`: the autocast
+    dtype, or ``"recipe"`` for `recipe_autocast`; `start`, `start_id`, `code`: as `Trainer`."""
+    import torch
+
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = recipe_autocast(recipe) if amp == "recipe" else amp
     aset = acts_folder if hasattr(acts_folder, "manifest") else ActivationSet(acts_folder)
     if aset.n_rows < recipe.batch_size:
         raise TooFewTokensError(
@@ -287,10 +313,10 @@ def train(
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / checksums.NAME).unlink(missing_ok=True)  # an earlier run's: it lists files this run replaces
-    trainer = Trainer(aset, recipe, out, device, start, start_id)
+    trainer = Trainer(aset, recipe, out, device, start, start_id, amp, code)
     log.info(
         "device: %s; %s %s -> %s: d_in %d, d_sae %d, %d steps x %d tokens (%d rows in set), scale %s, autocast %s",
-        describe_device(device),
+        device,
         recipe.architecture,
         aset.folder,
         out,

@@ -10,12 +10,18 @@ training_log.parquet.
 
 from __future__ import annotations
 
+import logging
+
 from workflow.models.families import FAMILIES, model_family
+from workflow.models.loading import autocast_dtype, describe_device, pick_device
 from workflow.models.sources import read_model_config, resolve_source
 from workflow.runner import cli
+from workflow.runner.codehash import code_version
 from workflow.sae import recipe_from_dict
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet
+
+log = logging.getLogger(__name__)
 
 
 def saelens_metadata(manifest: dict, source: str, family: str, max_length: int, sae_name: str) -> dict:
@@ -37,7 +43,11 @@ def saelens_metadata(manifest: dict, source: str, family: str, max_length: int, 
 def run(acts: str, recipe: dict, name: str, source: str, max_length: int, out: str) -> dict:
     manifest = ActivationSet(acts).manifest
     family = model_family(read_model_config(resolve_source(source)))
-    return train(acts, recipe_from_dict(recipe), out, saelens_metadata(manifest, source, family, max_length, name))
+    typed, device = recipe_from_dict(recipe), pick_device()
+    log.info("device: %s", describe_device(device))
+    metadata = saelens_metadata(manifest, source, family, max_length, name)
+    amp, code = autocast_dtype(typed.dtype, device), code_version("train_sae", typed.architecture)
+    return train(acts, typed, out, metadata, device, amp=amp, code=code)
 
 
 def main(argv=None) -> None:

@@ -213,6 +213,18 @@ class ActivationSet:
     def read_all(self) -> np.ndarray:
         return np.concatenate([np.asarray(self.load_shard(s["file"])) for s in self.manifest["shards"]])
 
+    @classmethod
+    def from_array(cls, acts: np.ndarray, folder: str | Path, shard_rows: int = 65536, **meta) -> ActivationSet:
+        """An activation set written from a (rows, d_model) array: how a notebook hands its own
+        activations to the SAE library (`workflow.sae.training.train`). `meta`: manifest keys such as
+        ``hook_name``; the array is stored in its own float dtype."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = ActivationWriter(folder, acts.shape[1], acts.dtype.name, shard_rows, meta)
+        writer.append(acts)
+        writer.close()
+        return cls(folder)
+
 
 class _PairedShard:
     """Rows of two same-shaped shards side by side, read on slicing."""
