@@ -36,9 +36,10 @@ wildcard_constraints:
 class stage_job:
     """The lines every stage's rule shares, made from its name and the wildcards in its log's name.
 
-    Used as `conda: job.env`, `log: job.log`, `benchmark: job.benchmark` and
-    `shell: job.shell(options)` (``python -m workflow <stage> <options>`` into the log). Each
-    rule file sets `job` just above its rule, as Snakemake reads directives where they stand."""
+    Used as `conda: diff_job.env`, `log: diff_job.log`, `benchmark: diff_job.benchmark` and
+    `shell: diff_job.shell(options)` (``python -m workflow <stage> <options>`` into the log), with
+    `diff_job` set just above its rule. One name per rule: Snakemake reads the conda, log and
+    benchmark lines where they stand but the shell line when a job runs."""
 
     env = "../envs/workflow.yaml"  # relative to the rule file, for `--sdm conda`
 

@@ -3,7 +3,7 @@
 # its own recipe as params.
 
 
-job = stage_job("crosscoder", "{model}/{dataset}/{site}/L{layer}/{crosscoder}")
+crosscoder_job = stage_job("crosscoder", "{model}/{dataset}/{site}/L{layer}/{crosscoder}")
 
 
 rule crosscoder:
@@ -45,13 +45,13 @@ rule crosscoder:
     resources:
         gpu=1,
     conda:
-        job.env
+        crosscoder_job.env
     log:
-        job.log,
+        crosscoder_job.log,
     benchmark:
-        job.benchmark
+        crosscoder_job.benchmark
     shell:
-        job.shell(
+        crosscoder_job.shell(
             "{params.sets} --recipe {params.recipe:q} --name {wildcards.crosscoder} --config "
             "{params.cfg:q} --source {params.source:q} --out {params.out} --tokens {input.tokens} "
             "{params.models} --meta {input.meta} --eval-config {params.eval_cfg:q} --features-config "

@@ -1,4 +1,4 @@
-job = stage_job("dataset", "{dataset}")
+dataset_job = stage_job("dataset", "{dataset}")
 
 
 rule dataset:
@@ -11,12 +11,12 @@ rule dataset:
         out=layout.DATA.pattern(),
         code=code_version("dataset"),
     conda:
-        job.env
+        dataset_job.env
     log:
-        job.log,
+        dataset_job.log,
     benchmark:
-        job.benchmark
+        dataset_job.benchmark
     shell:
-        job.shell(
+        dataset_job.shell(
             "--name {wildcards.dataset} --spec {params.spec:q} --out-dir {params.out}"
         )

@@ -1,7 +1,7 @@
 # Pretrained vs fine-tuned SAE of one (site, layer, recipe).
 
 
-job = stage_job("diff", "{model}/{dataset}/{site}/L{layer}/{sae}")
+diff_job = stage_job("diff", "{model}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule diff:
@@ -25,13 +25,13 @@ rule diff:
     resources:
         gpu=1,
     conda:
-        job.env
+        diff_job.env
     log:
-        job.log,
+        diff_job.log,
     benchmark:
-        job.benchmark
+        diff_job.benchmark
     shell:
-        job.shell(
+        diff_job.shell(
             "{params.args} --tokens {input.tokens} --config {params.cfg:q} --eval-config "
             "{params.eval_cfg:q} --out-dir {params.out} --load {params.load:q}"
         )

@@ -1,7 +1,7 @@
 # One recipe's diffs across every (site, layer) of a (model, dataset).
 
 
-job = stage_job("diff_summary", "{model}/{dataset}/{sae}")
+diff_summary_job = stage_job("diff_summary", "{model}/{dataset}/{sae}")
 
 
 rule diff_summary:
@@ -15,12 +15,12 @@ rule diff_summary:
         out=layout.DIFF_SUMMARY.pattern(),
         code=code_version("diff_summary"),
     conda:
-        job.env
+        diff_summary_job.env
     log:
-        job.log,
+        diff_summary_job.log,
     benchmark:
-        job.benchmark
+        diff_summary_job.benchmark
     shell:
-        job.shell(
+        diff_summary_job.shell(
             "--diffs {params.diffs} --title {params.title:q} --out-dir {params.out}"
         )

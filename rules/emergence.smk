@@ -2,7 +2,7 @@
 # its training snapshots, on its corpus.
 
 
-job = stage_job("emergence", "{model}/{dataset}")
+emergence_job = stage_job("emergence", "{model}/{dataset}")
 
 
 rule emergence:
@@ -27,13 +27,13 @@ rule emergence:
     resources:
         gpu=1,
     conda:
-        job.env
+        emergence_job.env
     log:
-        job.log,
+        emergence_job.log,
     benchmark:
-        job.benchmark
+        emergence_job.benchmark
     shell:
-        job.shell(
+        emergence_job.shell(
             "--init {params.init} --trained {params.trained} --train-tokens {input.train} --test-tokens "
             "{input.test} --meta {input.meta} --targets {params.targets} --saes {params.saes} --config "
             "{params.cfg:q} --out-dir {params.out}"

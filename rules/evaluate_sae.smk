@@ -1,4 +1,4 @@
-job = stage_job("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+evaluate_sae_job = stage_job("evaluate_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule evaluate_sae:
@@ -22,13 +22,13 @@ rule evaluate_sae:
     resources:
         gpu=1,
     conda:
-        job.env
+        evaluate_sae_job.env
     log:
-        job.log,
+        evaluate_sae_job.log,
     benchmark:
-        job.benchmark
+        evaluate_sae_job.benchmark
     shell:
-        job.shell(
+        evaluate_sae_job.shell(
             "--sae {params.sae} --acts {params.acts} --tokens {input.tokens} {params.classifier} "
             "{params.lm} --config {params.cfg:q} --load {params.load:q}"
         )

@@ -3,7 +3,7 @@
 # when complete); extract.json, written last, marks the job done.
 
 
-job = stage_job("extract", "{model}/{variant}/{dataset}/{split}")
+extract_job = stage_job("extract", "{model}/{variant}/{dataset}/{split}")
 
 
 rule extract:
@@ -24,13 +24,13 @@ rule extract:
     resources:
         gpu=1,
     conda:
-        job.env
+        extract_job.env
     log:
-        job.log,
+        extract_job.log,
     benchmark:
-        job.benchmark
+        extract_job.benchmark
     shell:
-        job.shell(
+        extract_job.shell(
             "--model {params.source:q} --tokens {input.tokens} --targets {params.targets} --meta "
             "{params.meta:q} --config {params.cfg:q} --out-root {params.out} --summary {output} --load "
             "{params.load:q}"

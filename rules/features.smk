@@ -1,4 +1,4 @@
-job = stage_job("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+features_job = stage_job("features", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule features:
@@ -18,13 +18,13 @@ rule features:
     resources:
         gpu=1,
     conda:
-        job.env
+        features_job.env
     log:
-        job.log,
+        features_job.log,
     benchmark:
-        job.benchmark
+        features_job.benchmark
     shell:
-        job.shell(
+        features_job.shell(
             "--sae {params.sae} --acts {params.acts} --tokens {input.tokens} --meta {input.meta} "
             "--config {params.cfg:q}"
         )

@@ -2,7 +2,7 @@
 # causal_lm or masked_lm (full or LoRA, merged). A checkpoint kind has no job here.
 
 
-job = stage_job("finetune", "{model}/{kind}/{dataset}")
+finetune_job = stage_job("finetune", "{model}/{kind}/{dataset}")
 
 
 rule finetune:
@@ -24,13 +24,13 @@ rule finetune:
     resources:
         gpu=1,
     conda:
-        job.env
+        finetune_job.env
     log:
-        job.log,
+        finetune_job.log,
     benchmark:
-        job.benchmark
+        finetune_job.benchmark
     shell:
-        job.shell(
+        finetune_job.shell(
             "--model {params.source:q} --train-tokens {input.train} --test-tokens {input.test} --meta "
             "{input.meta} --data {input.data} --config {params.cfg:q} --out-dir {params.out} --load "
             "{params.load:q}"

@@ -3,7 +3,7 @@
 # splices and head ablations are scored.
 
 
-job = stage_job("frozen_classifier", "{model}/{variant}/{dataset}")
+frozen_classifier_job = stage_job("frozen_classifier", "{model}/{variant}/{dataset}")
 
 
 rule frozen_classifier:
@@ -24,13 +24,13 @@ rule frozen_classifier:
     resources:
         gpu=1,
     conda:
-        job.env
+        frozen_classifier_job.env
     log:
-        job.log,
+        frozen_classifier_job.log,
     benchmark:
-        job.benchmark
+        frozen_classifier_job.benchmark
     shell:
-        job.shell(
+        frozen_classifier_job.shell(
             "--model {params.source:q} --train-tokens {input.train} --test-tokens {input.test} --meta "
             "{input.meta} --config {params.cfg:q} --out-dir {params.out} --load {params.load:q}"
         )

@@ -1,7 +1,7 @@
 # Every diffing method scored against the known change of a boards corpus, per diffed (site, layer, recipe).
 
 
-job = stage_job("ground_truth", "{model}/{dataset}/{site}/L{layer}/{sae}")
+ground_truth_job = stage_job("ground_truth", "{model}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule ground_truth:
@@ -29,13 +29,13 @@ rule ground_truth:
         out=layout.TRUTH.pattern(),
         code=code_version("ground_truth"),
     conda:
-        job.env
+        ground_truth_job.env
     log:
-        job.log,
+        ground_truth_job.log,
     benchmark:
-        job.benchmark
+        ground_truth_job.benchmark
     shell:
-        job.shell(
+        ground_truth_job.shell(
             "--meta {input.meta} --diff {params.diff} --sae-pretrained {params.pre} --sae-finetuned "
             "{params.ft} {params.args} --min-f1 {params.min_f1} --out {params.out}"
         )

@@ -1,7 +1,7 @@
 # Attention heads per (model, variant, dataset) in the `heads` scope. The scope is not passed to jobs.
 
 
-job = stage_job("heads", "{model}/{dataset}/{variant}")
+heads_job = stage_job("heads", "{model}/{dataset}/{variant}")
 
 
 rule heads:
@@ -23,13 +23,13 @@ rule heads:
     resources:
         gpu=1,
     conda:
-        job.env
+        heads_job.env
     log:
-        job.log,
+        heads_job.log,
     benchmark:
-        job.benchmark
+        heads_job.benchmark
     shell:
-        job.shell(
+        heads_job.shell(
             "--tokens {input.tokens} {params.classifier} {params.lm} --family {params.family} --config "
             "{params.cfg:q} --out-dir {params.out} --load {params.load:q}"
         )

@@ -1,7 +1,7 @@
 # The attention heads of one (model, dataset), pretrained against fine-tuned.
 
 
-job = stage_job("heads_summary", "{model}/{dataset}")
+heads_summary_job = stage_job("heads_summary", "{model}/{dataset}")
 
 
 rule heads_summary:
@@ -17,13 +17,13 @@ rule heads_summary:
         out=layout.HEADS_SUMMARY.pattern(),
         code=code_version("heads_summary"),
     conda:
-        job.env
+        heads_summary_job.env
     log:
-        job.log,
+        heads_summary_job.log,
     benchmark:
-        job.benchmark
+        heads_summary_job.benchmark
     shell:
-        job.shell(
+        heads_summary_job.shell(
             "--pretrained {params.pretrained} --finetuned {params.finetuned} --examples "
             "{params.examples} --title {params.title:q} --out-dir {params.out}"
         )

@@ -1,7 +1,7 @@
 # The untrained model and tokenizer of a model of source scratch (its tokenizer reads every tokens table).
 
 
-job = stage_job("init_model", "{model}")
+init_model_job = stage_job("init_model", "{model}")
 
 
 rule init_model:
@@ -14,13 +14,13 @@ rule init_model:
         out=layout.SCRATCH_INIT.pattern(),
         code=code_version("init_model"),
     conda:
-        job.env
+        init_model_job.env
     log:
-        job.log,
+        init_model_job.log,
     benchmark:
-        job.benchmark
+        init_model_job.benchmark
     shell:
-        job.shell(
+        init_model_job.shell(
             "--spec {params.spec:q} --vocab {params.vocab:q} --board-cells {params.cells} --out-dir "
             "{params.out}"
         )

@@ -2,7 +2,7 @@
 # `probe` scope, raw activations and each SAE's latents.
 
 
-job = stage_job("kmeans", "{model}/{dataset}")
+kmeans_job = stage_job("kmeans", "{model}/{dataset}")
 
 
 rule kmeans:
@@ -25,13 +25,13 @@ rule kmeans:
         code=code_version("kmeans"),
     threads: STUDY["sae_threads"]
     conda:
-        job.env
+        kmeans_job.env
     log:
-        job.log,
+        kmeans_job.log,
     benchmark:
-        job.benchmark
+        kmeans_job.benchmark
     shell:
-        job.shell(
+        kmeans_job.shell(
             "--plan {params.plan:q} --tokens {input.tokens} --data {input.data} --meta {input.meta} "
             "--family {params.family} --config {params.cfg:q} --title {params.title:q} --out-dir "
             "{params.out}"

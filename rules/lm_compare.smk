@@ -2,7 +2,7 @@
 # for models whose base carries an LM head.
 
 
-job = stage_job("lm_compare", "{model}/{dataset}")
+lm_compare_job = stage_job("lm_compare", "{model}/{dataset}")
 
 
 rule lm_compare:
@@ -21,13 +21,13 @@ rule lm_compare:
     resources:
         gpu=1,
     conda:
-        job.env
+        lm_compare_job.env
     log:
-        job.log,
+        lm_compare_job.log,
     benchmark:
-        job.benchmark
+        lm_compare_job.benchmark
     shell:
-        job.shell(
+        lm_compare_job.shell(
             "{params.args} --tokens {input.tokens} --config {params.cfg:q} --out-dir {params.out} "
             "--title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q}"
         )

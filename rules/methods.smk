@@ -1,7 +1,7 @@
 # The diffing methods side by side at each diffed (site, layer, recipe).
 
 
-job = stage_job("methods", "{model}/{dataset}/{site}/L{layer}/{sae}")
+methods_job = stage_job("methods", "{model}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule methods:
@@ -26,13 +26,13 @@ rule methods:
         out=layout.METHODS.pattern(),
         code=code_version("methods"),
     conda:
-        job.env
+        methods_job.env
     log:
-        job.log,
+        methods_job.log,
     benchmark:
-        job.benchmark
+        methods_job.benchmark
     shell:
-        job.shell(
+        methods_job.shell(
             "--diff {params.diff} --sae {params.sae} {params.args} --config {params.cfg:q} --out "
             "{params.out}"
         )

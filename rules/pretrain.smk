@@ -2,7 +2,7 @@
 # the pretrained variant of every later stage.
 
 
-job = stage_job("pretrain", "{model}")
+pretrain_job = stage_job("pretrain", "{model}")
 
 
 rule pretrain:
@@ -22,13 +22,13 @@ rule pretrain:
     resources:
         gpu=1,
     conda:
-        job.env
+        pretrain_job.env
     log:
-        job.log,
+        pretrain_job.log,
     benchmark:
-        job.benchmark
+        pretrain_job.benchmark
     shell:
-        job.shell(
+        pretrain_job.shell(
             "--init {params.init} --train-tokens {input.train} --test-tokens {input.test} --board-dim "
             "{params.board_dim} --config {params.cfg:q} --out-dir {params.out}"
         )

@@ -3,7 +3,7 @@
 # per-(model, dataset) jobs that gather them.
 
 
-job = stage_job("probe", "{model}/{dataset}/{variant}/{site}/L{layer}")
+probe_job = stage_job("probe", "{model}/{dataset}/{variant}/{site}/L{layer}")
 
 
 rule probe:
@@ -26,13 +26,13 @@ rule probe:
         code=code_version("probe"),
     threads: STUDY["sae_threads"]
     conda:
-        job.env
+        probe_job.env
     log:
-        job.log,
+        probe_job.log,
     benchmark:
-        job.benchmark
+        probe_job.benchmark
     shell:
-        job.shell(
+        probe_job.shell(
             "--train-acts {params.train_acts} --test-acts {params.test_acts} --train-tokens "
             "{input.train_tokens} --test-tokens {input.test_tokens} --meta {input.meta} --family "
             "{params.family} {params.saes} --config {params.cfg:q} --out-dir {params.out}"

@@ -1,4 +1,4 @@
-job = stage_job("probe_summary", "{model}/{dataset}")
+probe_summary_job = stage_job("probe_summary", "{model}/{dataset}")
 
 
 rule probe_summary:
@@ -12,12 +12,12 @@ rule probe_summary:
         out=layout.PROBE_SUMMARY.pattern(),
         code=code_version("probe_summary"),
     conda:
-        job.env
+        probe_summary_job.env
     log:
-        job.log,
+        probe_summary_job.log,
     benchmark:
-        job.benchmark
+        probe_summary_job.benchmark
     shell:
-        job.shell(
+        probe_summary_job.shell(
             "--probes {params.probes} --title {params.title:q} --out-dir {params.out}"
         )

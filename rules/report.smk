@@ -1,7 +1,7 @@
 # One offline report folder per (model, dataset): its inputs are exactly the files it shows.
 
 
-job = stage_job("report", "{model}/{dataset}")
+report_job = stage_job("report", "{model}/{dataset}")
 
 
 rule report:
@@ -13,12 +13,12 @@ rule report:
         args=lambda w: shlex.join(PLAN.report_args(w.model, w.dataset)),
         code=code_version("report"),
     conda:
-        job.env
+        report_job.env
     log:
-        job.log,
+        report_job.log,
     benchmark:
-        job.benchmark
+        report_job.benchmark
     shell:
-        job.shell(
+        report_job.shell(
             "--model {wildcards.model} --dataset {wildcards.dataset} {params.args} --out-dir {output}"
         )

@@ -1,4 +1,4 @@
-job = stage_job("report_index")
+report_index_job = stage_job("report_index")
 
 
 rule report_index:
@@ -10,12 +10,12 @@ rule report_index:
         notes=" ".join(shlex.quote(n) for n in PLAN.unstudied()),
         code=code_version("report_index"),
     conda:
-        job.env
+        report_index_job.env
     log:
-        job.log,
+        report_index_job.log,
     benchmark:
-        job.benchmark
+        report_index_job.benchmark
     shell:
-        job.shell(
+        report_index_job.shell(
             "--pages {input.pages} --out {output} --not-studied {params.notes}"
         )

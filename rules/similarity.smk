@@ -1,4 +1,4 @@
-job = stage_job("similarity", "{model}/{dataset}")
+similarity_job = stage_job("similarity", "{model}/{dataset}")
 
 
 rule similarity:
@@ -17,13 +17,13 @@ rule similarity:
     resources:
         gpu=1,
     conda:
-        job.env
+        similarity_job.env
     log:
-        job.log,
+        similarity_job.log,
     benchmark:
-        job.benchmark
+        similarity_job.benchmark
     shell:
-        job.shell(
+        similarity_job.shell(
             "--pretrained {params.source:q} --finetuned {params.finetuned:q} --tokens {input.tokens} "
             "--config {params.cfg:q} --out-table {output.table} --out-plot {output.plot} "
             "--title '{wildcards.model} on {wildcards.dataset}' --load {params.load:q}"

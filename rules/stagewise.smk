@@ -1,7 +1,7 @@
 # Stage-wise fine-tuning of each diffed pretrained SAE on the fine-tuned variant's activations.
 
 
-job = stage_job("stagewise", "{model}/{dataset}/{site}/L{layer}/{sae}")
+stagewise_job = stage_job("stagewise", "{model}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule stagewise:
@@ -23,13 +23,13 @@ rule stagewise:
     resources:
         gpu=1,
     conda:
-        job.env
+        stagewise_job.env
     log:
-        job.log,
+        stagewise_job.log,
     benchmark:
-        job.benchmark
+        stagewise_job.benchmark
     shell:
-        job.shell(
+        stagewise_job.shell(
             "--sae {params.sae} --train-acts {params.train} --pretrained-test {params.pre} "
             "--finetuned-test {params.ft} --config {params.cfg:q} --out {params.out}"
         )

@@ -1,4 +1,4 @@
-job = stage_job("tokens", "{model}/{dataset}/{split}")
+tokens_job = stage_job("tokens", "{model}/{dataset}/{split}")
 
 
 rule tokens:
@@ -15,13 +15,13 @@ rule tokens:
         stride=lambda w: "" if STUDY["tokenize"]["stride"] is None else f"--stride {STUDY['tokenize']['stride']}",
         code=code_version("tokens"),
     conda:
-        job.env
+        tokens_job.env
     log:
-        job.log,
+        tokens_job.log,
     benchmark:
-        job.benchmark
+        tokens_job.benchmark
     shell:
-        job.shell(
+        tokens_job.shell(
             "--data {input.data} --model {params.source:q} --max-length {params.max_length} "
             "{params.chat} --out {output.table} --truncation {output.truncation} {params.stride}"
         )

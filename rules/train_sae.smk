@@ -3,7 +3,7 @@
 # that recipe's SAEs and their dependants.
 
 
-job = stage_job("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
+train_sae_job = stage_job("train_sae", "{model}/{variant}/{dataset}/{site}/L{layer}/{sae}")
 
 
 rule train_sae:
@@ -22,13 +22,13 @@ rule train_sae:
     resources:
         gpu=1,
     conda:
-        job.env
+        train_sae_job.env
     log:
-        job.log,
+        train_sae_job.log,
     benchmark:
-        job.benchmark
+        train_sae_job.benchmark
     shell:
-        job.shell(
+        train_sae_job.shell(
             "--acts {params.acts} --recipe {params.recipe:q} --name {wildcards.sae} --source "
             "{params.source:q} --max-length {params.max_length} --out {params.out}"
         )
@@ -37,7 +37,7 @@ rule train_sae:
 # The seed baseline: a second pretrained SAE of the recipe with seed + 1 (the diff's noise floor),
 # where the plan's seed_sae asks for one. The same job as train_sae on the pretrained variant's
 # activations; only its recipe (the seed), its folder and its log differ.
-job = stage_job("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}")
+train_sae_seed_job = stage_job("train_sae_seed", "{model}/{dataset}/{site}/L{layer}/{sae}")
 
 
 use rule train_sae as train_sae_seed with:
@@ -50,6 +50,6 @@ use rule train_sae as train_sae_seed with:
         recipe=lambda w: as_json(PLAN.seed_recipe(w.sae)),
         out=layout.SEED_SAE.pattern(),
     log:
-        job.log,
+        train_sae_seed_job.log,
     benchmark:
-        job.benchmark
+        train_sae_seed_job.benchmark

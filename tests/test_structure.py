@@ -28,7 +28,7 @@ def _tree(path):
 def test_a_stage_is_one_name_in_three_places(stage):
     rules = (ROOT / "rules" / f"{stage}.smk").read_text()
     assert re.search(rf"^rule {stage}:", rules, flags=re.M), f"rules/{stage}.smk has no rule {stage}"
-    assert f'job = stage_job("{stage}"' in rules, f"rules/{stage}.smk does not run `python -m workflow {stage}`"
+    assert f'{stage}_job = stage_job("{stage}"' in rules, f"rules/{stage}.smk does not run `python -m workflow {stage}`"
     assert (PACKAGE / "stages" / f"{stage}.py").is_file() and (ROOT / "tests" / f"test_{stage}.py").is_file()
 
 
