@@ -284,6 +284,17 @@ class Trainer:
         return self.state["seconds"] + time.perf_counter() - started
 
 
+def _opened(acts_folder, recipe: Recipe):
+    """The activation set to train on, checked to hold at least one batch."""
+    aset = acts_folder if hasattr(acts_folder, "manifest") else ActivationSet(acts_folder)
+    if aset.n_rows < recipe.batch_size:
+        raise TooFewTokensError(
+            f"{aset.folder}: {aset.n_rows} tokens, fewer than one batch of {recipe.batch_size}: lower the "
+            "recipe's batch_size, or give the dataset more (or longer) training documents"
+        )
+    return aset
+
+
 def train(
     acts_folder,
     recipe: Recipe,
@@ -291,10 +302,10 @@ def train(
     metadata: dict,
     device=None,
     start=None,
-    start_id: str = "",
+    start_id="",
     *,
     amp="recipe",
-    code: str = "",
+    code="",
 ) -> dict:
     """Train, save the SAELens folder (sae_weights.safetensors, cfg.json) and training_log.parquet.
     `acts_folder`: an activation set folder, or an already opened set (`PairedSets` for a
@@ -304,12 +315,7 @@ def train(
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = recipe_autocast(recipe) if amp == "recipe" else amp
-    aset = acts_folder if hasattr(acts_folder, "manifest") else ActivationSet(acts_folder)
-    if aset.n_rows < recipe.batch_size:
-        raise TooFewTokensError(
-            f"{aset.folder}: {aset.n_rows} tokens, fewer than one batch of {recipe.batch_size}: lower the "
-            "recipe's batch_size, or give the dataset more (or longer) training documents"
-        )
+    aset = _opened(acts_folder, recipe)
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / checksums.NAME).unlink(missing_ok=True)  # an earlier run's: it lists files this run replaces
