@@ -16,6 +16,7 @@ import torch
 
 from tests.conftest import colour_words, tokens_table
 from workflow.models import loading
+from workflow.models.extraction import set_folder
 from workflow.models.hooks import Capture
 from workflow.stages import extract, tokens
 from workflow.store.activations import ActivationSet
@@ -30,7 +31,7 @@ def test_activation_sets_align_with_tokens_and_model(which, data_dir, tiny_bert,
         str(model), str(tokens_path), targets, str(tmp_path / "acts"), {"model": which}, batch_size=7, shard_rows=100
     )
     table = pl.read_parquet(tokens_path)
-    sets = {t: ActivationSet(extract.set_folder(tmp_path / "acts", *t)) for t in targets}
+    sets = {t: ActivationSet(set_folder(tmp_path / "acts", *t)) for t in targets}
     assert {s.n_rows for s in sets.values()} == {len(table)}
     assert len(sets[("resid_post", 2)].manifest["shards"]) > 1  # several shards, rows still in order
     # recompute document 3 alone (no padding) and find its rows in the set
@@ -52,7 +53,7 @@ def test_killed_extract_leaves_no_finished_set_and_rerun_completes(data_dir, tin
     """SIGKILL mid-extraction: nothing at the final path; a re-run gives a complete, valid set."""
     tokens_path = tokens_table(data_dir, tiny_bert, tmp_path, split="train")
     out_root = tmp_path / "acts"
-    final = extract.set_folder(out_root, "resid_post", 2)
+    final = set_folder(out_root, "resid_post", 2)
     cfg = json.dumps({"batch_size": 1, "dtype": "float16", "shard_rows": 16, "compute_dtype": "float32"})
     cmd = [
         sys.executable,
@@ -153,5 +154,5 @@ def test_extraction_onto_a_full_disk_fails_clearly_and_a_rerun_with_space_comple
     assert again.returncode == 0, again.stderr[-3000:]
     n_rows = len(pl.read_parquet(tokens_path))
     for site, layer in (("resid_post", 1), ("resid_post", 2), ("mlp_out", 2)):
-        aset = ActivationSet(extract.set_folder(disk / "acts", site, layer))
+        aset = ActivationSet(set_folder(disk / "acts", site, layer))
         assert aset.n_rows == n_rows and not np.isnan(aset.read_all()).any()

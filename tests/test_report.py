@@ -586,10 +586,10 @@ def study(tmp_path_factory):
 def _write_truncation(root, cut: dict) -> None:
     """Stage tokens' truncation summaries: `cut` gives each split's tokens lost per document
     (10 tokens kept of each)."""
-    from workflow.stages import tokens
+    from workflow.datasets.tokenize import truncation
 
     for split, lost in cut.items():
-        summary = tokens.truncation(lost, 10 * len(lost), 10)
+        summary = truncation(lost, 10 * len(lost), 10)
         write_json(summary, root / layout.TOKENS.file("truncation", split=split, **W))
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import tokens_table
 from tests.tiny_models import make_tiny
+from workflow.datasets.tokenize import tokenize_table
 from workflow.models import loading
 from workflow.stages import tokens
 from workflow.store.tokens import read_documents
@@ -94,7 +95,7 @@ def test_a_chat_template_wraps_each_document_and_its_tokens_are_marked(tmp_path)
         },
         schema_overrides={"spans": pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64, "concept": pl.Utf8}))},
     )
-    table, _ = tokens.tokenize_table(data, tokenizer, 64, bos=True, template=tokenizer)
+    table, _ = tokenize_table(data, tokenizer, 64, bos=True, template=tokenizer)
     first = table.filter(pl.col("doc_id") == 0)
     own = first.filter(~pl.col("is_special"))
     assert tokenizer.convert_tokens_to_string(own["token"].to_list()).strip() == "the blue sky"

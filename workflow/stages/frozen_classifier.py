@@ -7,7 +7,8 @@ that layer over the train split; nothing else changes. This is the usual
 "linear probe before fine-tuning" baseline, and it gives the pretrained variant
 a task loss, so that an SAE of the pretrained model can be spliced in, and its
 attention heads ablated, and scored the way the fine-tuned model's are. Output:
-a save_pretrained folder plus metrics.json (test accuracy, macro-F1, loss).
+a save_pretrained folder plus metrics.json (test accuracy, macro-F1, loss). The fit and its
+folding into the layer's units: `workflow.analysis.linear_head`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 
 import numpy as np
 
+from workflow.analysis import linear_head
 from workflow.models import loading
 from workflow.models.classifier import classifier_layer, evaluate, save_classifier
 from workflow.models.hooks import Hooks
@@ -49,37 +51,6 @@ def classifier_inputs(model, docs, batch_size: int, pad_id: int, device) -> np.n
     return out
 
 
-def fit(features: np.ndarray, labels: np.ndarray, has_bias: bool, n_labels: int, seed: int):
-    """(weight, bias, the fitted scikit-learn model) of a logistic regression on the features, in the layer's
-    own units.
-
-    Features are standardised for a fast, well-conditioned fit, and the scaling is folded back
-    into the weights (without a bias, as GPT-2's score layer, they are only scaled, not centred).
-    """
-    from sklearn.linear_model import LogisticRegressionCV
-
-    mu = features.mean(0) if has_bias else np.zeros(features.shape[1], dtype=features.dtype)
-    sigma = features.std(0) + 1e-6
-    probe = LogisticRegressionCV(
-        Cs=np.logspace(-3, 1, 5),
-        cv=3,
-        l1_ratios=(0.0,),
-        scoring="accuracy",
-        max_iter=500,
-        tol=1e-3,
-        fit_intercept=has_bias,
-        random_state=seed,
-        use_legacy_attributes=False,
-    )
-    probe.fit((features - mu) / sigma, labels)
-    coef = probe.coef_ / sigma
-    intercept = probe.intercept_ - coef @ mu if has_bias else np.zeros(len(coef))
-    if n_labels == 2 and coef.shape[0] == 1:  # binary: softmax over (-z/2, z/2) equals sigmoid(z)
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.concatenate([-intercept / 2, intercept / 2])
-    return coef, np.asarray(intercept), probe
-
-
 def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: str, cfg: dict, out_dir: str) -> dict:
     import torch
 
@@ -98,7 +69,9 @@ def run(model_source: str, train_tokens: str, test_tokens: str, dataset_meta: st
     )
     features = classifier_inputs(model, train_docs, cfg["eval_batch_size"], pad_id, device)
     layer = classifier_layer(model)
-    coef, intercept, probe = fit(features, train_docs.labels, layer.bias is not None, len(label_names), cfg["seed"])
+    coef, intercept, probe = linear_head.fit(
+        features, train_docs.labels, layer.bias is not None, len(label_names), cfg["seed"]
+    )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(coef).to(layer.weight))
         if layer.bias is not None:

@@ -5,7 +5,8 @@ Both variants run over the same batches of the same tokens; for every layer
 accumulates the statistics of `workflow.analysis.similarity.SimilarityAccumulator`:
 cosine of mean activations (the reference study's measure), mean per-token
 cosine, and linear CKA with both the biased and the debiased HSIC estimator,
-each named as such. Output: a Parquet table (one row per layer) and a plot.
+each named as such. Output: a Parquet table (one row per layer) and a plot
+(`workflow.report.figures.similarity`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import polars as pl
 
 from workflow.analysis.similarity import SimilarityAccumulator
@@ -22,7 +22,7 @@ from workflow.models.families import locate
 from workflow.models.hooks import Capture
 from workflow.models.sites import hook_name
 from workflow.models.sources import resolve_source, resolve_weights
-from workflow.report.figures.canvas import pyplot, save
+from workflow.report.figures.similarity import plot
 from workflow.runner import cli
 from workflow.store.files import write_parquet
 from workflow.store.tokens import batches, length_order, read_documents
@@ -78,27 +78,6 @@ def compare(
     log.info("%d tokens through both models in %.1f s (%.0f tokens/s)", docs.n_tokens, seconds, docs.n_tokens / seconds)
     rows = [{"layer": layer, "hook_name": hook_name("resid_post", layer), **accs[layer].result()} for layer in layers]
     return pl.DataFrame(rows).with_columns(pl.col("n_tokens").cast(pl.Int64))
-
-
-def plot(table: pl.DataFrame, title: str, path: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    styles = {
-        "mean_cosine": ("cosine of mean activations", "-", "o"),
-        "token_cosine": ("mean per-token cosine", "-", "s"),
-        "cka_debiased": ("linear CKA (debiased)", "-", "^"),
-        "cka_biased": ("linear CKA (biased)", "--", "v"),
-    }
-    for column, (label, line, marker) in styles.items():
-        ax.plot(table["layer"], table[column], line, marker=marker, label=label)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("pretrained vs fine-tuned")
-    ax.set_xticks(table["layer"].to_list())
-    ax.set_ylim(min(0.0, float(np.nanmin(table.select(list(styles)).to_numpy()))) - 0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(title, fontsize=10)
-    save(fig, path)
 
 
 def run(
