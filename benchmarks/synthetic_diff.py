@@ -4,7 +4,7 @@ Two activation sets from one dictionary of unit atoms (`workflow.analysis.synthe
 in the second, some atoms are rotated, some removed, some new. For each pair seed, the matching of
 two TopK SAEs (plain, and with its seed baseline), the crosscoder and stage-wise fine-tuning are
 trained and scored per category (kept / changed / removed / new), with the thresholds the config
-schema defaults to. The shapes are the test suite's (`tests/test_synthetic.py`).
+schema defaults to. The shapes are the test suite's (`tests/analysis/test_synthetic.py`).
 
     python benchmarks/synthetic_diff.py                     # seeds 0 1 2, about a minute a seed on 2 cores
     python benchmarks/synthetic_diff.py --seeds 0 --angle 30

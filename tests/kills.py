@@ -106,7 +106,7 @@ class KillRun:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "HF_HUB_OFFLINE": "1",
             # the kill point is counted inside the job's own process (sitecustomize); through the job
-            # server the stage would run in a child of the server (tests/test_jobserver.py kills those)
+            # server the stage would run in a child of the server (tests/runner/test_jobserver.py kills those)
             "WORKFLOW_JOB_SERVER": "off",
         }
         if kill_at is not None:

@@ -1,5 +1,5 @@
 """workflow.models: hooks are always removed; sources resolve or fail clearly; the family table names what
-it supports. What each site reads, family by family, is tests/test_families.py."""
+it supports. What each site reads, family by family, is tests/models/test_families.py."""
 
 from __future__ import annotations
 

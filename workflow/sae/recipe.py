@@ -4,7 +4,7 @@ A recipe is one entry of the config's ``saes`` block, without its scope keys
 (``datasets``, ``layers``, ``sites``: where it runs, not how). Each
 architecture module subclasses `Recipe` with its own keys (`TopKRecipe` in
 ``topk.py``, ...), every field with its default and a docstring, as sparsify
-does. The config schema lists the same keys for users; ``tests/test_sae_recipes.py``
+does. The config schema lists the same keys for users; ``tests/sae/test_recipes.py``
 checks that the two agree. No torch import.
 """
 
