@@ -169,7 +169,7 @@ def _hand_crosscoder(d: int, swap: bool):
 
 
 def test_a_lossless_crosscoder_spliced_into_each_variant_recovers_all_the_loss(tmp_path):
-    from workflow.sae.downstream import crosscoder_effects
+    from workflow.analysis.splices import crosscoder_effects
     from workflow.store.tokens import read_documents
 
     folders, lms, tokens = _pair_of_classifiers(tmp_path)
@@ -193,8 +193,8 @@ def test_the_splice_reads_the_partner_variant_on_the_same_tokens(tmp_path):
     the captured activation does."""
     import torch.nn.functional as F
 
+    from workflow.analysis.splices import classifier, crosscoder_effects
     from workflow.models.hooks import Capture, Splice
-    from workflow.sae.downstream import classifier, crosscoder_effects
     from workflow.store.tokens import labelled_batches, read_documents
 
     folders, lms, tokens = _pair_of_classifiers(tmp_path)

@@ -12,11 +12,11 @@ import torch
 from tests.conftest import colour_words, make_tiny_bert, make_tiny_gpt2, save_classifier
 from tests.sae_helpers import bare_sae
 from tests.tiny_models import make_tiny
+from workflow.analysis.splices import zeros
 from workflow.models import loading
 from workflow.models.classifier import classifier_layer
 from workflow.models.hooks import Capture, Splice
 from workflow.models.sites import hook_name
-from workflow.sae.downstream import zeros
 from workflow.stages import evaluate_sae, extract, tokens
 from workflow.store.activations import ActivationSet
 

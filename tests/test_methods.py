@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow.stages.methods import agreement
+from workflow.analysis.agreement import agreement
 
 
 def test_agreement_counts_and_kappa():

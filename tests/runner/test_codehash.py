@@ -26,10 +26,10 @@ def _names(files) -> set[str]:
 
 def test_the_graph_follows_imports_inside_functions_and_through_other_modules():
     files = _names(stage_files("evaluate_sae"))
-    # the stage imports sae.downstream, which imports models.hooks, which imports models.families
+    # the stage imports analysis.splices, which imports models.hooks, which imports models.families
     assert {
         "workflow/stages/evaluate_sae.py",
-        "workflow/sae/downstream.py",
+        "workflow/analysis/splices.py",
         "workflow/models/hooks.py",
         "workflow/models/families.py",
         "workflow/__init__.py",
@@ -68,7 +68,7 @@ def test_a_copied_tree_has_the_same_versions(tree):
 def test_editing_a_module_imported_only_indirectly_changes_the_stages_that_run_it(tree):
     before = {stage: code_version(stage, root=tree) for stage in STAGES}
     codehash.imports.cache_clear()
-    with open(tree / "workflow/models/hooks.py", "a") as f:  # evaluate_sae reaches it only through sae.downstream
+    with open(tree / "workflow/models/hooks.py", "a") as f:  # evaluate_sae reaches it only through analysis.splices
         f.write("\n# an edit\n")
     after = {stage: code_version(stage, root=tree) for stage in STAGES}
     changed = {stage for stage in STAGES if before[stage] != after[stage]}

@@ -29,7 +29,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from workflow.analysis.features import describe
+from workflow.layout import VARIANTS
+from workflow.sae.codes import sparse_codes
+from workflow.sae.metrics import l0_warning
+
 CLASSES = ("pretrained_only", "shared", "finetuned_only", "other")
+CATEGORIES = ("kept", "changed", "removed", "new", "dead")
 
 
 def relative_norm(norms: np.ndarray) -> np.ndarray:
@@ -165,3 +171,67 @@ def categories(table: pl.DataFrame, cfg: dict) -> np.ndarray:
     out[(cls == "shared") & (cos >= cfg["retained_cosine"])] = "kept"
     out[table["frequency"].to_numpy() == 0] = "dead"
     return out
+
+
+def latent_counts(table: pl.DataFrame) -> dict:
+    """Counts of `latent_table`'s rows: live latents per class (and those latent scaling keeps as
+    robust), all latents per category, the shared latents' median decoder cosine."""
+    live = table.filter(table["frequency"] > 0)
+    shared = live.filter(live["class"] == "shared")
+    return {
+        "classes": {c: int((live["class"] == c).sum()) for c in CLASSES},
+        "robust": {
+            c: int((live["robust"] & (live["class"] == c)).sum()) for c in ("pretrained_only", "finetuned_only")
+        },
+        "categories": {c: int((table["category"] == c).sum()) for c in CATEGORIES},
+        "shared_decoder_cos_median": float(np.nanmedian(shared["decoder_cos"])) if len(shared) else None,
+    }
+
+
+def quality(cc, stats: dict, table: pl.DataFrame, recipe: dict) -> dict:
+    """The crosscoder's own numbers from `statistics` and `latent_table`: FVU and explained variance per
+    side, L0 (and the warning when it is far from the recipe's target), dead fraction, `latent_counts`."""
+    return {
+        "d_sae": cc.d_sae,
+        "n_tokens": stats["n_tokens"],
+        "fvu": stats["fvu"],
+        "explained_variance": {v: 1 - f for v, f in stats["fvu"].items()},
+        "l0": stats["l0"],
+        "l0_warning": l0_warning(recipe, stats["l0"]),
+        "dead_fraction": stats["dead_fraction"],
+        **latent_counts(table),
+    }
+
+
+def latent_features(cc, test, tokens: pl.DataFrame, labels: list, concepts: list, cfg: dict, device):
+    """What each latent responds to on the test tokens, as the features stage gives it for an SAE
+    (`workflow.analysis.features.describe`: statistics, top and quantile examples), with each
+    variant's contribution to the latent's pre-activation on every example token (``acts_pretrained``,
+    ``acts_finetuned``): which variant's activations drive the latent there. `test`: `PairedSets`
+    whose row i is row i of `tokens`; `cfg`: the features section. Returns (features table, examples
+    table, summary)."""
+    codes = sparse_codes(cc, test, cfg["max_tokens"], cfg["batch_rows"], device)
+    sides = {f"acts_{v}": _contribution(cc, test, side, device) for side, v in enumerate(VARIANTS)}
+    table, examples, _ = describe(codes, tokens, labels, concepts, cfg, sides)
+    summary = {
+        "n_tokens": codes.n_rows,
+        "d_sae": codes.d_sae,
+        "label_names": labels,
+        "concepts": concepts,
+        "l0": len(codes.value) / max(codes.n_rows, 1),
+        "n_examples": len(examples),
+    }
+    return table, examples, summary
+
+
+def _contribution(cc, test, side: int, device):
+    """fn(rows, features) -> (n,) one side's contribution to each (row, latent)'s pre-activation."""
+    import torch
+
+    def fn(rows, features):
+        with torch.inference_mode():
+            x = torch.from_numpy(test.rows(rows).astype(np.float32)).to(device)
+            f = torch.from_numpy(np.asarray(features, dtype=np.int64)).to(device)
+            return cc.side_contributions(x, f, side).float().cpu().numpy()
+
+    return fn

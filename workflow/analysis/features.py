@@ -7,10 +7,14 @@ over the data. What each column means is in the `features` stage's docstring.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 
 from workflow.sae.codes import Codes
+
+log = logging.getLogger(__name__)
 
 HIST_BINS = 20  # bins of each feature's activation histogram (hist_counts)
 PRECISE = 0.8  # features.json: how many features reach this precision for a concept, and their union's recall
@@ -131,6 +135,23 @@ def feature_table(
     table = table.join(_top_tokens(fs, vs, rs, tokens, n, top_tokens, min_token_count), on="feature", how="left")
     sorted_codes = {k: s[k] for k in ("feature", "value", "row", "starts", "ends")}
     return table, {"sorted": sorted_codes, "concept_tokens": concept_counts}
+
+
+def describe(
+    codes: Codes,
+    tokens: pl.DataFrame,
+    label_names: list[str],
+    concepts: list[str],
+    cfg: dict,
+    extra: dict | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The features stage's tables of one set of codes: `feature_table`, and the examples
+    (`example_positions`, `examples_table` with the `extra` per-token columns). `cfg`: the features
+    section. Returns (features table, examples table, the sorted codes and concept token counts)."""
+    table, more = feature_table(codes, tokens, label_names, concepts, cfg["top_tokens"], cfg["min_token_count"])
+    positions = example_positions(more["sorted"], cfg["n_top"], cfg["n_quantiles"], cfg["per_quantile"], cfg["seed"])
+    examples = examples_table(codes, more["sorted"], positions, tokens, cfg["window"], extra)
+    return table, examples, more
 
 
 def activation_histograms(fs: np.ndarray, vs: np.ndarray, max_activation: np.ndarray, bins: int) -> list[np.ndarray]:
@@ -307,3 +328,34 @@ def _sequence_bounds(new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     last = np.r_[first[1:], len(new)]
     idx = np.cumsum(new) - 1
     return first[idx], last[idx]
+
+
+def best_per_concept(
+    codes: Codes, table: pl.DataFrame, tokens: pl.DataFrame, concepts: list[str], concept_tokens: dict
+) -> dict:
+    """Per concept, the feature that detects it best (F1) and how the concept is split over features."""
+    best = {}
+    for c in concepts:
+        if not concept_tokens[c]:
+            best[c] = None  # the concept does not occur in these tokens
+            log.info("concept %-22s has no tokens in this split", c)
+            continue
+        row = table.sort(f"f1:{c}", descending=True).row(0, named=True)
+        best[c] = {
+            "feature": row["feature"],
+            "f1": row[f"f1:{c}"],
+            "precision": row[f"precision:{c}"],
+            "recall": row[f"recall:{c}"],
+            "tokens": concept_tokens[c],
+            **precise_union(codes, table, tokens, c, PRECISE),
+        }
+        log.info(
+            "concept %-22s best feature %6d  F1 %.3f  (precision %.3f, recall %.3f; %d tokens)",
+            c,
+            row["feature"],
+            row[f"f1:{c}"],
+            row[f"precision:{c}"],
+            row[f"recall:{c}"],
+            concept_tokens[c],
+        )
+    return best

@@ -69,3 +69,23 @@ def movement_table(start, end, set_pre, set_ft, cfg: dict, max_norm: dict | None
             "repurposed": pre == "repurposed",
         }
     )
+
+
+def movement_summary(table: pl.DataFrame, n_moved: int) -> dict:
+    """stagewise.json's numbers of `movement_table`: category counts per side, the repurposed features,
+    the live features' median decoder and encoder cosines, and the `n_moved` that moved most."""
+    live = table.filter(table["category_pretrained"] != "dead")
+    moved = live.sort("movement", descending=True).head(n_moved)
+    return {
+        "categories": {
+            side: {c: int((table[f"category_{side}"] == c).sum()) for c in cats}
+            for side, cats in (
+                ("pretrained", ("kept", "changed", "removed", "dead")),
+                ("finetuned", ("kept", "changed", "new", "dead")),
+            )
+        },
+        "repurposed": int(table["repurposed"].sum()),
+        "decoder_cos_median": float(np.median(live["decoder_cos"])) if len(live) else None,
+        "encoder_cos_median": float(np.median(live["encoder_cos"])) if len(live) else None,
+        "most_moved": moved.select("feature", "decoder_cos", "encoder_cos", "delta_frequency").to_dicts(),
+    }

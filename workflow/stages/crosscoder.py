@@ -6,7 +6,7 @@ checkpoints) on the two variants' train-split activation sets read side by side
 (`workflow.store.activations.PairedSets`: row i of both is the same token), then analysed on the
 test split (`workflow.analysis.crosscoding`: relative decoder norm and class, the two decoders'
 cosine, latent scaling, frequency; FVU per side, L0, dead fraction). Each side is then spliced
-into its own variant on the test documents (`workflow.sae.downstream.crosscoder_effects`: task
+into its own variant on the test documents (`workflow.analysis.splices.crosscoder_effects`: task
 and LM loss recovered, as `evaluate_sae` gives them for an SAE).
 
 Output: ``crosscoder_weights.safetensors`` + ``cfg.json`` (`workflow.sae.crosscoder` documents
@@ -23,18 +23,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from workflow import layout
 from workflow.analysis import crosscoding
-from workflow.analysis.features import example_positions, examples_table, feature_table, read_tokens
+from workflow.analysis.features import read_tokens
+from workflow.analysis.splices import crosscoder_effects
 from workflow.layout import VARIANTS
 from workflow.models.loading import describe_device, pick_device
 from workflow.runner import cli
-from workflow.sae.codes import sparse_codes
 from workflow.sae.crosscoder import CrosscoderRecipe, load
-from workflow.sae.downstream import crosscoder_effects
-from workflow.sae.metrics import l0_warning
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet, PairedSets
 from workflow.store.files import read_json, write_json, write_parquet
@@ -44,81 +40,25 @@ log = logging.getLogger(__name__)
 
 
 def latent_features(cc, test: PairedSets, tokens_path: str, meta_path: str, cfg: dict, out: Path, device) -> dict:
-    """What each latent responds to on the test tokens, as the features stage gives it for an SAE
-    (statistics, top and quantile examples), with each variant's contribution to the latent's
-    pre-activation on every example token (``acts_pretrained``, ``acts_finetuned``): which
-    variant's activations drive the latent there. Written beside the crosscoder."""
-    import torch
-
+    """What each latent responds to on the test tokens (`crosscoding.latent_features`), written beside
+    the crosscoder as the features stage writes it for an SAE."""
     tokens = read_tokens(tokens_path)
     if len(tokens) != test.n_rows:
         raise ValueError(f"{tokens_path}: {len(tokens)} rows, but the activation sets {test.folder} have {test.n_rows}")
     meta = read_json(meta_path)
     labels, concepts = meta["label_names"], meta.get("concepts") or []
-    codes = sparse_codes(cc, test, cfg["max_tokens"], cfg["batch_rows"], device)
-    table, extra = feature_table(codes, tokens, labels, concepts, cfg["top_tokens"], cfg["min_token_count"])
-    positions = example_positions(extra["sorted"], cfg["n_top"], cfg["n_quantiles"], cfg["per_quantile"], cfg["seed"])
-
-    def contribution(side: int):
-        def fn(rows, features):
-            with torch.inference_mode():
-                x = torch.from_numpy(test.rows(rows).astype(np.float32)).to(device)
-                f = torch.from_numpy(np.asarray(features, dtype=np.int64)).to(device)
-                return cc.side_contributions(x, f, side).float().cpu().numpy()
-
-        return fn
-
-    sides = {f"acts_{v}": contribution(i) for i, v in enumerate(VARIANTS)}
-    examples = examples_table(codes, extra["sorted"], positions, tokens, cfg["window"], sides)
+    table, examples, summary = crosscoding.latent_features(cc, test, tokens, labels, concepts, cfg, device)
     names = layout.CROSSCODER.names
     write_parquet(table, out / names["features"])
     write_parquet(examples, out / names["examples"])
-    summary = {
-        "n_tokens": codes.n_rows,
-        "d_sae": codes.d_sae,
-        "label_names": labels,
-        "concepts": concepts,
-        "l0": len(codes.value) / max(codes.n_rows, 1),
-        "n_examples": len(examples),
-    }
     write_json(summary, out / names["features_summary"])
     return summary
 
 
 def downstream(cc, tokens: str, site: str, layer: int, models: dict, eval_cfg: dict, device) -> dict:
-    """Each side spliced into its variant on (a sample of) the test documents; logged per variant."""
+    """Each side spliced into its variant on (a sample of) the test documents."""
     docs = read_documents(tokens).sample(max_docs=eval_cfg["max_docs"], seed=0)
-    result = crosscoder_effects(
-        cc, docs, site, layer, models["classifier"], models["lm"], eval_cfg["batch_size"], device
-    )
-    for variant, effects in result.items():
-        for what, e in effects.items():
-            log.info(
-                "%s side spliced into the %s model: %s loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f",
-                variant,
-                variant,
-                what,
-                e["loss_clean"],
-                e["loss_spliced"],
-                e["loss_zero"],
-                e["loss_recovered"],
-            )
-    return result
-
-
-def latent_counts(table) -> dict:
-    """crosscoder.json's counts of latents.parquet: live latents per class (and those latent scaling
-    keeps as robust), all latents per category, the shared latents' median decoder cosine."""
-    live = table.filter(table["frequency"] > 0)
-    shared = live.filter(live["class"] == "shared")
-    return {
-        "classes": {c: int((live["class"] == c).sum()) for c in crosscoding.CLASSES},
-        "robust": {
-            c: int((live["robust"] & (live["class"] == c)).sum()) for c in ("pretrained_only", "finetuned_only")
-        },
-        "categories": {c: int((table["category"] == c).sum()) for c in ("kept", "changed", "removed", "new", "dead")},
-        "shared_decoder_cos_median": float(np.nanmedian(shared["decoder_cos"])) if len(shared) else None,
-    }
+    return crosscoder_effects(cc, docs, site, layer, models["classifier"], models["lm"], eval_cfg["batch_size"], device)
 
 
 def run(
@@ -160,14 +100,7 @@ def run(
         latent_features(cc, test, tokens, meta, features_cfg, Path(out), device)
     summary = {
         **metadata["study"],
-        "d_sae": cc.d_sae,
-        "n_tokens": stats["n_tokens"],
-        "fvu": stats["fvu"],
-        "explained_variance": {v: 1 - f for v, f in stats["fvu"].items()},
-        "l0": stats["l0"],
-        "l0_warning": l0_warning(recipe, stats["l0"]),
-        "dead_fraction": stats["dead_fraction"],
-        **latent_counts(table),
+        **crosscoding.quality(cc, stats, table, recipe),
         "downstream": downstream(cc, tokens, manifest["site"], int(manifest["layer"]), models, eval_cfg, device)
         if tokens and models
         else {},

@@ -13,7 +13,7 @@ SAE has its input scale folded in; `workflow.sae.metrics`):
   per-latent log10 firing frequency goes to sparsity.safetensors (SAELens key
   ``sparsity``; never-firing latents get -10).
 
-Downstream, on the test documents (`workflow.sae.downstream`): the task
+Downstream, on the test documents (`workflow.analysis.splices`): the task
 classifier of the SAE's variant (fine-tuned: the fine-tuned model; pretrained:
 the pretrained body with a classifier fitted on its frozen features, stage
 `frozen_classifier`) is run clean, with the SAE reconstruction spliced in at
@@ -22,7 +22,7 @@ the SAE's (site, layer), and with that activation zero-ablated.
 mean KL(clean || spliced) of the output distributions, ``kl_recovered`` =
 (KL_zero - KL_spliced) / KL_zero. Checkpoints with a language-model head get the
 same for it: next-token loss for decoders, masked-token loss for encoders with
-an MLM head (`workflow.sae.downstream`).
+an MLM head (`workflow.analysis.splices`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from workflow import layout
+from workflow.analysis.splices import lm_effects, task_effects
 from workflow.models.loading import describe_device, pick_device
 from workflow.runner import cli
 from workflow.sae import load
-from workflow.sae.downstream import lm_effects, task_effects
 from workflow.sae.metrics import l0_warning, measure
 from workflow.store.activations import ActivationSet
 from workflow.store.files import atomic_path, write_json

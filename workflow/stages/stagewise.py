@@ -18,11 +18,9 @@ import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
-
 from workflow import layout
 from workflow.analysis.matching import outlier_limit
-from workflow.analysis.stagewise import movement_table
+from workflow.analysis.stagewise import movement_summary, movement_table
 from workflow.layout import VARIANTS
 from workflow.models.loading import pick_device
 from workflow.runner import cli
@@ -57,22 +55,10 @@ def run(sae_dir: str, train_acts: str, test_acts: dict, cfg: dict, out: str) -> 
     table = movement_table(first, end, sets["pretrained"], sets["finetuned"], cfg, limits, device)
     names = layout.STAGEWISE.names
     write_parquet(table, Path(out) / names["movement"])
-    live = table.filter(table["category_pretrained"] != "dead")
-    moved = live.sort("movement", descending=True).head(N_MOVED)
     summary = {
         **{k: study.get(k) for k in ("model", "dataset", "site", "layer", "sae")},
         "steps": cfg["steps"],
-        "categories": {
-            side: {c: int((table[f"category_{side}"] == c).sum()) for c in cats}
-            for side, cats in (
-                ("pretrained", ("kept", "changed", "removed", "dead")),
-                ("finetuned", ("kept", "changed", "new", "dead")),
-            )
-        },
-        "repurposed": int(table["repurposed"].sum()),
-        "decoder_cos_median": float(np.median(live["decoder_cos"])) if len(live) else None,
-        "encoder_cos_median": float(np.median(live["encoder_cos"])) if len(live) else None,
-        "most_moved": moved.select("feature", "decoder_cos", "encoder_cos", "delta_frequency").to_dicts(),
+        **movement_summary(table, N_MOVED),
         "thresholds": cfg,
         "train": {"steps": training["steps"], "seconds": training["seconds"], "final": training["final"]},
         "seconds": time.perf_counter() - started,

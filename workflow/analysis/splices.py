@@ -21,6 +21,7 @@ activation is then replaced by that side's decoder output.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from workflow.layout import VARIANTS
@@ -29,6 +30,8 @@ from workflow.models.hooks import Capture, Splice
 from workflow.models.lm import Scored
 from workflow.models.sources import resolve_source
 from workflow.store.tokens import labelled_batches
+
+log = logging.getLogger(__name__)
 
 
 def through_sae(sae, max_norm: float | None = None) -> Callable:
@@ -223,4 +226,15 @@ def crosscoder_effects(
             spliced = CrosscoderSide(cc, side, language_model(lm_specs[partner], device), site, layer)
             result["lm"] = lm_effects(lm_specs[variant], docs, site, layer, {"cc": spliced}, batch_size, device)["cc"]
         out[variant] = result
+        for what, e in result.items():
+            log.info(
+                "%s side spliced into the %s model: %s loss clean %.4f spliced %.4f zero %.4f -> recovered %.3f",
+                variant,
+                variant,
+                what,
+                e["loss_clean"],
+                e["loss_spliced"],
+                e["loss_zero"],
+                e["loss_recovered"],
+            )
     return out
