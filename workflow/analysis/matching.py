@@ -1,6 +1,6 @@
 """Matching two SAEs' features, and the categories of what fine-tuning did to them.
 
-The maths of stage `diff` (its docstring defines every term): decoder cosines,
+The matching maths of `workflow.analysis.diffing` (its docstring defines every term): decoder cosines,
 one-to-one matching by maximum total cosine, each feature's best cosine, the
 firing frequencies and activation correlations of matched pairs on the same
 token rows, the categories, and the tables built from them. Outlier-norm
@@ -18,7 +18,7 @@ from workflow.store.activations import ActivationSet
 
 PRE_CATEGORIES = ("retained", "drifted", "overwritten", "dead")
 FT_CATEGORIES = ("retained", "drifted", "new", "dead")
-# the matching's categories in the terms every diffing method shares (`workflow.stages.methods`)
+# the matching's categories in the terms every diffing method shares (`workflow.analysis.agreement`)
 MATCH_LABELS = {"retained": "kept", "drifted": "changed", "overwritten": "removed"}
 
 
