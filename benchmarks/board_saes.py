@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from workflow.analysis import emergence as em
+from workflow.analysis import alignment
 from workflow.sae import load, recipe_from_dict, training
 from workflow.sae.codes import encode_rows
 from workflow.store.activations import ActivationSet
@@ -112,10 +112,10 @@ def sweep(results: Path, args, spec: str, rows: np.ndarray, member: np.ndarray) 
         training.train(aset.folder, recipe_from_dict(recipe), tmp, {"model": args.model})
         codes = encode_rows(load(tmp), aset.rows(rows).astype(np.float32), 4096)
     head = f"L{layer} {arch:<9} d_sae {int(d_sae):>4} k {int(k):>2}"
-    f1 = [em.best_f1(codes, member[:, j])[1] for j in range(member.shape[1])]
+    f1 = [alignment.best_f1(codes, member[:, j])[1] for j in range(member.shape[1])]
     print(f"{head}: {summary(f1)}", flush=True)
     if args.thresholds:
-        f1 = [em.best_threshold_f1(codes, member[:, j], args.thresholds)[1] for j in range(member.shape[1])]
+        f1 = [alignment.best_threshold_f1(codes, member[:, j], args.thresholds)[1] for j in range(member.shape[1])]
         print(f"{' ' * len(head)}  best threshold: {summary(f1)}", flush=True)
 
 

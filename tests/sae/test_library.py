@@ -69,9 +69,7 @@ def test_the_sae_package_imports_nothing_above_it():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
-            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith(FORBIDDEN)]
             allowed = ("workflow.sae", "workflow.store", "workflow.layout")
-            found += [
-                f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("workflow") and not n.startswith(allowed)
-            ]
+            above = [n for n in names if n.startswith("workflow") and not n.startswith(allowed)]
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in above]
     assert not found, "\n".join(found)

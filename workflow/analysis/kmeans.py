@@ -2,12 +2,17 @@
 
 `kmeans` clusters (optionally on L2-normalised rows: spherical k-means);
 `scores` rates the result against the labels (purity, ARI, NMI) and on its own
-(silhouette); `cluster_rows` describes each cluster. Used by stage `kmeans`.
+(silhouette); `cluster_rows` describes each cluster; `cluster_representations`
+does all three for each representation of one activation set. Used by stage `kmeans`.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def purity(assign: np.ndarray, labels: np.ndarray) -> float:
@@ -81,3 +86,43 @@ def cluster_rows(
             }
         )
     return rows
+
+
+def cluster_representations(
+    reps: dict,
+    labels: np.ndarray,
+    label_names: list[str],
+    doc_ids: np.ndarray,
+    texts: list[str],
+    top_tokens: dict,
+    tags: dict,
+    pooling: str,
+    n_clusters: int,
+    cfg: dict,
+    where: str = "",
+) -> tuple[list[dict], list[dict]]:
+    """Scores and cluster rows of each representation of one activation set, tagged with `tags` (its
+    variant, site, layer), the representation and the pooling. reps: representation -> (n_docs, d)
+    pooled documents; top_tokens: representation -> {feature: its top tokens} (SAE latents)."""
+    score_rows, cluster_table = [], []
+    for rep, x in reps.items():
+        assign, centres, z = kmeans(x, n_clusters, cfg["normalize"], cfg["n_init"], cfg["seed"])
+        result = scores(z, assign, labels)
+        score_rows.append({**tags, "representation": rep, "pooling": pooling, "n_clusters": n_clusters, **result})
+        log.info(
+            "%s %-12s k-means (%d clusters): purity %.3f ARI %.3f NMI %.3f silhouette %.3f",
+            where,
+            rep,
+            n_clusters,
+            result["purity"],
+            result["ari"],
+            result["nmi"],
+            result["silhouette"],
+        )
+        tokens_of = top_tokens.get(rep) or {}
+        for row in cluster_rows(
+            x, z, assign, centres, labels, label_names, doc_ids, texts, cfg["n_nearest"], cfg["n_top_features"]
+        ):
+            row["top_feature_tokens"] = [", ".join(tokens_of.get(f) or []) for f in row["top_features"]]
+            cluster_table.append({**tags, "representation": rep, "pooling": pooling, **row})
+    return score_rows, cluster_table

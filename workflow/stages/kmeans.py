@@ -36,10 +36,11 @@ import numpy as np
 import polars as pl
 
 from workflow import layout
-from workflow.analysis.kmeans import cluster_rows, kmeans, scores
+from workflow.analysis.kmeans import cluster_representations
 from workflow.analysis.pooling import pool_set
+from workflow.layout import Representation
 from workflow.models.families import family
-from workflow.report.figures.canvas import pyplot, save
+from workflow.report.figures.clusters import composition_plot
 from workflow.runner import cli
 from workflow.sae import load
 from workflow.store.activations import ActivationSet
@@ -57,55 +58,29 @@ def _top_tokens(sae_dir: str | None) -> dict[int, list[str]]:
 
 def _representations(aset: ActivationSet, docs, position: str, pooling: str, sae_dirs: dict, batch_rows: int) -> dict:
     """{representation: (n_docs, d) pooled documents}: raw activations, then each SAE's latents."""
-    reps = {"raw": pool_set(aset, docs.offsets, position, None, batch_rows).get(pooling)}
+    reps = {Representation.RAW: pool_set(aset, docs.offsets, position, None, batch_rows).get(pooling)}
     for name, folder in sae_dirs.items():
         sae = load(folder)
         if sae.d_in != aset.d_model:
             raise ValueError(f"{folder}: d_in {sae.d_in} does not match {aset.folder}'s d_model {aset.d_model}")
-        reps[f"sae:{name}"] = pool_set(aset, docs.offsets, position, sae, batch_rows).get(pooling)
+        reps[str(Representation.sae(name))] = pool_set(aset, docs.offsets, position, sae, batch_rows).get(pooling)
     return reps
 
 
-def cluster_set(
-    acts_dir: str,
-    docs,
-    labels: np.ndarray,
-    doc_ids: np.ndarray,
-    texts: list[str],
-    label_names: list[str],
-    family_name: str,
-    sae_dirs: dict[str, str],
-    cfg: dict,
-) -> tuple[list[dict], list[dict]]:
-    """Scores and cluster rows of one activation set, raw and through each SAE, tagged with the set's
-    variant, site and layer (from its manifest)."""
+def cluster_set(acts_dir: str, docs, labels, doc_ids, texts, label_names, family_name: str, sae_dirs: dict, cfg: dict):
+    """Scores and cluster rows of one activation set, raw and through each SAE ({recipe: folder}),
+    tagged with the set's variant, site and layer (from its manifest). docs, labels, doc_ids, texts:
+    the test documents (`_documents`) and their labels."""
     position = family(family_name).pooled
     pooling = position if cfg["pooling"] == "position" else "mean"
     n_clusters = cfg["n_clusters"] or len(label_names)
     aset = ActivationSet(acts_dir)
-    where = {k: aset.manifest[k] for k in ("variant", "site", "layer")}
-    score_rows, cluster_table = [], []
-    for rep, x in _representations(aset, docs, position, pooling, sae_dirs, cfg["batch_rows"]).items():
-        assign, centres, z = kmeans(x, n_clusters, cfg["normalize"], cfg["n_init"], cfg["seed"])
-        result = scores(z, assign, labels)
-        score_rows.append({**where, "representation": rep, "pooling": pooling, "n_clusters": n_clusters, **result})
-        log.info(
-            "%s %-12s k-means (%d clusters): purity %.3f ARI %.3f NMI %.3f silhouette %.3f",
-            acts_dir,
-            rep,
-            n_clusters,
-            result["purity"],
-            result["ari"],
-            result["nmi"],
-            result["silhouette"],
-        )
-        tokens_of = _top_tokens(sae_dirs.get(rep.partition(":")[2])) if rep != "raw" else {}
-        for row in cluster_rows(
-            x, z, assign, centres, labels, label_names, doc_ids, texts, cfg["n_nearest"], cfg["n_top_features"]
-        ):
-            row["top_feature_tokens"] = [", ".join(tokens_of.get(f) or []) for f in row["top_features"]]
-            cluster_table.append({**where, "representation": rep, "pooling": pooling, **row})
-    return score_rows, cluster_table
+    tags = {k: aset.manifest[k] for k in ("variant", "site", "layer")}
+    reps = _representations(aset, docs, position, pooling, sae_dirs, cfg["batch_rows"])
+    top_tokens = {str(Representation.sae(name)): _top_tokens(folder) for name, folder in sae_dirs.items()}
+    return cluster_representations(
+        reps, labels, label_names, doc_ids, texts, top_tokens, tags, pooling, n_clusters, cfg, acts_dir
+    )
 
 
 def _documents(tokens_path: str, data_path: str):
@@ -120,16 +95,7 @@ def _documents(tokens_path: str, data_path: str):
     return docs, doc_ids, [text_of[int(i)] for i in doc_ids]
 
 
-def run(
-    plan: list[dict],
-    tokens_path: str,
-    data_path: str,
-    meta_path: str,
-    family_name: str,
-    cfg: dict,
-    out_dir: str,
-    title: str = "",
-) -> dict:
+def run(plan: list, tokens_path: str, data_path: str, meta_path: str, family_name: str, cfg, out_dir, title="") -> dict:
     """plan: [{"acts": test activation set, "saes": {recipe: SAE folder}}, ...]."""
     started = time.perf_counter()
     label_names = read_json(meta_path)["label_names"]
@@ -162,44 +128,6 @@ def run(
         write_json(summary, tmp / names["summary"])
     log.info("%s: %d activation sets clustered in %.1f s", out_dir, len(plan), summary["seconds"])
     return summary
-
-
-def composition_plot(clusters: pl.DataFrame, scores: pl.DataFrame, label_names: list[str], title: str, path) -> None:
-    """Class composition of each cluster (stacked bars): one panel per representation, layer and variant."""
-    plt = pyplot()
-    panels = scores.select("representation", "site", "layer", "variant").rows()
-    reps = scores["representation"].unique(maintain_order=True).to_list()
-    cols = max(1, len(panels) // max(len(reps), 1))
-    fig, axes = plt.subplots(len(reps), cols, figsize=(2.3 * cols, 2.5 * len(reps)), squeeze=False)
-    colors = [plt.cm.tab10(i % 10) for i in range(len(label_names))]
-    for i, rep in enumerate(reps):
-        mine = [p for p in panels if p[0] == rep]
-        for j, (_, site, layer, variant) in enumerate(mine[:cols]):
-            ax = axes[i][j]
-            pick = (
-                (pl.col("representation") == rep)
-                & (pl.col("site") == site)
-                & (pl.col("layer") == layer)
-                & (pl.col("variant") == variant)
-            )
-            part = clusters.filter(pick).sort("cluster")
-            counts = np.array(part["label_counts"].to_list(), dtype=float).reshape(len(part), len(label_names))
-            bottom = np.zeros(len(part))
-            for c, name in enumerate(label_names):
-                ax.bar(
-                    [str(v) for v in part["cluster"].to_list()],
-                    counts[:, c],
-                    bottom=bottom,
-                    color=colors[c],
-                    label=name,
-                )
-                bottom += counts[:, c]
-            ari = scores.filter(pick)["ari"][0]
-            ax.set_title(f"{rep} {variant[:3]} L{layer}\nARI {ari:.2f}", fontsize=7)
-            ax.tick_params(labelsize=6)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(f"{title}: k-means clusters of test documents, class composition".strip(": "), fontsize=10)
-    save(fig, path, dpi=100)
 
 
 def main(argv=None) -> None:

@@ -18,13 +18,11 @@ from pathlib import Path
 import polars as pl
 
 from workflow import layout
-from workflow.report.figures.canvas import pyplot, save
+from workflow.report.figures import probes as figures
 from workflow.runner import cli
 from workflow.store.files import atomic_dir, read_json
 
 log = logging.getLogger(__name__)
-
-VARIANT_STYLE = {"pretrained": "--", "finetuned": "-"}
 
 
 def _tagged(path: Path, where: dict) -> pl.DataFrame:
@@ -48,70 +46,14 @@ def collect(probe_dirs: list[str]) -> dict[str, pl.DataFrame]:
     }
 
 
-def accuracy_plot(probes: pl.DataFrame, colors: dict, title: str, path: Path) -> None:
-    """Held-out accuracy of the sequence probes by layer, one panel per pooling."""
-    plt = pyplot()
-    reps = list(colors)
-    sites = probes["site"].unique(maintain_order=True).to_list()
-    poolings = probes["pooling"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(poolings), figsize=(5.2 * len(poolings), 3.8), squeeze=False)
-    for ax, pooling in zip(axes[0], poolings):
-        for rep in reps:
-            for variant, style in VARIANT_STYLE.items():
-                for site in sites:
-                    part = probes.filter(
-                        (pl.col("representation") == rep)
-                        & (pl.col("variant") == variant)
-                        & (pl.col("pooling") == pooling)
-                        & (pl.col("site") == site)
-                    ).sort("layer")
-                    if len(part):
-                        label = f"{rep} {variant}" + (f" {site}" if len(sites) > 1 else "")
-                        ax.plot(part["layer"], part["accuracy"], style, marker="o", color=colors[rep], label=label)
-        ax.axhline(probes["chance"].max(), color="grey", lw=0.8, ls=":", label="majority class")
-        ax.set_title(f"{pooling} pooling", fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("held-out accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{title}: sequence probes (train fit, test score)", fontsize=10)
-    save(fig, path, dpi=110)
-
-
-def sparse_plot(sparse: pl.DataFrame, colors: dict, title: str, path: Path) -> None:
-    """k-sparse probe accuracy against k, one panel per (site, layer)."""
-    plt = pyplot()
-    keys = sparse.select("site", "layer").unique(maintain_order=True).sort("site", "layer").rows()
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.6), squeeze=False)
-    for ax, (site, layer) in zip(axes[0], keys):
-        for rep in colors:
-            for variant, style in VARIANT_STYLE.items():
-                part = sparse.filter(
-                    (pl.col("representation") == rep)
-                    & (pl.col("variant") == variant)
-                    & (pl.col("site") == site)
-                    & (pl.col("layer") == layer)
-                ).sort("k")
-                if len(part):
-                    ax.plot(part["k"], part["accuracy"], style, marker="o", color=colors[rep], label=f"{rep} {variant}")
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"L{layer} {site}", fontsize=9)
-        ax.set_xlabel("k features")
-        ax.set_ylabel("held-out accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{title}: k-sparse probes (features ranked by class separation)", fontsize=10)
-    save(fig, path, dpi=110)
-
-
 def run(probe_dirs: list[str], title: str, out_dir: str) -> None:
     tables = collect(probe_dirs)
     names = layout.PROBE_SUMMARY.names
     reps = tables["probes"]["representation"].unique(maintain_order=True).to_list()
-    colors = {rep: pyplot().cm.tab10(i % 10) for i, rep in enumerate(reps)}
+    colors = figures.colors(reps)
     with atomic_dir(out_dir) as tmp:
-        accuracy_plot(tables["probes"], colors, title, tmp / names["accuracy_plot"])
-        sparse_plot(tables["sparse"], colors, title, tmp / names["sparse_plot"])
+        figures.accuracy_plot(tables["probes"], colors, title, tmp / names["accuracy_plot"])
+        figures.sparse_plot(tables["sparse"], colors, title, tmp / names["sparse_plot"])
         for name, table in tables.items():
             table.write_parquet(tmp / names[name])
     for row in tables["probes"].filter(pl.col("pooling") == "mean").iter_rows(named=True):
