@@ -31,7 +31,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
 
 from workflow.models import loading, training
-from workflow.stages import finetune
+from workflow.models.finetuning import with_lora
 from workflow.store.tokens import Documents, batches
 
 CFG = {"epochs": 1, "lr": 1e-4, "weight_decay": 0.01, "warmup_fraction": 0.1, "max_grad_norm": 1.0, "seed": 0,
@@ -48,7 +48,7 @@ def random_docs(n: int, length: int, vocab: int) -> Documents:
 
 def fresh(base, method: str):
     model = copy.deepcopy(base)
-    return finetune.with_lora(model, "gpt2", LORA, "causal") if method == "lora" else model
+    return with_lora(model, "gpt2", LORA, "causal") if method == "lora" else model
 
 
 def ours(model, docs, cfg, device, amp) -> float:

@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from tests.tiny_models import MODEL_TYPES, make_tiny
+from workflow.models import finetuning
 from workflow.stages import dataset, finetune, tokens
 from workflow.store.files import read_json
 
@@ -196,7 +197,7 @@ def test_fused_next_token_loss_equals_the_models_own(model_type, method, tmp_pat
         assert model.config.final_logit_softcapping
     if method == "lora":
         lora = {**LORA, "target_modules": list(FAMILIES[MODEL_TYPES[model_type]].lora_targets)}
-        model = finetune.with_lora(model, MODEL_TYPES[model_type], lora, "causal")
+        model = finetuning.with_lora(model, MODEL_TYPES[model_type], lora, "causal")
     model.eval()
     assert lm._split_head(model) is not None  # the fused path is taken
     ids = torch.randint(5, model.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(0))

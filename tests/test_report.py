@@ -534,7 +534,7 @@ def _write_probes(root):
 
 
 def _write_heads(root):
-    from workflow.stages import heads_summary
+    from workflow.report import heads_viewer
 
     folder = root / layout.HEADS_SUMMARY.path(**W)
     folder.mkdir(parents=True)
@@ -553,7 +553,7 @@ def _write_heads(root):
     rng = np.random.default_rng(0)
     docs = [{"doc_id": i, "label": i % 2, "tokens": [f"w{i}{j}" for j in range(4)]} for i in range(2)]
     patterns = {v: {f"doc{i}": rng.dirichlet(np.ones(4), (2, 2, 4)) for i in range(2)} for v in VARIANTS}
-    (folder / "patterns.html").write_text(heads_summary.viewer(docs, patterns, change, 2, f"{MODEL} on {HOSTILE}"))
+    (folder / "patterns.html").write_text(heads_viewer.viewer(docs, patterns, change, 2, f"{MODEL} on {HOSTILE}"))
     for n in ("ablation_plot", "change_plot"):
         _png(folder / layout.HEADS_SUMMARY.names[n], "orange")
     write_json({"n_docs": 20}, root / layout.HEADS.file("summary", variant="finetuned", **W))

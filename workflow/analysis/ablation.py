@@ -16,11 +16,13 @@ Ablating every head the naive way costs one full forward per (head, mode).
 
 The one-forward-per-head reference is ``tests/references.py``'s
 `naive_head_effects`; a test checks that the two agree and
-`benchmarks/heads.py` times them.
+`benchmarks/heads.py` times them. `task_ablations` and `lm_ablations` turn the
+sums into the long rows of stage `heads`' ``ablation.parquet``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -29,6 +31,8 @@ from workflow.models.families import locate
 from workflow.models.families import n_heads as heads_of
 from workflow.models.hooks import Hooks, block_input, with_block_input
 from workflow.store.tokens import Documents, batches, labelled_batches, length_order
+
+log = logging.getLogger(__name__)
 
 MODES = ("zero", "mean")
 
@@ -243,3 +247,63 @@ def head_effects(
             if progress:
                 progress(f"batch {step + 1}: {rows} documents, {n_blocks * n_heads * len(modes)} ablations")
     return sums.clean, sums.ablated
+
+
+# ---------------------------------------------------------------- rows
+
+
+def ablation_rows(measure: str, modes: list[str], clean: np.ndarray, ablated: np.ndarray, n: float) -> list[dict]:
+    """Long rows (measure, mode, 1-based layer, head, loss, accuracy and their change from the clean
+    run) from the sums of `head_effects`; `n`: the documents or tokens they are sums over."""
+    clean_loss = clean[0] / n
+    clean_acc = clean[1] / n if measure == "task" else None
+    rows = []
+    for m, mode in enumerate(modes):
+        for block in range(ablated.shape[1]):
+            for head in range(ablated.shape[2]):
+                loss = ablated[m, block, head, 0] / n
+                acc = ablated[m, block, head, 1] / n if measure == "task" else None
+                rows.append(
+                    {
+                        "measure": measure,
+                        "mode": mode,
+                        "layer": block + 1,
+                        "head": head,
+                        "loss": float(loss),
+                        "delta_loss": float(loss - clean_loss),
+                        "accuracy": None if acc is None else float(acc),
+                        "delta_accuracy": None if acc is None else float(acc - clean_acc),
+                    }
+                )
+    return rows
+
+
+def _progress(measure: str):
+    return lambda message: log.info("%s ablations: %s", measure, message)
+
+
+def task_ablations(model, docs: Documents, modes: list, means, cfg: dict, pad_id: int, device) -> tuple[list, dict]:
+    """Every head ablated on a sequence classifier: long rows and the clean loss and accuracy (means
+    over documents). `cfg`: batch_size, max_rows (of `head_effects`)."""
+    clean, ablated = head_effects(
+        model, docs, task_measure, modes, means, cfg["batch_size"], cfg["max_rows"], pad_id, device, _progress("task")
+    )
+    n = len(docs.labels)
+    metrics = {"loss": float(clean[0] / n), "accuracy": float(clean[1] / n)}
+    message = "task: clean loss %.4f, accuracy %.3f; every head x %d modes ablated"
+    log.info(message, metrics["loss"], metrics["accuracy"], len(modes))
+    return ablation_rows("task", modes, clean, ablated, n), metrics
+
+
+def lm_ablations(lm, docs: Documents, modes: list, cfg: dict, pad_id: int, device) -> tuple[list, dict]:
+    """Every head ablated on a causal LM (next-token loss, the LM's own head means for mode "mean"):
+    long rows and the clean loss (mean over predicted tokens) and token count."""
+    means = head_means(lm, docs, cfg["batch_size"], pad_id, device) if "mean" in modes else None
+    clean, ablated = head_effects(
+        lm, docs, lm_measure, modes, means, cfg["batch_size"], cfg["max_rows"], pad_id, device, _progress("lm")
+    )
+    n = max(clean[1], 1)
+    metrics = {"loss": float(clean[0] / n), "tokens": int(clean[1])}
+    message = "lm: clean loss %.4f over %d tokens; every head x %d modes ablated"
+    log.info(message, metrics["loss"], metrics["tokens"], len(modes))
+    return ablation_rows("lm", modes, clean, ablated, n), metrics

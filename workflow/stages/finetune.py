@@ -40,14 +40,12 @@ import numpy as np
 
 from workflow import layout
 from workflow.datasets.baseline import shortfall
-from workflow.models import loading, resume
-from workflow.models.classifier import evaluate, save_classifier
+from workflow.models import finetuning, loading, resume
+from workflow.models.classifier import save_classifier
 from workflow.models.resume import Checkpoint
 from workflow.models.sources import resolve_source
-from workflow.models.training import masked_token_loss, next_token_loss, train
 from workflow.runner import cli
 from workflow.runner.codehash import code_version
-from workflow.store import checksums
 from workflow.store.files import read_json
 from workflow.store.tokens import Documents, read_documents
 
@@ -56,95 +54,21 @@ log = logging.getLogger(__name__)
 CHECKPOINT = layout.FINETUNED.names["checkpoint"]
 
 
-def classification_loss(docs: Documents, device):
-    """loss(model, idx, inputs): cross-entropy of the documents' labels."""
-    import torch
-    import torch.nn.functional as F
-
-    def loss(model, idx, inputs):
-        labels = torch.from_numpy(docs.labels[idx].astype(np.int64)).to(device)
-        return F.cross_entropy(model(**inputs).logits.float(), labels)
-
-    return loss
-
-
-def with_lora(model, family_name: str, lora: dict, kind: str):
-    """`model` wrapped by peft with LoRA adapters on `lora["target_modules"]` (the base frozen)."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=list(lora["target_modules"]),
-        fan_in_fan_out=family_name == "gpt2",  # GPT-2's Conv1D stores weights transposed
-        task_type=TaskType.CAUSAL_LM if kind == "causal" else None,
-    )
-    return get_peft_model(model, config)
-
-
-def trainable_counts(model) -> dict:
-    n_all = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable_parameters": int(n_train), "parameters": int(n_all)}
-
-
 def run_lm(
     source: str, train_docs: Documents, test_docs: Documents, cfg: dict, out_dir: str, device, amp_dtype, checkpoint
 ):
     """Next-token (causal_lm) or masked-token (masked_lm) fine-tuning, full or LoRA; the merged model
     is saved with save_pretrained, a LoRA adapter beside it (``adapter/``)."""
-    from workflow.models.families import FAMILIES, model_family
-    from workflow.models.lm import mean_loss
-    from workflow.models.sources import read_model_config
-    from workflow.store.files import atomic_dir, write_json
-
     kind = "causal" if cfg["kind"] == "causal_lm" else "masked"
     tokenizer = loading.load_tokenizer(source)
-    pad_id, mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
     model = loading.lm_class(kind).from_pretrained(source, **loading.load_kwargs())
     model.config.use_cache = False
     if not loading.OPTIONS["device_map"]:
         model = model.to(device)
-    before = mean_loss(model, test_docs, kind, cfg["eval_batch_size"], pad_id, mask_id, device, amp_dtype)
-    log.info("pretrained: test %s-token loss %.4f (perplexity %.2f)", kind, before["loss"], before["perplexity"])
-    if cfg["method"] == "lora":
-        model = with_lora(model, FAMILIES[model_family(read_model_config(source))].name, cfg["lora"], kind)
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg["method"] == "lora":
-            model.enable_input_require_grads()
-    counts = trainable_counts(model)
-    log.info(
-        "%s fine-tuning of %d of %d parameters", cfg["method"], counts["trainable_parameters"], counts["parameters"]
+    model, metrics = finetuning.finetune_lm(
+        model, tokenizer, source, train_docs, test_docs, cfg, device, amp_dtype, checkpoint
     )
-    loss_of = next_token_loss if kind == "causal" else masked_token_loss(tokenizer, train_docs, cfg["seed"])
-    training = {**train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of, checkpoint), **counts}
-    after = mean_loss(model, test_docs, kind, cfg["eval_batch_size"], pad_id, mask_id, device, amp_dtype)
-    log.info(
-        "fine-tuned: test loss %.4f (perplexity %.2f; %.0f tokens/s training)",
-        after["loss"],
-        after["perplexity"],
-        training["tokens_per_s"],
-    )
-    metrics = {
-        "kind": cfg["kind"],
-        "method": cfg["method"],
-        "pretrained": before,
-        "finetuned": after,
-        "train": training,
-        "device": loading.describe_device(device),
-        "autocast": str(amp_dtype),
-        "config": cfg,
-    }
-    with atomic_dir(out_dir) as tmp:
-        if cfg["method"] == "lora":
-            model.save_pretrained(tmp / layout.FINETUNED.names["adapter"])  # the adapter alone (peft)
-            model = model.merge_and_unload()
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(metrics, tmp / layout.CLASSIFIER_FILES["metrics"])
-        checksums.record(tmp, None, target=Path(out_dir) / layout.CLASSIFIER_FILES["metrics"])
+    finetuning.save_lm(model, tokenizer, metrics, out_dir)
     return metrics
 
 
@@ -196,35 +120,18 @@ def run(
     label_names = meta["label_names"]
     tokenizer = loading.load_tokenizer(source)
     model = loading.load_classifier(source, len(label_names), tokenizer.pad_token_id, device)
-    if cfg.get("gradient_checkpointing"):  # recompute each block's activations in the backward pass
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.get("gradient_checkpointing"):
+        finetuning.gradient_checkpointing(model)
     train_docs = training_documents(train_tokens, data, cfg)
     test_docs = read_documents(test_tokens)
-    log.info(
-        "train: %d docs, %d tokens; test: %d docs; %d labels",
-        len(train_docs.token_ids),
-        train_docs.n_tokens,
-        len(test_docs.token_ids),
-        len(label_names),
-    )
+    message = "train: %d docs, %d tokens; test: %d docs; %d labels"
+    log.info(message, len(train_docs.token_ids), train_docs.n_tokens, len(test_docs.token_ids), len(label_names))
     pad_id = tokenizer.pad_token_id
-    before = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
-    log.info("pretrained (fresh classifier): accuracy %.4f macro-F1 %.4f", before["accuracy"], before["macro_f1"])
-    loss_of = classification_loss(train_docs, device)
-    training = train(model, train_docs, cfg, pad_id, device, amp_dtype, loss_of, checkpoint)
-    after = evaluate(model, test_docs, cfg["eval_batch_size"], pad_id, device, amp_dtype)
-    log.info(
-        "fine-tuned: accuracy %.4f macro-F1 %.4f (%.0f tokens/s training)",
-        after["accuracy"],
-        after["macro_f1"],
-        training["tokens_per_s"],
-    )
-    if warning := shortfall(after["accuracy"], meta):
+    scores = finetuning.finetune_classifier(model, train_docs, test_docs, cfg, pad_id, device, amp_dtype, checkpoint)
+    if warning := shortfall(scores["finetuned"]["accuracy"], meta):
         log.warning("%s", warning)
     metrics = {
-        "pretrained": before,
-        "finetuned": after,
-        "train": training,
+        **scores,
         "label_names": label_names,
         "device": loading.describe_device(device),
         "autocast": str(amp_dtype),
