@@ -86,14 +86,20 @@ def input_scale(aset, normalize: bool):
     return torch.cat([torch.full((side,), math.sqrt(side / m)) for m in msn])
 
 
-def recipe_autocast(recipe: Recipe):
-    """The autocast dtype a recipe asks for where the caller decides nothing: bfloat16 for ``bfloat16``
-    and ``auto``, None (float32) for ``float32``. Whether ``auto`` pays off depends on the machine
-    (emulated bf16 on a CPU without AVX512-BF16 is slow): the stages decide it with
-    `workflow.models.loading.autocast_dtype` and pass it as `amp`."""
+def recipe_autocast(recipe: Recipe, device):
+    """The autocast dtype of a recipe's ``dtype`` on `device`, where the caller passes none: None
+    (float32) for ``float32``, bfloat16 for ``bfloat16``, and for ``auto`` bfloat16 only where the
+    device runs it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX): emulated bf16 on a CPU
+    without it is many times slower than float32. The stages pass the same decision for models and
+    SAEs alike (`workflow.models.loading.autocast_dtype`)."""
     import torch
 
-    return None if recipe.dtype == "float32" else torch.bfloat16
+    if recipe.dtype == "float32":
+        return None
+    if recipe.dtype == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.cpu._is_avx512_bf16_supported()
+        return torch.bfloat16 if native else None
+    return torch.bfloat16
 
 
 def _initial_b_dec(stream: ShuffledRows, how: str, scale, d_in: int):
@@ -314,7 +320,7 @@ def train(
     import torch
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = recipe_autocast(recipe) if amp == "recipe" else amp
+    amp = recipe_autocast(recipe, device) if isinstance(amp, str) and amp == "recipe" else amp
     aset = _opened(acts_folder, recipe)
     out = Path(out_folder)
     out.mkdir(parents=True, exist_ok=True)

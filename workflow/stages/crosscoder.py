@@ -28,8 +28,9 @@ from workflow.analysis import crosscoding
 from workflow.analysis.features import read_tokens
 from workflow.analysis.splices import crosscoder_effects
 from workflow.layout import VARIANTS
-from workflow.models.loading import describe_device, pick_device
+from workflow.models.loading import autocast_dtype, describe_device, pick_device
 from workflow.runner import cli
+from workflow.runner.codehash import code_version
 from workflow.sae.crosscoder import CrosscoderRecipe, load
 from workflow.sae.training import train
 from workflow.store.activations import ActivationSet, PairedSets
@@ -89,7 +90,9 @@ def run(
         "hook_name": manifest["hook_name"],
         "study": {k: manifest.get(k) for k in ("model", "dataset", "site", "layer")} | {"crosscoder": name},
     }
-    training = train(paired, CrosscoderRecipe.from_dict(recipe), out, metadata, device)
+    typed = CrosscoderRecipe.from_dict(recipe)
+    amp, code = autocast_dtype(typed.dtype, device), code_version("crosscoder", typed.architecture)
+    training = train(paired, typed, out, metadata, device, amp=amp, code=code)
     cc = load(out, device)
     test = PairedSets(*(ActivationSet(test_acts[v]) for v in VARIANTS))
     stats = crosscoding.statistics(cc, test, cfg["max_tokens"], cfg["batch_rows"], device)
@@ -137,12 +140,7 @@ def main(argv=None) -> None:
     run(
         {v: args[f"{v}_train"] for v in VARIANTS},
         {v: args[f"{v}_test"] for v in VARIANTS},
-        args["recipe"],
-        args["name"],
-        args["config"],
-        args["source"],
-        args["out"],
-        args["tokens"],
+        *(args[k] for k in ("recipe", "name", "config", "source", "out", "tokens")),
         {what: {v: args[f"{v}_{what}"] for v in VARIANTS} for what in ("classifier", "lm")},
         args["eval_config"],
         args["meta"],

@@ -22,8 +22,9 @@ from workflow import layout
 from workflow.analysis.matching import outlier_limit
 from workflow.analysis.stagewise import movement_summary, movement_table
 from workflow.layout import VARIANTS
-from workflow.models.loading import pick_device
+from workflow.models.loading import autocast_dtype, pick_device
 from workflow.runner import cli
+from workflow.runner.codehash import code_version
 from workflow.sae import load, recipe_from_dict
 from workflow.sae.training import train, training_form
 from workflow.store.activations import ActivationSet
@@ -46,7 +47,8 @@ def run(sae_dir: str, train_acts: str, test_acts: dict, cfg: dict, out: str) -> 
     weights = Path(sae_dir) / layout.SAE.names["weights"]
     start_id = hashlib.sha256(weights.read_bytes()).hexdigest()
     study = {**meta.get("study", {}), "variant": "finetuned", "stagewise_from": str(sae_dir), "steps": cfg["steps"]}
-    training = train(train_acts, recipe, out, {**meta, "study": study}, device, start=start, start_id=start_id)
+    how = {"amp": autocast_dtype(recipe.dtype, device), "code": code_version("stagewise", recipe.architecture)}
+    training = train(train_acts, recipe, out, {**meta, "study": study}, device, start=start, start_id=start_id, **how)
     first, end = load(sae_dir, device), load(out, device)
     sets = {v: ActivationSet(test_acts[v]) for v in VARIANTS}
     limits = {
