@@ -99,7 +99,7 @@ def test_sizes_count_the_tokens_the_tokens_stage_will_write(tmp_path):
     from workflow.datasets import sources
     from workflow.models.loading import load_tokenizer
     from workflow.models.sources import resolve_source
-    from workflow.stages.tokens import tokenize_table
+    from workflow.datasets.tokenize import tokenize_table
 
     study = _study(tmp_path)
     s = sizes.Sizes(study)

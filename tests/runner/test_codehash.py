@@ -38,7 +38,7 @@ def test_the_graph_follows_imports_inside_functions_and_through_other_modules():
     # `load` imports sae.base inside the function; the architectures are registered by name, not imported
     assert "workflow/sae/base.py" in files and "workflow/sae/topk.py" not in files
     assert not any(name.startswith("workflow/report/") for name in files)
-    assert "workflow/commands.py" not in files  # the list of stages: adding a stage re-runs no other
+    assert "workflow/runner/commands.py" not in files  # the list of stages: adding a stage re-runs no other
     assert "workflow/runner/codehash.py" not in _names(stage_files("train_sae", "topk"))  # versions decide no output
     assert "workflow/models/hooks.py" not in _names(stage_files("train_sae", "topk"))
     assert _names(closure("workflow.sae.batchtopk")) >= {"workflow/sae/topk.py", "workflow/sae/kernels.py"}
@@ -101,3 +101,16 @@ def test_each_architecture_has_its_own_version_and_subclasses_follow_their_base(
 def test_an_unknown_stage_is_refused():
     with pytest.raises(ValueError, match="no stage 'tokenize'"):
         code_version("tokenize")
+
+
+def test_editing_the_report_pages_re_runs_the_stages_that_render_them_not_those_that_only_plot(tree):
+    """A stage that saves a figure imports `workflow.report.figures` (and so the report package's
+    __init__), but only the stages that render pages read the templates, scripts and styles."""
+    before = {stage: code_version(stage, root=tree) for stage in STAGES}
+    codehash.imports.cache_clear()
+    with open(tree / "workflow/report/static/heads.css", "a") as f:
+        f.write("\n/* an edit */\n")
+    after = {stage: code_version(stage, root=tree) for stage in STAGES}
+    changed = {stage for stage in STAGES if before[stage] != after[stage]}
+    assert {"report", "heads_summary"} <= changed
+    assert changed.isdisjoint({"similarity", "features", "diff_summary", "probe_summary", "kmeans", "emergence"})

@@ -87,8 +87,8 @@ def _with_parents(name: str) -> list[str]:
 @functools.cache
 def closure(module: str, root: Path = ROOT) -> tuple[Path, ...]:
     """Files of `module` and of every package module it imports, directly or not, sorted. This module
-    is left out: the SAE trainer asks it for its own version (to match checkpoints), but it decides
-    no stage's output."""
+    is left out: the SAE stages ask it for the trainer's version (to match checkpoints), but it
+    decides no stage's output."""
     seen, todo = set(), [module]
     while todo:
         for name in _with_parents(todo.pop()):
@@ -100,8 +100,10 @@ def closure(module: str, root: Path = ROOT) -> tuple[Path, ...]:
 
 
 def data_files(modules: list[Path]) -> list[Path]:
-    """Template and static files of the packages the modules belong to."""
-    folders = {path.parent / name for path in modules for name in DATA_FOLDERS}
+    """Template and static files of the packages the modules belong to. A package's ``__init__`` alone
+    does not count: importing `workflow.report.figures` runs `workflow/report/__init__.py`, but only a
+    module of the report package itself (its renderer) reads the report's templates and scripts."""
+    folders = {path.parent / name for path in modules if path.name != "__init__.py" for name in DATA_FOLDERS}
     return sorted(f for folder in folders if folder.is_dir() for f in folder.rglob("*") if f.is_file())
 
 

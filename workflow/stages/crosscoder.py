@@ -91,7 +91,7 @@ def run(
         "study": {k: manifest.get(k) for k in ("model", "dataset", "site", "layer")} | {"crosscoder": name},
     }
     typed = CrosscoderRecipe.from_dict(recipe)
-    amp, code = autocast_dtype(typed.dtype, device), code_version("crosscoder", typed.architecture)
+    amp, code = autocast_dtype(typed.dtype, device), code_version("train_sae", typed.architecture)
     training = train(paired, typed, out, metadata, device, amp=amp, code=code)
     cc = load(out, device)
     test = PairedSets(*(ActivationSet(test_acts[v]) for v in VARIANTS))

@@ -47,7 +47,7 @@ def run(sae_dir: str, train_acts: str, test_acts: dict, cfg: dict, out: str) -> 
     weights = Path(sae_dir) / layout.SAE.names["weights"]
     start_id = hashlib.sha256(weights.read_bytes()).hexdigest()
     study = {**meta.get("study", {}), "variant": "finetuned", "stagewise_from": str(sae_dir), "steps": cfg["steps"]}
-    how = {"amp": autocast_dtype(recipe.dtype, device), "code": code_version("stagewise", recipe.architecture)}
+    how = {"amp": autocast_dtype(recipe.dtype, device), "code": code_version("train_sae", recipe.architecture)}
     training = train(train_acts, recipe, out, {**meta, "study": study}, device, start=start, start_id=start_id, **how)
     first, end = load(sae_dir, device), load(out, device)
     sets = {v: ActivationSet(test_acts[v]) for v in VARIANTS}
