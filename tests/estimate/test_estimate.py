@@ -97,9 +97,9 @@ def _study(tmp_path, **extra) -> dict:
 
 def test_sizes_count_the_tokens_the_tokens_stage_will_write(tmp_path):
     from workflow.datasets import sources
+    from workflow.datasets.tokenize import tokenize_table
     from workflow.models.loading import load_tokenizer
     from workflow.models.sources import resolve_source
-    from workflow.datasets.tokenize import tokenize_table
 
     study = _study(tmp_path)
     s = sizes.Sizes(study)
