@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 import pytest
 
@@ -13,6 +14,8 @@ from workflow.runner.commands import GPU_STAGES, STAGES
 
 PACKAGE = ROOT / "workflow"
 MAX_FUNCTION_LINES, MAX_MODULE_LINES, MAX_STRING = 60, 400, 1500
+# A module past MAX_MODULE_LINES is a warning, not a failure: split it by topic when its topics part,
+# not to pass a count.
 MAX_STAGE_LINES = 150  # a stage reads, calls its topic packages and writes: the method lives in those packages
 
 
@@ -93,13 +96,13 @@ def test_stages_are_thin():
     assert not {k: v for k, v in long.items() if v > MAX_STAGE_LINES}, f"stages over {MAX_STAGE_LINES} lines"
 
 
-def test_modules_functions_and_strings_stay_small():
+def test_functions_and_strings_stay_small():
     problems = []
     for path in _modules():
         text = path.read_text()
         where = path.relative_to(ROOT)
         if text.count("\n") > MAX_MODULE_LINES:
-            problems.append(f"{where}: {text.count(chr(10))} lines")
+            warnings.warn(f"{where}: {text.count(chr(10))} lines, over {MAX_MODULE_LINES}", stacklevel=1)
         tree = _tree(path)
         docstrings = {
             id(node.body[0].value)
