@@ -89,5 +89,7 @@ def test_every_rule_that_asks_for_a_gpu_claims_one():
     for path in (ROOT / "rules").glob("*.smk"):
         for _rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), flags=re.M):
             if re.search(r"^\s+gpu=", body, flags=re.M):
-                declared.add(re.search(r"python -m workflow (\w+)", body).group(1))  # the stage it runs
+                job = re.search(r"(\w+)_job\.shell\(", body).group(1)  # rules/common.smk's stage_job
+                made = re.search(rf'^{job}_job = stage_job\("(\w+)"[^)]*?(?:stage="(\w+)")?\)', path.read_text(), re.M)
+                declared.add(made.group(2) or made.group(1))  # the stage it runs
     assert declared == set(GPU_STAGES)
