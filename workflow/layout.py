@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 RESULTS = "results"
 VARIANTS = ("pretrained", "finetuned")  # the two models a study compares: the {variant} wildcard
+# a crosscoder's sides as the report and the explorer list them beside SAE recipes ("crosscoder.<name>");
+# recipe names are [A-Za-z0-9_-]: no SAE recipe starts so
+CROSSCODER_PREFIX = "crosscoder."
 
 
 @dataclass(frozen=True, order=True)

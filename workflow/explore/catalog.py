@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workflow import layout
-from workflow.layout import VARIANTS
+from workflow.layout import CROSSCODER_PREFIX, VARIANTS
 from workflow.plan import Plan
-from workflow.report.feature_data import CROSSCODER_PREFIX  # the report's name of a crosscoder's sides
 
 
 class NotFoundError(LookupError):

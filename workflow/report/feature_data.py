@@ -51,7 +51,6 @@ CATALOGUE_KEYS = (
     "default_feature",
     "crosscoder",
 )
-CROSSCODER_PREFIX = "crosscoder."  # recipe names are [A-Za-z0-9_-]: no SAE recipe starts so
 
 
 def sae_key(e: dict) -> str:
@@ -109,7 +108,7 @@ def describe_crosscoders(folders: list[str]) -> list[dict]:
         names = layout.CROSSCODER.names
         summary, features = read_json(Path(d) / names["summary"]), read_json(Path(d) / names["features_summary"])
         keys = {
-            v: f"{v}-{summary['site']}-L{summary['layer']}-{CROSSCODER_PREFIX}{summary['crosscoder']}"
+            v: f"{v}-{summary['site']}-L{summary['layer']}-{layout.CROSSCODER_PREFIX}{summary['crosscoder']}"
             for v in VARIANT_ORDER
         }
         for v, key in keys.items():
@@ -118,7 +117,7 @@ def describe_crosscoders(folders: list[str]) -> list[dict]:
                     {
                         "key": key,
                         "folder": str(d),
-                        "recipe": CROSSCODER_PREFIX + summary["crosscoder"],
+                        "recipe": layout.CROSSCODER_PREFIX + summary["crosscoder"],
                         "architecture": "crosscoder",
                         "site": summary["site"],
                         "layer": summary["layer"],
