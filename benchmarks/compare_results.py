@@ -11,7 +11,10 @@ by column and row by row (floats exactly: NaN equals NaN and null), JSON recursi
 older version equals the null a newer one writes; keys only the new side has are listed, not counted as
 differences, a changed column type is one), arrays bit for bit. Of the report folders only the numbers
 the study index shows (`summary.json`) are compared: the pages are made from the tables compared. Timings
-and device names are left out (`SKIP_KEYS`, `SKIP_COLUMNS`, `SKIP_FOLDERS`). Prints one line per file that
+and device names are left out (`SKIP_KEYS`, `SKIP_COLUMNS`, `SKIP_FOLDERS`), and so are the digests that a
+folder's `checksums.json` keeps of a file that compared the same (a training log's digest changes with its
+timings). A string that names a path inside the old study folder (the results folder's parent) equals the
+same path inside the new one. Prints one line per file that
 is not identical and a count per kind; exits 1 if any value differs or a file is missing on either side.
 """
 
@@ -45,6 +48,7 @@ SKIP_KEYS = {
 }
 SKIP_COLUMNS = {"tokens_per_s"}
 SUFFIXES = (".parquet", ".json", ".npy", ".safetensors")
+CHECKSUMS = "checksums.json"  # each file's bytes and SHA-256 (workflow.layout.CHECKSUMS)
 
 
 def new_name(old: str) -> str:
@@ -59,7 +63,7 @@ def _same_scalar(a, b) -> bool:
     if isinstance(b, float) and math.isnan(b):
         return a is None
     if isinstance(a, str) and isinstance(b, str):
-        for old, new in STRING_RENAMES:
+        for old, new in [*STRING_RENAMES, *STUDY_FOLDERS]:
             a = a.replace(old, new)
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
@@ -121,7 +125,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compare_file(old: Path, new: Path) -> tuple[list[str], list[str]]:
+STUDY_FOLDERS: list[tuple[str, str]] = []  # (old study folder, new study folder), set by `compare`
+
+
+def _without_same(checksums: dict, same: set[str]) -> dict:
+    """A checksums.json without the entries of files (names relative to its folder) that compared the same."""
+    return {**checksums, "files": {k: v for k, v in checksums.get("files", {}).items() if k not in same}}
+
+
+def compare_file(old: Path, new: Path, same: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    if old.name == CHECKSUMS:
+        a, b = (_without_same(json.loads(p.read_text()), same) for p in (old, new))
+        return compare_json(a, b)
     if old.suffix == ".parquet":
         return compare_table(pl.read_parquet(old), pl.read_parquet(new))
     if old.suffix == ".json":
@@ -144,14 +159,18 @@ def files(root: Path) -> list[str]:
 
 def compare(old_root: Path, new_root: Path) -> dict:
     old_files, new_files = files(old_root), set(files(new_root))
+    STUDY_FOLDERS[:] = [(str(old_root.resolve().parent) + "/", str(new_root.resolve().parent) + "/")]
     report = {"identical": [], "different": {}, "added": {}, "missing": [], "only_new": []}
-    for name in old_files:
+    # checksums.json last: its entries of files that compared the same are left out
+    for name in sorted(old_files, key=lambda n: n.rsplit("/", 1)[-1] == CHECKSUMS):
         target = new_name(name)
         if target not in new_files:
             report["missing"].append(name)
             continue
         new_files.discard(target)
-        diffs, added = compare_file(old_root / name, new_root / target)
+        folder = target.rpartition("/")[0]
+        same = {n.rpartition("/")[2] for n in report["identical"] if n.rpartition("/")[0] == folder}
+        diffs, added = compare_file(old_root / name, new_root / target, same)
         (report["different"].__setitem__(target, diffs) if diffs else report["identical"].append(target))
         if added:
             report["added"][target] = added

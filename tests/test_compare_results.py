@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -47,3 +48,26 @@ def test_same_values_under_old_names_are_identical_and_a_changed_value_is_named(
     assert "DIFFERENT analysis/m/d/kmeans/scores.parquet: column ari: 1 of 2 values differ (max |diff| 0.25)" in out
     assert "DIFFERENT activations/shard-00000.npy: the bytes differ" in out
     assert "0 files identical" in out
+
+
+def _folder(study, seconds: float, accuracy: float):
+    """A model folder as a study writes it: metrics with a timing, their digest in checksums.json, and a
+    path to the study's own folder."""
+    folder = study / "results/models/m/d"
+    folder.mkdir(parents=True)
+    write_json({"accuracy": accuracy, "seconds": seconds, "model": str(folder)}, folder / "metrics.json")
+    text = (folder / "metrics.json").read_bytes()
+    digest = {"bytes": len(text), "sha256": hashlib.sha256(text).hexdigest()}
+    write_json({"files": {"metrics.json": digest}}, folder / "checksums.json")
+
+
+def test_a_digest_of_timings_and_the_study_folder_are_not_differences(tmp_path, capsys):
+    _folder(tmp_path / "a", 1.5, 0.9)
+    _folder(tmp_path / "b", 12.25, 0.9)  # other timings (another length, another digest), another study folder
+    assert compare_results.main([str(tmp_path / "a/results"), str(tmp_path / "b/results")]) == 0
+    assert "2 files identical" in capsys.readouterr().out
+    _folder(tmp_path / "c", 1.5, 0.8)
+    assert compare_results.main([str(tmp_path / "a/results"), str(tmp_path / "c/results")]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERENT models/m/d/metrics.json: .accuracy: 0.9 -> 0.8" in out
+    assert "DIFFERENT models/m/d/checksums.json: .files.metrics.json.sha256" in out
