@@ -43,7 +43,7 @@ class Scopes:
 
     def extract_targets(self, model: str) -> list[str]:
         """The extract job's site:layer arguments, e.g. ['resid_post:2', ...]."""
-        return [f"{site}:{layer}" for site, layer in self.stored(model)]
+        return [str(layout.Target(site, layer)) for site, layer in self.stored(model)]
 
     def scope(self, section: dict, model: str, dataset: str) -> list[tuple[str, int]]:
         """(site, layer) pairs of (model, dataset) that a section's `datasets`, `sites` and `layers`

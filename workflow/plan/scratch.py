@@ -61,7 +61,7 @@ class ScratchJobs:
         out = {}
         for site, layer in self.stored(model):
             for sae, folder in self.layer_saes(model, "pretrained", corpus, site, layer).items():
-                out[f"{sae}:{site}:{layer}"] = folder
+                out[f"{sae}:{layout.Target(site, layer)}"] = folder  # read back by the emergence stage
         return out
 
     def changed(self, dataset: str) -> bool:
